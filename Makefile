@@ -1,0 +1,60 @@
+# One way to do each thing: CI (.ci/run, .github/workflows) calls these targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The extension is built in release mode everywhere: the tests include
+# million-entry and 100-thread runs that a debug build makes needlessly slow.
+MATURIN_FLAGS ?= --release
+
+.DEFAULT_GOAL := help
+.PHONY: help dev build test test-rust test-python lint fmt mypy stubtest bench compare demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
+		"ruff>=0.8" "mypy>=1.13" "pytest-benchmark>=5" "cachebox>=5" "cachetools>=5" \
+		"moka-py>=0.1" "theine>=0.4" "lru-dict>=1.3"
+	touch $@
+
+dev: $(VENV)/.installed build ## create .venv with every tool and build the extension into it
+
+build: $(VENV)/.installed ## (re)build the Rust extension into .venv
+	$(BIN)/maturin develop --quiet $(MATURIN_FLAGS)
+
+test: dev test-rust test-python ## build, then run the whole test suite (Rust and Python)
+
+test-rust: ## cargo test of the pure-Rust core
+	cargo test --quiet --lib --no-default-features
+
+test-python: ## pytest (assumes `make dev`)
+	$(BIN)/pytest
+
+lint: dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
+	cargo fmt --check
+	cargo clippy --quiet --all-targets -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy --strict python/pgcache
+	$(BIN)/python -m mypy.stubtest pgcache._core
+
+fmt: ## format Rust and Python
+	cargo fmt
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+bench: dev ## pytest-benchmark suites
+	$(BIN)/pytest benches --benchmark-only -p no:timeout --benchmark-columns=min,mean,median,ops
+
+compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict
+	$(BIN)/python benches/compare.py
+
+demo: dev ## the main job for now: a quick side-by-side run of pgcache and its peers
+	$(BIN)/python benches/compare.py --quick
+
+clean: ## remove the venv and build output
+	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -1,0 +1,12 @@
+//! The pure-Rust cache: no pyo3 here, tested with `cargo test`.
+
+pub mod cache;
+pub mod clock;
+pub mod metrics;
+pub mod store;
+mod wheel;
+
+pub use cache::Cache;
+pub use clock::{Clock, ManualClock};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use store::{Released, Removed, Store, MAX_CAPACITY, NEVER};

@@ -1,0 +1,708 @@
+//! The single-threaded heart of the cache: a hash index over a slab of nodes,
+//! an intrusive LRU list and an intrusive hierarchical timer wheel (see
+//! `wheel.rs`). It knows nothing of locks, Python or clocks: callers pass the
+//! current time and a key-equality function that may fail.
+//!
+//! Layout: every node lives in one `Vec`; list links are `u32` indices into it.
+//! Index 0 is the LRU list's sentinel and the next `wheel::SENTINELS` indices
+//! are the timer buckets' sentinels, so unlinking never branches on "is this
+//! the head". A node costs 48 bytes plus about 10 bytes of hash index.
+
+use hashbrown::HashTable;
+
+use super::metrics::Metrics;
+use super::wheel::{self, Wheel};
+use std::sync::Arc;
+
+/// "No index": a node that is not on the timer wheel, or the end of the free list.
+pub(crate) const NIL: u32 = u32::MAX;
+/// `expires_at` of an entry without a TTL.
+pub const NEVER: u64 = u64::MAX;
+/// The LRU list's sentinel: `next` is the most recently used node, `prev` the least.
+const LRU: u32 = 0;
+/// First index of a node that holds an entry.
+pub(crate) const FIRST_ENTRY: u32 = 1 + wheel::SENTINELS as u32;
+/// Upper bound for `max_size` (indices are `u32`, sentinels come first).
+pub const MAX_CAPACITY: usize = (u32::MAX - 1 - FIRST_ENTRY) as usize;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Link {
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+}
+
+impl Link {
+    const fn to_self(index: u32) -> Self {
+        Link {
+            prev: index,
+            next: index,
+        }
+    }
+    pub(crate) const UNLINKED: Link = Link {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+pub struct Node<K, V> {
+    /// `None` for sentinels and free slots.
+    pub(crate) entry: Option<(K, V)>,
+    pub(crate) hash: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) lru: Link,
+    /// Timer-wheel links; `UNLINKED` when the entry never expires. For a free
+    /// slot, `timer.next` is the next free slot.
+    pub(crate) timer: Link,
+}
+
+impl<K, V> Node<K, V> {
+    /// The key and value a node held, if any (sentinels and free slots hold none).
+    pub fn into_entry(self) -> Option<(K, V)> {
+        self.entry
+    }
+
+    fn sentinel(index: u32) -> Self {
+        Node {
+            entry: None,
+            hash: 0,
+            expires_at: NEVER,
+            lru: Link::to_self(index),
+            timer: Link::to_self(index),
+        }
+    }
+}
+
+/// Values that left the store during one operation. They are returned to the
+/// caller so it can drop them after releasing the lock (a Python value's
+/// `__del__` may run arbitrary code, including calls into this cache).
+pub struct Released<K, V> {
+    pub entries: Vec<(K, V)>,
+    pub values: Vec<V>,
+    pub keys: Vec<K>,
+}
+
+impl<K, V> Default for Released<K, V> {
+    fn default() -> Self {
+        Released {
+            entries: Vec::new(),
+            values: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Released<K, V> {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.values.is_empty() && self.keys.is_empty()
+    }
+}
+
+/// What `remove` found.
+pub enum Removed<K, V> {
+    Live(K, V),
+    /// Present but expired: removed and counted as an expiration.
+    Expired,
+    Absent,
+}
+
+/// A get_or_set in progress: the key being loaded and the caller's handle to it.
+struct Flight<K, F> {
+    hash: u64,
+    key: K,
+    handle: F,
+}
+
+/// The store. `F` is the handle type of in-progress loads (see `begin_load`).
+pub struct Store<K, V, F = ()> {
+    table: HashTable<u32>,
+    pub(crate) nodes: Vec<Node<K, V>>,
+    free: u32,
+    len: usize,
+    max_size: usize,
+    pub(crate) wheel: Wheel,
+    flights: Vec<Flight<K, F>>,
+    metrics: Arc<Metrics>,
+    closed: bool,
+}
+
+impl<K, V, F> Store<K, V, F> {
+    pub fn new(max_size: usize, metrics: Arc<Metrics>, now: u64) -> Self {
+        assert!((1..=MAX_CAPACITY).contains(&max_size));
+        let nodes = (0..FIRST_ENTRY).map(Node::sentinel).collect();
+        Store {
+            table: HashTable::new(),
+            nodes,
+            free: NIL,
+            len: 0,
+            max_size,
+            wheel: Wheel::new(now),
+            flights: Vec::new(),
+            metrics,
+            closed: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    // ---- lookups ----------------------------------------------------------
+
+    /// The node holding an equal key. `eq` may fail; the first error aborts
+    /// the probe and is returned, so nothing is changed by a failing key.
+    #[inline]
+    fn find<E>(
+        &self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+    ) -> Result<Option<u32>, E> {
+        let mut error = None;
+        let nodes = &self.nodes;
+        let found = self.table.find(hash, |&index| {
+            let node = &nodes[index as usize];
+            if node.hash != hash {
+                return false;
+            }
+            let Some((key, _)) = &node.entry else {
+                return false;
+            };
+            match eq(key) {
+                Ok(equal) => equal,
+                Err(e) => {
+                    error = Some(e);
+                    true // stop probing
+                }
+            }
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(found.copied()),
+        }
+    }
+
+    #[inline]
+    fn is_expired(&self, index: u32, now: u64) -> bool {
+        now >= self.nodes[index as usize].expires_at
+    }
+
+    /// Finds a live entry; an expired one is removed (counted as an
+    /// expiration) into `released`.
+    #[inline]
+    fn find_live<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<Option<u32>, E> {
+        match self.find(hash, eq)? {
+            Some(index) if self.is_expired(index, now) => {
+                self.metrics.expired(1);
+                released.entries.push(self.unlink_entry(index));
+                Ok(None)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// A lookup: counts a hit or a miss; a hit becomes the most recently used.
+    #[inline]
+    pub fn get<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<Option<&V>, E> {
+        match self.find_live(hash, eq, now, released)? {
+            Some(index) => {
+                self.metrics.hit();
+                self.lru_move_to_front(index);
+                Ok(self.nodes[index as usize].entry.as_ref().map(|(_, v)| v))
+            }
+            None => {
+                self.metrics.miss();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a live entry exists; neither counted nor reordered.
+    pub fn contains<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<bool, E> {
+        Ok(self.find_live(hash, eq, now, released)?.is_some())
+    }
+
+    // ---- writes -----------------------------------------------------------
+
+    /// Stores `value` under `key` as the most recently used entry, expiring at
+    /// `expires_at` (`NEVER` for none). An existing key keeps its key object
+    /// (the new one and the replaced value go to `released`); setting over an
+    /// expired entry counts its expiration. A new key into a full store first
+    /// removes every expired entry, then evicts the least recently used one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert<E>(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        expires_at: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<(), E> {
+        if let Some(index) = self.find(hash, eq)? {
+            if self.is_expired(index, now) {
+                self.metrics.expired(1);
+            }
+            let node = &mut self.nodes[index as usize];
+            if let Some((_, old)) = node.entry.as_mut() {
+                released.values.push(std::mem::replace(old, value));
+            }
+            released.keys.push(key);
+            self.reschedule(index, expires_at);
+            self.lru_move_to_front(index);
+            return Ok(());
+        }
+        if self.len >= self.max_size {
+            self.expire(now, released);
+        }
+        if self.len >= self.max_size {
+            let lru = self.nodes[LRU as usize].lru.prev;
+            self.metrics.evicted();
+            released.entries.push(self.unlink_entry(lru));
+        }
+        let index = self.allocate(hash, key, value, expires_at);
+        let nodes = &self.nodes;
+        self.table
+            .insert_unique(hash, index, |&i| nodes[i as usize].hash);
+        self.lru_push_front(index);
+        self.wheel_schedule(index);
+        self.len += 1;
+        self.metrics.set_size(self.len);
+        Ok(())
+    }
+
+    /// Removes a key. An expired entry is removed into `released`, counted as
+    /// an expiration and reported as `Expired`.
+    pub fn remove<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<Removed<K, V>, E> {
+        let Some(index) = self.find(hash, eq)? else {
+            return Ok(Removed::Absent);
+        };
+        let expired = self.is_expired(index, now);
+        let (key, value) = self.unlink_entry(index);
+        if expired {
+            self.metrics.expired(1);
+            released.entries.push((key, value));
+            return Ok(Removed::Expired);
+        }
+        Ok(Removed::Live(key, value))
+    }
+
+    /// Removes every entry expired at `now` into `released`; returns how many.
+    /// Cost: the expired entries, the entries due within the current wheel
+    /// tick (about a millisecond) and those cascading to a finer wheel level.
+    pub fn expire(&mut self, now: u64, released: &mut Released<K, V>) -> usize {
+        let due = self.wheel_advance(now);
+        for &index in &due {
+            released.entries.push(self.unlink_entry(index));
+        }
+        self.metrics.expired(due.len() as u64);
+        due.len()
+    }
+
+    /// Removes every entry (counters other than size are kept) and returns
+    /// the nodes holding them, to be dropped by the caller after unlocking.
+    pub fn clear(&mut self, now: u64) -> Vec<Node<K, V>> {
+        let mut taken = std::mem::take(&mut self.nodes);
+        taken.drain(..FIRST_ENTRY as usize);
+        self.nodes = (0..FIRST_ENTRY).map(Node::sentinel).collect();
+        self.table = HashTable::new();
+        self.free = NIL;
+        self.len = 0;
+        self.wheel = Wheel::new(now);
+        self.metrics.set_size(0);
+        taken
+    }
+
+    /// Clears and refuses every later operation (the caller checks `is_closed`).
+    pub fn close(&mut self, now: u64) -> (Vec<Node<K, V>>, Vec<F>) {
+        self.closed = true;
+        let flights = self.flights.drain(..).map(|f| f.handle).collect();
+        (self.clear(now), flights)
+    }
+
+    pub fn reset_metrics(&self) {
+        self.metrics.reset();
+    }
+
+    /// Live entries, most recently used first; expired ones are skipped.
+    pub fn iter_live(&self, now: u64) -> impl Iterator<Item = (&K, &V)> + '_ {
+        let nodes = &self.nodes;
+        let mut index = nodes[LRU as usize].lru.next;
+        std::iter::from_fn(move || loop {
+            if index == LRU {
+                return None;
+            }
+            let node = &nodes[index as usize];
+            index = node.lru.next;
+            if now < node.expires_at {
+                if let Some((k, v)) = &node.entry {
+                    return Some((k, v));
+                }
+            }
+        })
+    }
+
+    // ---- in-progress loads (get_or_set) ------------------------------------
+
+    /// The handle of the load in progress for this key, if any.
+    pub fn find_load<E>(
+        &self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+    ) -> Result<Option<&F>, E> {
+        for flight in &self.flights {
+            if flight.hash == hash && eq(&flight.key)? {
+                return Ok(Some(&flight.handle));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Registers a load in progress (the caller checked `find_load` first).
+    pub fn begin_load(&mut self, hash: u64, key: K, handle: F) {
+        self.flights.push(Flight { hash, key, handle });
+    }
+
+    /// Unregisters the load whose handle satisfies `is_mine`; returns its key.
+    pub fn end_load(&mut self, mut is_mine: impl FnMut(&F) -> bool) -> Option<K> {
+        let position = self.flights.iter().position(|f| is_mine(&f.handle))?;
+        Some(self.flights.swap_remove(position).key)
+    }
+
+    // ---- slab and lists ---------------------------------------------------
+
+    fn allocate(&mut self, hash: u64, key: K, value: V, expires_at: u64) -> u32 {
+        let node = Node {
+            entry: Some((key, value)),
+            hash,
+            expires_at,
+            lru: Link::UNLINKED,
+            timer: Link::UNLINKED,
+        };
+        if self.free != NIL {
+            let index = self.free;
+            self.free = self.nodes[index as usize].timer.next;
+            self.nodes[index as usize] = node;
+            index
+        } else {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    /// Takes an entry out of the index, both lists and the slab.
+    pub(crate) fn unlink_entry(&mut self, index: u32) -> (K, V) {
+        let hash = self.nodes[index as usize].hash;
+        if let Ok(slot) = self.table.find_entry(hash, |&i| i == index) {
+            slot.remove();
+        }
+        self.lru_unlink(index);
+        self.wheel_unschedule(index);
+        let free = self.free;
+        let node = &mut self.nodes[index as usize];
+        node.timer.next = free;
+        node.expires_at = NEVER;
+        self.free = index;
+        self.len -= 1;
+        self.metrics.set_size(self.len);
+        node.entry.take().expect("an indexed node holds an entry")
+    }
+
+    #[inline]
+    fn lru_unlink(&mut self, index: u32) {
+        let Link { prev, next } = self.nodes[index as usize].lru;
+        self.nodes[prev as usize].lru.next = next;
+        self.nodes[next as usize].lru.prev = prev;
+    }
+
+    #[inline]
+    fn lru_push_front(&mut self, index: u32) {
+        let first = self.nodes[LRU as usize].lru.next;
+        self.nodes[index as usize].lru = Link {
+            prev: LRU,
+            next: first,
+        };
+        self.nodes[first as usize].lru.prev = index;
+        self.nodes[LRU as usize].lru.next = index;
+    }
+
+    #[inline]
+    fn lru_move_to_front(&mut self, index: u32) {
+        if self.nodes[LRU as usize].lru.next != index {
+            self.lru_unlink(index);
+            self.lru_push_front(index);
+        }
+    }
+
+    fn reschedule(&mut self, index: u32, expires_at: u64) {
+        self.wheel_unschedule(index);
+        self.nodes[index as usize].expires_at = expires_at;
+        self.wheel_schedule(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    type TestStore = Store<u64, &'static str>;
+
+    fn store(max_size: usize) -> TestStore {
+        Store::new(max_size, Arc::new(Metrics::default()), 0)
+    }
+
+    fn eq(key: u64) -> impl FnMut(&u64) -> Result<bool, Infallible> {
+        move |k| Ok(*k == key)
+    }
+
+    // Deliberately poor hashes: neighbouring keys collide in low bits.
+    fn hash(key: u64) -> u64 {
+        key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn set(s: &mut TestStore, key: u64, value: &'static str, expires_at: u64, now: u64) {
+        let mut released = Released::default();
+        s.insert(hash(key), key, value, expires_at, &mut eq(key), now, &mut released)
+            .unwrap();
+    }
+
+    fn get(s: &mut TestStore, key: u64, now: u64) -> Option<&'static str> {
+        let mut released = Released::default();
+        s.get(hash(key), &mut eq(key), now, &mut released).unwrap().copied()
+    }
+
+    fn keys(s: &TestStore, now: u64) -> Vec<u64> {
+        s.iter_live(now).map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn lru_order_is_most_recent_first_and_get_promotes() {
+        let mut s = store(10);
+        for k in 1..=3 {
+            set(&mut s, k, "v", NEVER, 0);
+        }
+        assert_eq!(keys(&s, 0), vec![3, 2, 1]);
+        assert_eq!(get(&mut s, 1, 0), Some("v"));
+        assert_eq!(keys(&s, 0), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn full_store_evicts_least_recently_used() {
+        let mut s = store(2);
+        set(&mut s, 1, "a", NEVER, 0);
+        set(&mut s, 2, "b", NEVER, 0);
+        get(&mut s, 1, 0);
+        let mut released = Released::default();
+        s.insert(hash(3), 3, "c", NEVER, &mut eq(3), 0, &mut released)
+            .unwrap();
+        assert_eq!(released.entries, vec![(2, "b")]);
+        assert_eq!(keys(&s, 0), vec![3, 1]);
+        assert_eq!(s.metrics().snapshot().evictions, 1);
+    }
+
+    #[test]
+    fn overwrite_keeps_size_and_releases_old_value() {
+        let mut s = store(1);
+        set(&mut s, 1, "a", NEVER, 0);
+        let mut released = Released::default();
+        s.insert(hash(1), 1, "b", NEVER, &mut eq(1), 0, &mut released)
+            .unwrap();
+        assert_eq!(released.values, vec!["a"]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(get(&mut s, 1, 0), Some("b"));
+        assert_eq!(s.metrics().snapshot().evictions, 0);
+    }
+
+    #[test]
+    fn expired_entry_is_a_miss_and_an_expiration() {
+        let mut s = store(4);
+        set(&mut s, 1, "a", 100, 0);
+        assert_eq!(get(&mut s, 1, 99), Some("a"));
+        assert_eq!(get(&mut s, 1, 100), None);
+        let m = s.metrics().snapshot();
+        assert_eq!((m.hits, m.misses, m.expirations, m.size), (1, 1, 1, 0));
+    }
+
+    #[test]
+    fn full_store_drops_expired_before_evicting_live() {
+        let mut s = store(2);
+        set(&mut s, 1, "short", 10, 0);
+        set(&mut s, 2, "long", NEVER, 0);
+        get(&mut s, 1, 5); // 1 is now most recently used, 2 least
+        set(&mut s, 3, "new", NEVER, 20);
+        assert_eq!(keys(&s, 20), vec![3, 2]);
+        let m = s.metrics().snapshot();
+        assert_eq!((m.evictions, m.expirations), (0, 1));
+    }
+
+    #[test]
+    fn expire_removes_exactly_the_due_entries_at_every_scale() {
+        // TTLs from a nanosecond to months land on every wheel level.
+        let ttls: Vec<u64> = (0..60).map(|p| 1u64 << p).collect();
+        let mut s = store(ttls.len());
+        for (k, ttl) in ttls.iter().enumerate() {
+            set(&mut s, k as u64, "v", *ttl, 0);
+        }
+        let mut now = 0u64;
+        let mut expected = ttls.len();
+        // Advance in irregular steps, checking the exact count each time.
+        let mut step = 1u64;
+        while now < (1u64 << 60) {
+            now = now.saturating_add(step);
+            step = step.saturating_mul(3) / 2 + 1;
+            let mut released = Released::default();
+            let removed = s.expire(now, &mut released);
+            let due_now = ttls.iter().filter(|&&t| t <= now).count();
+            let still = ttls.len() - due_now;
+            assert_eq!(removed, expected - still, "at now={now}");
+            assert_eq!(s.len(), still);
+            expected = still;
+        }
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn expire_is_exact_for_many_random_deadlines() {
+        let mut s = store(5000);
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut deadlines = Vec::new();
+        for k in 0..5000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let ttl = 1 + seed % 400_000_000_000; // up to ~400 s
+            deadlines.push(ttl);
+            set(&mut s, k, "v", ttl, 0);
+        }
+        let mut now = 0;
+        while s.len() > 0 {
+            now += 7_919_000_000; // ~8 s steps
+            let mut released = Released::default();
+            s.expire(now, &mut released);
+            let alive = deadlines.iter().filter(|&&d| d > now).count();
+            assert_eq!(s.len(), alive, "at now={now}");
+        }
+    }
+
+    #[test]
+    fn reset_ttl_on_overwrite_moves_the_deadline() {
+        let mut s = store(4);
+        set(&mut s, 1, "a", 100, 0);
+        set(&mut s, 1, "b", 300, 50);
+        let mut released = Released::default();
+        assert_eq!(s.expire(200, &mut released), 0);
+        assert_eq!(s.expire(300, &mut released), 1);
+    }
+
+    #[test]
+    fn remove_reports_live_expired_and_absent() {
+        let mut s = store(4);
+        set(&mut s, 1, "a", NEVER, 0);
+        set(&mut s, 2, "b", 10, 0);
+        let mut released = Released::default();
+        assert!(matches!(
+            s.remove(hash(1), &mut eq(1), 20, &mut released),
+            Ok(Removed::Live(1, "a"))
+        ));
+        assert!(matches!(
+            s.remove(hash(2), &mut eq(2), 20, &mut released),
+            Ok(Removed::Expired)
+        ));
+        assert!(matches!(
+            s.remove(hash(3), &mut eq(3), 20, &mut released),
+            Ok(Removed::Absent)
+        ));
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.metrics().snapshot().expirations, 1);
+    }
+
+    #[test]
+    fn failing_equality_changes_nothing() {
+        let mut s = store(4);
+        set(&mut s, 1, "a", NEVER, 0);
+        let mut failing = |_: &u64| -> Result<bool, &'static str> { Err("boom") };
+        let mut released = Released::default();
+        let result = s.insert(hash(1), 1, "b", NEVER, &mut failing, 0, &mut released);
+        assert_eq!(result, Err("boom"));
+        assert_eq!(get(&mut s, 1, 0), Some("a"));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn freed_slots_are_reused() {
+        let mut s = store(100);
+        for round in 0..10u64 {
+            for k in 0..100 {
+                set(&mut s, round * 1000 + k, "v", NEVER, 0);
+            }
+        }
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.nodes.len(), FIRST_ENTRY as usize + 100);
+        assert_eq!(s.metrics().snapshot().evictions, 900);
+    }
+
+    #[test]
+    fn clear_keeps_counters_and_empties() {
+        let mut s = store(4);
+        set(&mut s, 1, "a", 10, 0);
+        get(&mut s, 1, 0);
+        let taken = s.clear(0);
+        assert_eq!(taken.iter().filter(|n| n.entry.is_some()).count(), 1);
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.metrics().snapshot().hits, 1);
+        assert_eq!(get(&mut s, 1, 0), None);
+        set(&mut s, 2, "b", 10, 0);
+        let mut released = Released::default();
+        assert_eq!(s.expire(10, &mut released), 1);
+    }
+
+    #[test]
+    fn loads_in_progress_are_found_by_key_and_ended_by_handle() {
+        let mut s: Store<u64, &str, u32> = Store::new(4, Arc::new(Metrics::default()), 0);
+        s.begin_load(hash(7), 7, 70);
+        assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), Some(&70));
+        assert_eq!(s.find_load(hash(8), &mut eq(8)).unwrap(), None);
+        assert_eq!(s.end_load(|h| *h == 70), Some(7));
+        assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), None);
+    }
+}
