@@ -40,6 +40,11 @@ impl<K, V, F> Cache<K, V, F> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The lock itself, for bindings that wait for it in their own way.
+    pub fn mutex(&self) -> &Mutex<Store<K, V, F>> {
+        &self.store
+    }
+
     pub fn try_lock(&self) -> Option<MutexGuard<'_, Store<K, V, F>>> {
         match self.store.try_lock() {
             Ok(guard) => Some(guard),

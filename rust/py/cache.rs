@@ -1,0 +1,735 @@
+//! `pgcache.Cache`: the core cache instantiated for Python keys and values.
+//!
+//! Rules kept here (see DESIGN.md): the key is hashed before locking; the
+//! lock is never waited for while attached to the interpreter; no Python
+//! object is created or released under the lock (values that leave the cache
+//! are dropped after it is released, since `__del__` may run any code); the
+//! only Python code under the lock is a key's `__eq__`, and re-entering the
+//! cache from there raises `RuntimeError` instead of deadlocking.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+
+use super::clock::ManualClock;
+use super::errors::{closed_error, optional_ttl_ns, positive_duration_ns, positive_int, seconds};
+use super::expiry;
+use super::metrics::CacheMetrics;
+use crate::core::{self, Clock, Released, Removed, Store, MAX_CAPACITY};
+
+type Key = Py<PyAny>;
+type Value = Py<PyAny>;
+type PyStore = Store<Key, Value, Arc<Load>>;
+type PyReleased = Released<Key, Value>;
+
+const DEFAULT_MAX_SIZE: usize = 10_000;
+const DEFAULT_CLEANUP_INTERVAL: f64 = 1.0;
+
+/// A `get_or_set` load in progress; other callers for the key wait on it.
+pub(crate) struct Load {
+    owner: usize,
+    result: Mutex<Option<PyResult<Value>>>,
+    done: Condvar,
+}
+
+/// Identifies the calling thread cheaply (the address of a thread-local).
+#[inline]
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|token| token as *const u8 as usize)
+}
+
+/// Spreads Python's hash over 64 bits (ints hash to themselves).
+#[inline]
+fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let product = u128::from(key.hash()? as u64) * 0x9E37_79B9_7F4A_7C15;
+    Ok((product as u64) ^ ((product >> 64) as u64))
+}
+
+/// Dict semantics: identity first, then `stored == key`.
+#[inline]
+fn key_eq<'a>(key: &'a Bound<'_, PyAny>) -> impl FnMut(&Key) -> PyResult<bool> + 'a {
+    move |stored| {
+        if stored.as_ptr() == key.as_ptr() {
+            Ok(true)
+        } else {
+            stored.bind(key.py()).eq(key)
+        }
+    }
+}
+
+/// What a cache's Python object and the expiry thread share.
+pub(crate) struct Shared {
+    core: core::Cache<Key, Value, Arc<Load>>,
+    /// The thread holding the store lock (0: none), so that re-entry from
+    /// Python code run under the lock is reported instead of deadlocking.
+    owner: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// The store lock, held by a Python thread.
+struct Locked<'a> {
+    store: MutexGuard<'a, PyStore>,
+    owner: &'a AtomicUsize,
+}
+
+impl Deref for Locked<'_> {
+    type Target = PyStore;
+    fn deref(&self) -> &PyStore {
+        &self.store
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut PyStore {
+        &mut self.store
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Takes the store lock: at once if free, else released from the
+    /// interpreter while waiting. Fails if the cache is closed, or if this
+    /// very thread holds the lock (Python code run under it called back in).
+    #[inline]
+    fn lock(&self, py: Python<'_>) -> PyResult<Locked<'_>> {
+        let me = thread_token();
+        let store = match self.core.try_lock() {
+            Some(store) => store,
+            None => {
+                if self.owner.load(Ordering::Relaxed) == me {
+                    return Err(PyRuntimeError::new_err(
+                        "pgcache.Cache was re-entered by Python code running under its lock \
+                         (a key's __eq__ or something it triggered); the call cannot wait for itself",
+                    ));
+                }
+                self.core
+                    .mutex()
+                    .lock_py_attached(py)
+                    .unwrap_or_else(PoisonError::into_inner)
+            }
+        };
+        if store.is_closed() {
+            return Err(closed_error());
+        }
+        self.owner.store(me, Ordering::Relaxed);
+        Ok(Locked {
+            store,
+            owner: &self.owner,
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> PyResult<()> {
+        if self.is_closed() {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One background sweep (no interpreter needed): what expired, to be dropped attached.
+    pub(crate) fn sweep(&self) -> PyReleased {
+        let mut released = Released::default();
+        let mut store = self.core.lock();
+        if !store.is_closed() {
+            let now = self.core.now();
+            store.expire(now, &mut released);
+        }
+        released
+    }
+}
+
+#[pyclass(frozen, module = "pgcache._core", name = "Cache")]
+pub struct Cache {
+    shared: Arc<Shared>,
+    ttl: Option<f64>,
+    cleanup_interval: f64,
+    name: Option<String>,
+}
+
+impl Cache {
+    /// Stores several prepared entries under one lock.
+    fn insert_all(
+        &self,
+        py: Python<'_>,
+        entries: Vec<(u64, Bound<'_, PyAny>, Bound<'_, PyAny>)>,
+        ttl_ns: Option<u64>,
+    ) -> PyResult<()> {
+        let mut released = Released::default();
+        let mut store = self.shared.lock(py)?;
+        let now = self.shared.core.now();
+        let expires_at = self.shared.core.expires_at(now, ttl_ns);
+        for (hash, key, value) in entries {
+            store.insert(
+                hash,
+                key.clone().unbind(),
+                value.unbind(),
+                expires_at,
+                &mut key_eq(&key),
+                now,
+                &mut released,
+            )?;
+        }
+        drop(store);
+        drop(released);
+        Ok(())
+    }
+
+    /// Live entries, most recently used first, cloned under the lock.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(Key, Value)>> {
+        let store = self.shared.lock(py)?;
+        let now = self.shared.core.now();
+        Ok(store
+            .iter_live(now)
+            .map(|(k, v)| (k.clone_ref(py), v.clone_ref(py)))
+            .collect())
+    }
+
+    fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+        let hash = table_hash(key)?;
+        let mut released = Released::default();
+        let removed = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store.remove(hash, &mut key_eq(key), now, &mut released)?
+        };
+        drop(released);
+        Ok(match removed {
+            Removed::Live(_key, value) => Some(value),
+            Removed::Expired | Removed::Absent => None,
+        })
+    }
+
+    /// Waits for another caller's load of the same key and returns its outcome.
+    fn wait_for_load(py: Python<'_>, load: &Load) -> PyResult<Value> {
+        py.detach(|| {
+            let mut result = load.result.lock().unwrap_or_else(PoisonError::into_inner);
+            while result.is_none() {
+                result = load
+                    .done
+                    .wait(result)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        });
+        let result = load
+            .result
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner);
+        match result.as_ref() {
+            Some(Ok(value)) => Ok(value.clone_ref(py)),
+            Some(Err(error)) => Err(error.clone_ref(py)),
+            None => unreachable!("woken before the load finished"),
+        }
+    }
+}
+
+#[pymethods]
+impl Cache {
+    #[new]
+    #[pyo3(
+        signature = (ttl = None, max_size = None, cleanup_interval = None, clock = None, name = None),
+        text_signature = "(ttl=None, max_size=10000, cleanup_interval=1.0, clock=None, name=None)"
+    )]
+    fn new(
+        ttl: Option<&Bound<'_, PyAny>>,
+        max_size: Option<&Bound<'_, PyAny>>,
+        cleanup_interval: Option<&Bound<'_, PyAny>>,
+        clock: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let ttl_ns = optional_ttl_ns(ttl)?;
+        let ttl_secs = match ttl {
+            Some(t) if ttl_ns.is_some() => Some(seconds(t, "ttl")?),
+            _ => None,
+        };
+        let max_size = match max_size {
+            Some(m) => positive_int(m, "max_size", MAX_CAPACITY)?,
+            None => DEFAULT_MAX_SIZE,
+        };
+        let (cleanup_interval, interval) = match cleanup_interval {
+            Some(c) => (
+                seconds(c, "cleanup_interval")?,
+                Duration::from_nanos(positive_duration_ns(c, "cleanup_interval")?),
+            ),
+            None => (
+                DEFAULT_CLEANUP_INTERVAL,
+                Duration::from_secs_f64(DEFAULT_CLEANUP_INTERVAL),
+            ),
+        };
+        let clock = match clock {
+            None => Clock::Monotonic,
+            Some(c) if c.is_none() => Clock::Monotonic,
+            Some(c) => match c.cast::<ManualClock>() {
+                Ok(manual) => Clock::Manual(manual.get().clock.clone()),
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "clock must be a pgcache.ManualClock or None, not {}",
+                        c.get_type().name()?
+                    )))
+                }
+            },
+        };
+        let name = match name {
+            Some(n) if !n.is_none() => Some(n.extract::<String>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "name must be a str or None, not {}",
+                    n.get_type().name().map_or_else(|_| "?".into(), |t| t.to_string())
+                ))
+            })?),
+            _ => None,
+        };
+        let shared = Arc::new(Shared {
+            core: core::Cache::new(max_size, ttl_ns, clock),
+            owner: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        expiry::register(&shared, interval);
+        Ok(Cache {
+            shared,
+            ttl: ttl_secs,
+            cleanup_interval,
+            name,
+        })
+    }
+
+    /// `Cache[K, V]` for type annotations at runtime.
+    #[classmethod]
+    fn __class_getitem__(cls: &Bound<'_, PyType>, item: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let alias = py.import("types")?.getattr("GenericAlias")?;
+        Ok(alias.call1((cls, item))?.unbind())
+    }
+
+    /// The default TTL in seconds (None: entries never expire by default).
+    #[getter]
+    fn ttl(&self) -> Option<f64> {
+        self.ttl
+    }
+
+    #[getter]
+    fn max_size(&self) -> usize {
+        self.shared.core.max_size()
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    #[getter]
+    fn cleanup_interval(&self) -> f64 {
+        self.cleanup_interval
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// The value for `key`, or `default` if it is absent or expired.
+    #[pyo3(signature = (key, default = None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Value> {
+        let hash = table_hash(key)?;
+        let mut released = Released::default();
+        let found = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store
+                .get(hash, &mut key_eq(key), now, &mut released)?
+                .map(|v| v.clone_ref(py))
+        };
+        drop(released);
+        Ok(match found {
+            Some(value) => value,
+            None => default.map_or_else(|| py.None(), |d| d.clone().unbind()),
+        })
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let hash = table_hash(key)?;
+        let mut released = Released::default();
+        let found = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store
+                .get(hash, &mut key_eq(key), now, &mut released)?
+                .map(|v| v.clone_ref(py))
+        };
+        drop(released);
+        found.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    }
+
+    /// Stores `value` under `key`; `ttl` overrides the cache's default for this entry.
+    #[pyo3(signature = (key, value, ttl = None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let hash = table_hash(key)?;
+        let ttl_ns = optional_ttl_ns(ttl)?;
+        let mut released = Released::default();
+        {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            let expires_at = self.shared.core.expires_at(now, ttl_ns);
+            store.insert(
+                hash,
+                key.clone().unbind(),
+                value.clone().unbind(),
+                expires_at,
+                &mut key_eq(key),
+                now,
+                &mut released,
+            )?;
+        }
+        drop(released);
+        Ok(())
+    }
+
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.set(py, key, value, None)
+    }
+
+    /// Removes `key`; True if a live entry was removed.
+    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.remove(py, key)?.is_some())
+    }
+
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.remove(py, key)? {
+            Some(_) => Ok(()),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// Removes `key` and returns its value; `default` (if given) when absent, else KeyError.
+    #[pyo3(signature = (key, *default), text_signature = "($self, key, default=..., /)")]
+    fn pop(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: &Bound<'_, PyTuple>,
+    ) -> PyResult<Value> {
+        if default.len() > 1 {
+            return Err(PyTypeError::new_err(format!(
+                "pop expected at most 2 arguments, got {}",
+                default.len() + 1
+            )));
+        }
+        match self.remove(py, key)? {
+            Some(value) => Ok(value),
+            None => match default.len() {
+                0 => Err(PyKeyError::new_err(key.clone().unbind())),
+                _ => Ok(default.get_item(0)?.unbind()),
+            },
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let hash = table_hash(key)?;
+        let mut released = Released::default();
+        let found = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store.contains(hash, &mut key_eq(key), now, &mut released)?
+        };
+        drop(released);
+        Ok(found)
+    }
+
+    /// Stored entries; may include expired ones not yet swept (exact after `expire()`).
+    fn __len__(&self) -> PyResult<usize> {
+        self.shared.check_open()?;
+        Ok(self.shared.core.metrics().size as usize)
+    }
+
+    /// The live values of the keys that are present (each key looked up once per occurrence).
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut wanted = Vec::new();
+        for key in keys.try_iter()? {
+            let key = key?;
+            wanted.push((table_hash(&key)?, key));
+        }
+        let mut hits = Vec::with_capacity(wanted.len());
+        let mut released = Released::default();
+        {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            for (index, (hash, key)) in wanted.iter().enumerate() {
+                if let Some(value) = store.get(*hash, &mut key_eq(key), now, &mut released)? {
+                    hits.push((index, value.clone_ref(py)));
+                }
+            }
+        }
+        drop(released);
+        let found = PyDict::new(py);
+        for (index, value) in hits {
+            found.set_item(&wanted[index].1, value)?;
+        }
+        Ok(found)
+    }
+
+    /// Stores every pair of a mapping (or an iterable of pairs), in order.
+    #[pyo3(signature = (items, ttl = None))]
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ttl_ns = optional_ttl_ns(ttl)?;
+        let pairs = if let Ok(dict) = items.cast::<PyDict>() {
+            dict.items().into_any()
+        } else if items.hasattr("items")? {
+            items.call_method0("items")?
+        } else {
+            items.clone()
+        };
+        let mut entries = Vec::new();
+        for pair in pairs.try_iter()? {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+            entries.push((table_hash(&key)?, key, value));
+        }
+        self.insert_all(py, entries, ttl_ns)
+    }
+
+    /// The cached value, or `factory()`'s result stored under `key`. Concurrent
+    /// callers for the same missing key wait for the one running factory.
+    #[pyo3(signature = (key, factory, ttl = None))]
+    fn get_or_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        factory: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Value> {
+        let hash = table_hash(key)?;
+        let ttl_ns = optional_ttl_ns(ttl)?;
+        let me = thread_token();
+        let mut released = Released::default();
+        let load = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            let mut eq = key_eq(key);
+            if let Some(value) = store.get(hash, &mut eq, now, &mut released)? {
+                return Ok(value.clone_ref(py));
+            }
+            match store.find_load(hash, &mut eq)? {
+                Some(load) if load.owner == me => {
+                    return Err(PyRuntimeError::new_err(
+                        "get_or_set: the factory for this key asked for the same key again",
+                    ));
+                }
+                Some(load) => Err(Arc::clone(load)),
+                None => {
+                    let load = Arc::new(Load {
+                        owner: me,
+                        result: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
+                    Ok(load)
+                }
+            }
+        };
+        drop(released);
+        let load = match load {
+            Ok(mine) => mine,
+            Err(theirs) => return Self::wait_for_load(py, &theirs),
+        };
+
+        let outcome = factory.call0().map(Bound::unbind);
+        let mut released = Released::default();
+        let stored = (|| {
+            let mut store = self.shared.lock(py)?;
+            let _key = store.end_load(|l| Arc::ptr_eq(l, &load));
+            if let Ok(value) = &outcome {
+                let now = self.shared.core.now();
+                let expires_at = self.shared.core.expires_at(now, ttl_ns);
+                store.insert(
+                    hash,
+                    key.clone().unbind(),
+                    value.clone_ref(py),
+                    expires_at,
+                    &mut key_eq(key),
+                    now,
+                    &mut released,
+                )?;
+            }
+            Ok(())
+        })();
+        drop(released);
+        let outcome = stored.and(outcome);
+        let shared_outcome = match &outcome {
+            Ok(value) => Ok(value.clone_ref(py)),
+            Err(error) => Err(error.clone_ref(py)),
+        };
+        *load
+            .result
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner) = Some(shared_outcome);
+        load.done.notify_all();
+        outcome
+    }
+
+    /// Keys of live entries, most recently used first.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let entries = self.snapshot(py)?;
+        PyList::new(py, entries.into_iter().map(|(k, _)| k))
+    }
+
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let entries = self.snapshot(py)?;
+        PyList::new(py, entries.into_iter().map(|(_, v)| v))
+    }
+
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let entries = self.snapshot(py)?;
+        let pairs = entries
+            .into_iter()
+            .map(|(k, v)| PyTuple::new(py, [k, v]))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, pairs)
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.keys(py)?.try_iter().map(Bound::into_any)
+    }
+
+    /// Removes every expired entry now; returns how many.
+    fn expire(&self, py: Python<'_>) -> PyResult<usize> {
+        let mut released = Released::default();
+        let count = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store.expire(now, &mut released)
+        };
+        drop(released);
+        Ok(count)
+    }
+
+    /// Removes every entry; counters are kept.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = {
+            let mut store = self.shared.lock(py)?;
+            let now = self.shared.core.now();
+            store.clear(now)
+        };
+        drop(taken);
+        Ok(())
+    }
+
+    fn metrics(&self) -> PyResult<CacheMetrics> {
+        self.shared.check_open()?;
+        Ok(CacheMetrics::new(
+            self.shared.core.metrics(),
+            self.shared.core.max_size(),
+        ))
+    }
+
+    fn reset_metrics(&self, py: Python<'_>) -> PyResult<()> {
+        self.shared.lock(py)?.reset_metrics();
+        Ok(())
+    }
+
+    /// Drops every entry and stops background expiry; later use raises CacheClosedError.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = {
+            let mut store = match self.shared.lock(py) {
+                Ok(store) => store,
+                Err(e) if e.is_instance_of::<super::errors::CacheClosedError>(py) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.shared.closed.store(true, Ordering::Release);
+            let now = self.shared.core.now();
+            store.close(now)
+        };
+        drop(taken);
+        expiry::nudge();
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (_exc_type, _exc_value, _traceback, /))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.close(py)
+    }
+
+    fn __repr__(&self) -> String {
+        let ttl = self.ttl.map_or_else(|| "None".to_string(), |t| t.to_string());
+        let name = self
+            .name
+            .as_ref()
+            .map_or_else(|| "None".to_string(), |n| format!("{n:?}"));
+        let state = if self.shared.is_closed() {
+            "closed".to_string()
+        } else {
+            format!("size={}", self.shared.core.metrics().size)
+        };
+        format!(
+            "Cache(name={name}, ttl={ttl}, max_size={}, {state})",
+            self.shared.core.max_size()
+        )
+    }
+}
+
+impl Drop for Cache {
+    /// Runs attached (tp_dealloc): entries are released here, with the
+    /// interpreter, rather than by whichever thread drops the last `Arc`.
+    /// Only the expiry thread can hold the lock now, and it never needs the
+    /// interpreter while holding it, so blocking here cannot deadlock.
+    fn drop(&mut self) {
+        let (taken, loads) = {
+            let mut store = self.shared.core.lock();
+            self.shared.closed.store(true, Ordering::Release);
+            let now = self.shared.core.now();
+            store.close(now)
+        };
+        drop(taken);
+        drop(loads);
+        expiry::nudge();
+    }
+}

@@ -1,0 +1,53 @@
+//! `ManualClock`: the injectable clock for tests (see `core::clock`).
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::errors::seconds;
+use crate::core::clock;
+
+#[pyclass(frozen, module = "pgcache._core", name = "ManualClock")]
+pub struct ManualClock {
+    pub(crate) clock: clock::ManualClock,
+}
+
+fn non_negative_ns(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<u64> {
+    let secs = seconds(value, arg)?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{arg} must be a finite number of seconds >= 0 (the clock is monotonic), got {}",
+            value.repr()?
+        )));
+    }
+    Ok((secs * 1e9).round() as u64)
+}
+
+#[pymethods]
+impl ManualClock {
+    #[new]
+    #[pyo3(signature = (start = None))]
+    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start_ns = match start {
+            Some(s) => non_negative_ns(s, "start")?,
+            None => 0,
+        };
+        Ok(ManualClock {
+            clock: clock::ManualClock::new(start_ns),
+        })
+    }
+
+    /// The clock's time in seconds.
+    fn now(&self) -> f64 {
+        self.clock.now_ns() as f64 / 1e9
+    }
+
+    /// Moves the clock forward by `seconds` (a number or a timedelta, >= 0).
+    fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.clock.advance_ns(non_negative_ns(seconds, "seconds")?);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ManualClock(now={})", self.now())
+    }
+}

@@ -1,0 +1,22 @@
+//! The PyO3 layer: `pgcache._core`'s classes, exceptions and expiry thread.
+
+mod cache;
+mod clock;
+mod errors;
+mod expiry;
+mod metrics;
+
+use pyo3::prelude::*;
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<cache::Cache>()?;
+    m.add_class::<clock::ManualClock>()?;
+    m.add_class::<metrics::CacheMetrics>()?;
+    m.add("PgCacheError", py.get_type::<errors::PgCacheError>())?;
+    m.add("CacheClosedError", py.get_type::<errors::CacheClosedError>())?;
+    let shutdown = wrap_pyfunction!(expiry::_shutdown_expiry_thread, m)?;
+    py.import("atexit")?.call_method1("register", (shutdown,))?;
+    Ok(())
+}
