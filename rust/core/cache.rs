@@ -45,6 +45,7 @@ impl<K, V, F> Cache<K, V, F> {
         &self.store
     }
 
+    #[inline(always)]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, Store<K, V, F>>> {
         match self.store.try_lock() {
             Ok(guard) => Some(guard),
@@ -103,10 +104,13 @@ mod tests {
                     for i in 0..10_000u64 {
                         let key = (t * 7 + i) % 500;
                         let mut eq = |k: &u64| Ok::<_, Infallible>(*k == key);
-                        let mut released = Released::default();
+                        let mut released = Released::new();
                         let mut store = cache.lock();
                         let now = cache.now();
-                        let got = store.get(key, &mut eq, now, &mut released).unwrap().copied();
+                        let got = store
+                            .get(key, &mut eq, now, &mut released)
+                            .unwrap()
+                            .copied();
                         if let Some(value) = got {
                             assert_eq!(value, key * 10, "corrupt value for {key}");
                         } else {

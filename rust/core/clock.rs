@@ -124,6 +124,9 @@ mod tests {
         let first = clock.now_ns();
         let second = clock.now_ns();
         assert!(second >= first);
-        assert!(clock.resolution_ns() <= 20_000_000, "coarse clock resolution above 20 ms");
+        assert!(
+            clock.resolution_ns() <= 20_000_000,
+            "coarse clock resolution above 20 ms"
+        );
     }
 }

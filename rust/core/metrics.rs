@@ -40,7 +40,10 @@ impl MetricsSnapshot {
 #[inline]
 fn bump(counter: &AtomicU64, by: u64) {
     // Writers are serialised by the store lock: a plain load + store is enough.
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl Metrics {

@@ -9,4 +9,4 @@ mod wheel;
 pub use cache::Cache;
 pub use clock::{Clock, ManualClock};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use store::{Released, Removed, Store, MAX_CAPACITY, NEVER};
+pub use store::{Garbage, Released, Removed, Store, MAX_CAPACITY, NEVER};

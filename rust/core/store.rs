@@ -72,30 +72,18 @@ impl<K, V> Node<K, V> {
     }
 }
 
-/// Values that left the store during one operation. They are returned to the
-/// caller so it can drop them after releasing the lock (a Python value's
-/// `__del__` may run arbitrary code, including calls into this cache).
-pub struct Released<K, V> {
-    pub entries: Vec<(K, V)>,
-    pub values: Vec<V>,
-    pub keys: Vec<K>,
+/// Something that left the store during one operation. It is handed to the
+/// caller to drop after releasing the lock (a Python value's `__del__` may
+/// run arbitrary code, including calls into this cache).
+#[derive(Debug, PartialEq)]
+pub enum Garbage<K, V> {
+    Entry(K, V),
+    Value(V),
+    Key(K),
 }
 
-impl<K, V> Default for Released<K, V> {
-    fn default() -> Self {
-        Released {
-            entries: Vec::new(),
-            values: Vec::new(),
-            keys: Vec::new(),
-        }
-    }
-}
-
-impl<K, V> Released<K, V> {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.values.is_empty() && self.keys.is_empty()
-    }
-}
+/// What left the store during one operation (allocates only if something did).
+pub type Released<K, V> = Vec<Garbage<K, V>>;
 
 /// What `remove` found.
 pub enum Removed<K, V> {
@@ -166,7 +154,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// The node holding an equal key. `eq` may fail; the first error aborts
     /// the probe and is returned, so nothing is changed by a failing key.
-    #[inline]
+    #[inline(always)]
     fn find<E>(
         &self,
         hash: u64,
@@ -203,7 +191,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// Finds a live entry; an expired one is removed (counted as an
     /// expiration) into `released`.
-    #[inline]
+    #[inline(always)]
     fn find_live<E>(
         &mut self,
         hash: u64,
@@ -214,7 +202,10 @@ impl<K, V, F> Store<K, V, F> {
         match self.find(hash, eq)? {
             Some(index) if self.is_expired(index, now) => {
                 self.metrics.expired(1);
-                released.entries.push(self.unlink_entry(index));
+                {
+                    let (k, v) = self.unlink_entry(index);
+                    released.push(Garbage::Entry(k, v));
+                }
                 Ok(None)
             }
             found => Ok(found),
@@ -222,7 +213,7 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// A lookup: counts a hit or a miss; a hit becomes the most recently used.
-    #[inline]
+    #[inline(always)]
     pub fn get<E>(
         &mut self,
         hash: u64,
@@ -278,9 +269,9 @@ impl<K, V, F> Store<K, V, F> {
             }
             let node = &mut self.nodes[index as usize];
             if let Some((_, old)) = node.entry.as_mut() {
-                released.values.push(std::mem::replace(old, value));
+                released.push(Garbage::Value(std::mem::replace(old, value)));
             }
-            released.keys.push(key);
+            released.push(Garbage::Key(key));
             self.reschedule(index, expires_at);
             self.lru_move_to_front(index);
             return Ok(());
@@ -291,7 +282,8 @@ impl<K, V, F> Store<K, V, F> {
         if self.len >= self.max_size {
             let lru = self.nodes[LRU as usize].lru.prev;
             self.metrics.evicted();
-            released.entries.push(self.unlink_entry(lru));
+            let (k, v) = self.unlink_entry(lru);
+            released.push(Garbage::Entry(k, v));
         }
         let index = self.allocate(hash, key, value, expires_at);
         let nodes = &self.nodes;
@@ -320,7 +312,7 @@ impl<K, V, F> Store<K, V, F> {
         let (key, value) = self.unlink_entry(index);
         if expired {
             self.metrics.expired(1);
-            released.entries.push((key, value));
+            released.push(Garbage::Entry(key, value));
             return Ok(Removed::Expired);
         }
         Ok(Removed::Live(key, value))
@@ -332,7 +324,10 @@ impl<K, V, F> Store<K, V, F> {
     pub fn expire(&mut self, now: u64, released: &mut Released<K, V>) -> usize {
         let due = self.wheel_advance(now);
         for &index in &due {
-            released.entries.push(self.unlink_entry(index));
+            {
+                let (k, v) = self.unlink_entry(index);
+                released.push(Garbage::Entry(k, v));
+            }
         }
         self.metrics.expired(due.len() as u64);
         due.len()
@@ -501,14 +496,24 @@ mod tests {
     }
 
     fn set(s: &mut TestStore, key: u64, value: &'static str, expires_at: u64, now: u64) {
-        let mut released = Released::default();
-        s.insert(hash(key), key, value, expires_at, &mut eq(key), now, &mut released)
-            .unwrap();
+        let mut released = Released::new();
+        s.insert(
+            hash(key),
+            key,
+            value,
+            expires_at,
+            &mut eq(key),
+            now,
+            &mut released,
+        )
+        .unwrap();
     }
 
     fn get(s: &mut TestStore, key: u64, now: u64) -> Option<&'static str> {
-        let mut released = Released::default();
-        s.get(hash(key), &mut eq(key), now, &mut released).unwrap().copied()
+        let mut released = Released::new();
+        s.get(hash(key), &mut eq(key), now, &mut released)
+            .unwrap()
+            .copied()
     }
 
     fn keys(s: &TestStore, now: u64) -> Vec<u64> {
@@ -532,10 +537,10 @@ mod tests {
         set(&mut s, 1, "a", NEVER, 0);
         set(&mut s, 2, "b", NEVER, 0);
         get(&mut s, 1, 0);
-        let mut released = Released::default();
+        let mut released = Released::new();
         s.insert(hash(3), 3, "c", NEVER, &mut eq(3), 0, &mut released)
             .unwrap();
-        assert_eq!(released.entries, vec![(2, "b")]);
+        assert_eq!(released, vec![Garbage::Entry(2, "b")]);
         assert_eq!(keys(&s, 0), vec![3, 1]);
         assert_eq!(s.metrics().snapshot().evictions, 1);
     }
@@ -544,10 +549,10 @@ mod tests {
     fn overwrite_keeps_size_and_releases_old_value() {
         let mut s = store(1);
         set(&mut s, 1, "a", NEVER, 0);
-        let mut released = Released::default();
+        let mut released = Released::new();
         s.insert(hash(1), 1, "b", NEVER, &mut eq(1), 0, &mut released)
             .unwrap();
-        assert_eq!(released.values, vec!["a"]);
+        assert_eq!(released, vec![Garbage::Value("a"), Garbage::Key(1)]);
         assert_eq!(s.len(), 1);
         assert_eq!(get(&mut s, 1, 0), Some("b"));
         assert_eq!(s.metrics().snapshot().evictions, 0);
@@ -590,7 +595,7 @@ mod tests {
         while now < (1u64 << 60) {
             now = now.saturating_add(step);
             step = step.saturating_mul(3) / 2 + 1;
-            let mut released = Released::default();
+            let mut released = Released::new();
             let removed = s.expire(now, &mut released);
             let due_now = ttls.iter().filter(|&&t| t <= now).count();
             let still = ttls.len() - due_now;
@@ -615,9 +620,9 @@ mod tests {
             set(&mut s, k, "v", ttl, 0);
         }
         let mut now = 0;
-        while s.len() > 0 {
+        while !s.is_empty() {
             now += 7_919_000_000; // ~8 s steps
-            let mut released = Released::default();
+            let mut released = Released::new();
             s.expire(now, &mut released);
             let alive = deadlines.iter().filter(|&&d| d > now).count();
             assert_eq!(s.len(), alive, "at now={now}");
@@ -629,7 +634,7 @@ mod tests {
         let mut s = store(4);
         set(&mut s, 1, "a", 100, 0);
         set(&mut s, 1, "b", 300, 50);
-        let mut released = Released::default();
+        let mut released = Released::new();
         assert_eq!(s.expire(200, &mut released), 0);
         assert_eq!(s.expire(300, &mut released), 1);
     }
@@ -639,7 +644,7 @@ mod tests {
         let mut s = store(4);
         set(&mut s, 1, "a", NEVER, 0);
         set(&mut s, 2, "b", 10, 0);
-        let mut released = Released::default();
+        let mut released = Released::new();
         assert!(matches!(
             s.remove(hash(1), &mut eq(1), 20, &mut released),
             Ok(Removed::Live(1, "a"))
@@ -661,7 +666,7 @@ mod tests {
         let mut s = store(4);
         set(&mut s, 1, "a", NEVER, 0);
         let mut failing = |_: &u64| -> Result<bool, &'static str> { Err("boom") };
-        let mut released = Released::default();
+        let mut released = Released::new();
         let result = s.insert(hash(1), 1, "b", NEVER, &mut failing, 0, &mut released);
         assert_eq!(result, Err("boom"));
         assert_eq!(get(&mut s, 1, 0), Some("a"));
@@ -692,7 +697,7 @@ mod tests {
         assert_eq!(s.metrics().snapshot().hits, 1);
         assert_eq!(get(&mut s, 1, 0), None);
         set(&mut s, 2, "b", 10, 0);
-        let mut released = Released::default();
+        let mut released = Released::new();
         assert_eq!(s.expire(10, &mut released), 1);
     }
 

@@ -7,7 +7,7 @@
 //! only Python code under the lock is a key's `__eq__`, and re-entering the
 //! cache from there raises `RuntimeError` instead of deadlocking.
 
-use std::ops::{Deref, DerefMut};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,13 +15,13 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use super::clock::ManualClock;
 use super::errors::{closed_error, optional_ttl_ns, positive_duration_ns, positive_int, seconds};
 use super::expiry;
 use super::metrics::CacheMetrics;
-use crate::core::{self, Clock, Released, Removed, Store, MAX_CAPACITY};
+use crate::core::{self, Clock, Garbage, Released, Removed, Store, MAX_CAPACITY};
 
 type Key = Py<PyAny>;
 type Value = Py<PyAny>;
@@ -38,13 +38,11 @@ pub(crate) struct Load {
     done: Condvar,
 }
 
-/// Identifies the calling thread cheaply (the address of a thread-local).
+/// Identifies the calling (attached) thread: its interpreter thread state.
 #[inline]
-fn thread_token() -> usize {
-    thread_local! {
-        static TOKEN: u8 = const { 0 };
-    }
-    TOKEN.with(|token| token as *const u8 as usize)
+fn thread_token(_py: Python<'_>) -> usize {
+    // SAFETY: the caller is attached, so the current thread state exists.
+    unsafe { pyo3::ffi::PyThreadState_Get() as usize }
 }
 
 /// Spreads Python's hash over 64 bits (ints hash to themselves).
@@ -54,15 +52,67 @@ fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     Ok((product as u64) ^ ((product >> 64) as u64))
 }
 
-/// Dict semantics: identity first, then `stored == key`.
-#[inline]
-fn key_eq<'a>(key: &'a Bound<'_, PyAny>) -> impl FnMut(&Key) -> PyResult<bool> + 'a {
-    move |stored| {
-        if stored.as_ptr() == key.as_ptr() {
-            Ok(true)
-        } else {
-            stored.bind(key.py()).eq(key)
+/// A key comparison that raised; the exception waits in the [`Probe`].
+struct EqFailed;
+
+/// One key being looked up, with dict semantics: identity first, then
+/// `stored == key`. Two exact `str`s are compared without running Python
+/// code; any other `__eq__` runs with the calling thread marked as the
+/// lock's owner, so that re-entry from it is reported instead of deadlocking.
+struct Probe<'a, 'py> {
+    shared: &'a Shared,
+    key: &'a Bound<'py, PyAny>,
+    failure: Cell<Option<PyErr>>,
+}
+
+impl<'a, 'py> Probe<'a, 'py> {
+    #[inline(always)]
+    fn new(shared: &'a Shared, key: &'a Bound<'py, PyAny>) -> Self {
+        Probe {
+            shared,
+            key,
+            failure: Cell::new(None),
         }
+    }
+
+    #[inline(always)]
+    fn eq(&self) -> impl FnMut(&Key) -> Result<bool, EqFailed> + '_ {
+        #[inline(always)]
+        move |stored| {
+            if stored.as_ptr() == self.key.as_ptr() {
+                Ok(true)
+            } else {
+                self.compare(stored)
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compare(&self, stored: &Key) -> Result<bool, EqFailed> {
+        let py = self.key.py();
+        let stored = stored.bind(py);
+        if stored.is_exact_instance_of::<PyString>() && self.key.is_exact_instance_of::<PyString>()
+        {
+            // SAFETY: both are str objects; comparing two str runs no Python code.
+            let order = unsafe { pyo3::ffi::PyUnicode_Compare(stored.as_ptr(), self.key.as_ptr()) };
+            return Ok(order == 0);
+        }
+        self.shared.owner.store(thread_token(py), Ordering::Relaxed);
+        let equal = stored.eq(self.key);
+        self.shared.owner.store(0, Ordering::Relaxed);
+        equal.map_err(|error| {
+            self.failure.set(Some(error));
+            EqFailed
+        })
+    }
+
+    /// The exception behind an `EqFailed`.
+    #[cold]
+    fn error(&self, _: EqFailed) -> PyErr {
+        self.failure
+            .take()
+            .unwrap_or_else(|| PyRuntimeError::new_err("key comparison failed"))
     }
 }
 
@@ -75,61 +125,37 @@ pub(crate) struct Shared {
     closed: AtomicBool,
 }
 
-/// The store lock, held by a Python thread.
-struct Locked<'a> {
-    store: MutexGuard<'a, PyStore>,
-    owner: &'a AtomicUsize,
-}
-
-impl Deref for Locked<'_> {
-    type Target = PyStore;
-    fn deref(&self) -> &PyStore {
-        &self.store
-    }
-}
-
-impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut PyStore {
-        &mut self.store
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        self.owner.store(0, Ordering::Relaxed);
-    }
-}
-
 impl Shared {
     /// Takes the store lock: at once if free, else released from the
     /// interpreter while waiting. Fails if the cache is closed, or if this
-    /// very thread holds the lock (Python code run under it called back in).
-    #[inline]
-    fn lock(&self, py: Python<'_>) -> PyResult<Locked<'_>> {
-        let me = thread_token();
-        let store = match self.core.try_lock() {
-            Some(store) => store,
-            None => {
-                if self.owner.load(Ordering::Relaxed) == me {
-                    return Err(PyRuntimeError::new_err(
-                        "pgcache.Cache was re-entered by Python code running under its lock \
-                         (a key's __eq__ or something it triggered); the call cannot wait for itself",
-                    ));
-                }
-                self.core
-                    .mutex()
-                    .lock_py_attached(py)
-                    .unwrap_or_else(PoisonError::into_inner)
-            }
-        };
+    /// very thread holds the lock (a key's `__eq__` called back in).
+    #[inline(always)]
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, PyStore>> {
+        match self.core.try_lock() {
+            Some(store) if !store.is_closed() => Ok(store),
+            Some(_) => Err(closed_error()),
+            None => self.lock_contended(py),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, PyStore>> {
+        if self.owner.load(Ordering::Relaxed) == thread_token(py) {
+            return Err(PyRuntimeError::new_err(
+                "pgcache.Cache was re-entered from a key's __eq__ (or code it triggered) \
+                 while that key was being looked up; it cannot wait for itself",
+            ));
+        }
+        let store = self
+            .core
+            .mutex()
+            .lock_py_attached(py)
+            .unwrap_or_else(PoisonError::into_inner);
         if store.is_closed() {
             return Err(closed_error());
         }
-        self.owner.store(me, Ordering::Relaxed);
-        Ok(Locked {
-            store,
-            owner: &self.owner,
-        })
+        Ok(store)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -146,7 +172,7 @@ impl Shared {
 
     /// One background sweep (no interpreter needed): what expired, to be dropped attached.
     pub(crate) fn sweep(&self) -> PyReleased {
-        let mut released = Released::default();
+        let mut released = Released::new();
         let mut store = self.core.lock();
         if !store.is_closed() {
             let now = self.core.now();
@@ -172,20 +198,23 @@ impl Cache {
         entries: Vec<(u64, Bound<'_, PyAny>, Bound<'_, PyAny>)>,
         ttl_ns: Option<u64>,
     ) -> PyResult<()> {
-        let mut released = Released::default();
+        let mut released = Released::new();
         let mut store = self.shared.lock(py)?;
         let now = self.shared.core.now();
         let expires_at = self.shared.core.expires_at(now, ttl_ns);
         for (hash, key, value) in entries {
-            store.insert(
-                hash,
-                key.clone().unbind(),
-                value.unbind(),
-                expires_at,
-                &mut key_eq(&key),
-                now,
-                &mut released,
-            )?;
+            let probe = Probe::new(&self.shared, &key);
+            store
+                .insert(
+                    hash,
+                    key.clone().unbind(),
+                    value.unbind(),
+                    expires_at,
+                    &mut probe.eq(),
+                    now,
+                    &mut released,
+                )
+                .map_err(|e| probe.error(e))?;
         }
         drop(store);
         drop(released);
@@ -204,11 +233,14 @@ impl Cache {
 
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
         let hash = table_hash(key)?;
-        let mut released = Released::default();
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
         let removed = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
-            store.remove(hash, &mut key_eq(key), now, &mut released)?
+            store
+                .remove(hash, &mut probe.eq(), now, &mut released)
+                .map_err(|e| probe.error(e))?
         };
         drop(released);
         Ok(match removed {
@@ -290,7 +322,9 @@ impl Cache {
             Some(n) if !n.is_none() => Some(n.extract::<String>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "name must be a str or None, not {}",
-                    n.get_type().name().map_or_else(|_| "?".into(), |t| t.to_string())
+                    n.get_type()
+                        .name()
+                        .map_or_else(|_| "?".into(), |t| t.to_string())
                 ))
             })?),
             _ => None,
@@ -352,12 +386,14 @@ impl Cache {
         default: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Value> {
         let hash = table_hash(key)?;
-        let mut released = Released::default();
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
             store
-                .get(hash, &mut key_eq(key), now, &mut released)?
+                .get(hash, &mut probe.eq(), now, &mut released)
+                .map_err(|e| probe.error(e))?
                 .map(|v| v.clone_ref(py))
         };
         drop(released);
@@ -369,12 +405,14 @@ impl Cache {
 
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Value> {
         let hash = table_hash(key)?;
-        let mut released = Released::default();
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
             store
-                .get(hash, &mut key_eq(key), now, &mut released)?
+                .get(hash, &mut probe.eq(), now, &mut released)
+                .map_err(|e| probe.error(e))?
                 .map(|v| v.clone_ref(py))
         };
         drop(released);
@@ -392,20 +430,23 @@ impl Cache {
     ) -> PyResult<()> {
         let hash = table_hash(key)?;
         let ttl_ns = optional_ttl_ns(ttl)?;
-        let mut released = Released::default();
+        let mut released = Released::new();
         {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
             let expires_at = self.shared.core.expires_at(now, ttl_ns);
-            store.insert(
-                hash,
-                key.clone().unbind(),
-                value.clone().unbind(),
-                expires_at,
-                &mut key_eq(key),
-                now,
-                &mut released,
-            )?;
+            let probe = Probe::new(&self.shared, key);
+            store
+                .insert(
+                    hash,
+                    key.clone().unbind(),
+                    value.clone().unbind(),
+                    expires_at,
+                    &mut probe.eq(),
+                    now,
+                    &mut released,
+                )
+                .map_err(|e| probe.error(e))?;
         }
         drop(released);
         Ok(())
@@ -457,11 +498,14 @@ impl Cache {
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let hash = table_hash(key)?;
-        let mut released = Released::default();
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
-            store.contains(hash, &mut key_eq(key), now, &mut released)?
+            store
+                .contains(hash, &mut probe.eq(), now, &mut released)
+                .map_err(|e| probe.error(e))?
         };
         drop(released);
         Ok(found)
@@ -485,12 +529,16 @@ impl Cache {
             wanted.push((table_hash(&key)?, key));
         }
         let mut hits = Vec::with_capacity(wanted.len());
-        let mut released = Released::default();
+        let mut released = Released::new();
         {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
             for (index, (hash, key)) in wanted.iter().enumerate() {
-                if let Some(value) = store.get(*hash, &mut key_eq(key), now, &mut released)? {
+                let probe = Probe::new(&self.shared, key);
+                let found = store
+                    .get(*hash, &mut probe.eq(), now, &mut released)
+                    .map_err(|e| probe.error(e))?;
+                if let Some(value) = found {
                     hits.push((index, value.clone_ref(py)));
                 }
             }
@@ -539,16 +587,22 @@ impl Cache {
     ) -> PyResult<Value> {
         let hash = table_hash(key)?;
         let ttl_ns = optional_ttl_ns(ttl)?;
-        let me = thread_token();
-        let mut released = Released::default();
+        let me = thread_token(py);
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
         let load = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
-            let mut eq = key_eq(key);
-            if let Some(value) = store.get(hash, &mut eq, now, &mut released)? {
+            let found = store
+                .get(hash, &mut probe.eq(), now, &mut released)
+                .map_err(|e| probe.error(e))?;
+            if let Some(value) = found {
                 return Ok(value.clone_ref(py));
             }
-            match store.find_load(hash, &mut eq)? {
+            let running = store
+                .find_load(hash, &mut probe.eq())
+                .map_err(|e| probe.error(e))?;
+            match running {
                 Some(load) if load.owner == me => {
                     return Err(PyRuntimeError::new_err(
                         "get_or_set: the factory for this key asked for the same key again",
@@ -573,22 +627,27 @@ impl Cache {
         };
 
         let outcome = factory.call0().map(Bound::unbind);
-        let mut released = Released::default();
+        let mut released = Released::new();
         let stored = (|| {
             let mut store = self.shared.lock(py)?;
-            let _key = store.end_load(|l| Arc::ptr_eq(l, &load));
+            if let Some(loading_key) = store.end_load(|l| Arc::ptr_eq(l, &load)) {
+                released.push(Garbage::Key(loading_key));
+            }
             if let Ok(value) = &outcome {
                 let now = self.shared.core.now();
                 let expires_at = self.shared.core.expires_at(now, ttl_ns);
-                store.insert(
-                    hash,
-                    key.clone().unbind(),
-                    value.clone_ref(py),
-                    expires_at,
-                    &mut key_eq(key),
-                    now,
-                    &mut released,
-                )?;
+                let probe = Probe::new(&self.shared, key);
+                store
+                    .insert(
+                        hash,
+                        key.clone().unbind(),
+                        value.clone_ref(py),
+                        expires_at,
+                        &mut probe.eq(),
+                        now,
+                        &mut released,
+                    )
+                    .map_err(|e| probe.error(e))?;
             }
             Ok(())
         })();
@@ -632,7 +691,7 @@ impl Cache {
 
     /// Removes every expired entry now; returns how many.
     fn expire(&self, py: Python<'_>) -> PyResult<usize> {
-        let mut released = Released::default();
+        let mut released = Released::new();
         let count = {
             let mut store = self.shared.lock(py)?;
             let now = self.shared.core.now();
@@ -683,8 +742,9 @@ impl Cache {
         Ok(())
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().shared.check_open()?;
+        Ok(slf)
     }
 
     #[pyo3(signature = (_exc_type, _exc_value, _traceback, /))]
@@ -699,7 +759,9 @@ impl Cache {
     }
 
     fn __repr__(&self) -> String {
-        let ttl = self.ttl.map_or_else(|| "None".to_string(), |t| t.to_string());
+        let ttl = self
+            .ttl
+            .map_or_else(|| "None".to_string(), |t| t.to_string());
         let name = self
             .name
             .as_ref()

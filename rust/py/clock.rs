@@ -25,7 +25,7 @@ fn non_negative_ns(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<u64> {
 #[pymethods]
 impl ManualClock {
     #[new]
-    #[pyo3(signature = (start = None))]
+    #[pyo3(signature = (start = None), text_signature = "(start=0.0)")]
     fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let start_ns = match start {
             Some(s) => non_negative_ns(s, "start")?,

@@ -8,14 +8,21 @@
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 use super::cache::Shared;
 
+/// A cache the thread sweeps, every `interval`, next at `due`.
+struct Entry {
+    cache: Weak<Shared>,
+    interval: Duration,
+    due: Instant,
+}
+
 struct Registry {
-    caches: Vec<(Weak<Shared>, Duration)>,
+    caches: Vec<Entry>,
     thread: Option<JoinHandle<()>>,
     running: bool,
     shut_down: bool,
@@ -39,7 +46,11 @@ pub(crate) fn register(cache: &Arc<Shared>, interval: Duration) {
     if reg.shut_down {
         return; // interpreter exit: lookups still expire lazily
     }
-    reg.caches.push((Arc::downgrade(cache), interval));
+    reg.caches.push(Entry {
+        cache: Arc::downgrade(cache),
+        interval,
+        due: Instant::now() + interval,
+    });
     if !reg.running {
         reg.running = true;
         if let Some(old) = reg.thread.take() {
@@ -61,27 +72,33 @@ pub(crate) fn nudge() {
     WAKE.notify_all();
 }
 
+/// Each cache is swept on its own interval; the thread sleeps until the
+/// earliest due one (so it wakes at the smallest interval among them).
 fn run() {
     let mut reg = registry();
     loop {
         reg.caches
-            .retain(|(cache, _)| cache.upgrade().is_some_and(|c| !c.is_closed()));
+            .retain(|entry| entry.cache.upgrade().is_some_and(|c| !c.is_closed()));
         if reg.shut_down || reg.caches.is_empty() {
             reg.running = false;
             return;
         }
-        let interval = reg.caches.iter().map(|(_, i)| *i).min().unwrap_or_default();
-        reg = WAKE
-            .wait_timeout(reg, interval)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-        if reg.shut_down {
-            reg.running = false;
-            return;
+        let now = Instant::now();
+        let next = reg.caches.iter().map(|e| e.due).min().unwrap_or(now);
+        if next > now {
+            reg = WAKE
+                .wait_timeout(reg, next - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            continue; // woken early (new cache, close, shutdown) or on time: re-check
         }
-        let caches: Vec<Weak<Shared>> = reg.caches.iter().map(|(c, _)| c.clone()).collect();
+        let mut due = Vec::new();
+        for entry in reg.caches.iter_mut().filter(|e| e.due <= now) {
+            entry.due = now + entry.interval;
+            due.push(entry.cache.clone());
+        }
         drop(reg);
-        for cache in caches {
+        for cache in due {
             let Some(cache) = cache.upgrade() else {
                 continue;
             };

@@ -1,11 +1,13 @@
 //! `CacheMetrics`: one reading of a cache's counters, as a Python object.
 
+use std::hash::{Hash, Hasher};
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::core::MetricsSnapshot;
 
-#[pyclass(frozen, eq, module = "pgcache._core", name = "CacheMetrics")]
+#[pyclass(frozen, module = "pgcache._core", name = "CacheMetrics")]
 #[derive(PartialEq)]
 pub struct CacheMetrics {
     #[pyo3(get)]
@@ -52,6 +54,27 @@ impl CacheMetrics {
         dict.set_item("max_size", self.max_size)?;
         dict.set_item("hit_rate", self.hit_rate)?;
         Ok(dict)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<CacheMetrics>()
+            .is_ok_and(|other| *other.get() == *self)
+    }
+
+    fn __hash__(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.hits,
+            self.misses,
+            self.evictions,
+            self.expirations,
+            self.size,
+            self.max_size,
+            self.hit_rate.to_bits(),
+        )
+            .hash(&mut hasher);
+        hasher.finish()
     }
 
     fn __repr__(&self) -> String {

@@ -15,7 +15,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<clock::ManualClock>()?;
     m.add_class::<metrics::CacheMetrics>()?;
     m.add("PgCacheError", py.get_type::<errors::PgCacheError>())?;
-    m.add("CacheClosedError", py.get_type::<errors::CacheClosedError>())?;
+    m.add(
+        "CacheClosedError",
+        py.get_type::<errors::CacheClosedError>(),
+    )?;
     let shutdown = wrap_pyfunction!(expiry::_shutdown_expiry_thread, m)?;
     py.import("atexit")?.call_method1("register", (shutdown,))?;
     Ok(())
