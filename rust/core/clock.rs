@@ -1,8 +1,9 @@
 //! Time for TTL decisions, in nanoseconds on a monotonic scale.
 //!
-//! Production caches read `CLOCK_MONOTONIC_COARSE`: a few nanoseconds per read
-//! (vDSO, no syscall) at the cost of resolution (the kernel tick, 1 to 4 ms),
-//! which is ample for TTLs of seconds to minutes. Tests inject a [`ManualClock`]
+//! Production caches on Linux read `CLOCK_MONOTONIC_COARSE`: a few nanoseconds
+//! per read (vDSO, no syscall) at the cost of resolution (the kernel tick, 1 to
+//! 4 ms), which is ample for TTLs of seconds to minutes; other systems use
+//! `std::time::Instant`. Tests inject a [`ManualClock`]
 //! that moves only when told to, so TTL behaviour is tested without sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,20 +65,13 @@ impl Clock {
     /// The resolution of readings in nanoseconds (1 for a manual clock).
     pub fn resolution_ns(&self) -> u64 {
         match self {
-            Clock::Monotonic => {
-                let mut ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                // SAFETY: `ts` is a valid, writable timespec.
-                unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-                timespec_ns(&ts).max(1)
-            }
+            Clock::Monotonic => monotonic_resolution_ns(),
             Clock::Manual(_) => 1,
         }
     }
 }
 
+#[cfg(target_os = "linux")]
 #[inline]
 fn timespec_ns(ts: &libc::timespec) -> u64 {
     (ts.tv_sec as u64)
@@ -85,6 +79,7 @@ fn timespec_ns(ts: &libc::timespec) -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+#[cfg(target_os = "linux")]
 #[inline]
 fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -94,6 +89,29 @@ fn monotonic_coarse_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     timespec_ns(&ts)
+}
+
+#[cfg(target_os = "linux")]
+fn monotonic_resolution_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    timespec_ns(&ts).max(1)
+}
+
+/// Elsewhere there is no coarse clock: `Instant` (full resolution) since first use.
+#[cfg(not(target_os = "linux"))]
+fn monotonic_coarse_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic_resolution_ns() -> u64 {
+    1
 }
 
 #[cfg(test)]
