@@ -106,7 +106,10 @@ fn monotonic_resolution_ns() -> u64 {
 #[cfg(not(target_os = "linux"))]
 fn monotonic_coarse_ns() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -9,6 +9,7 @@
 //! the head". A node costs 48 bytes plus about 10 bytes of hash index.
 
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use super::metrics::Metrics;
 use super::wheel::{self, Wheel};
@@ -82,8 +83,10 @@ pub enum Garbage<K, V> {
     Key(K),
 }
 
-/// What left the store during one operation (allocates only if something did).
-pub type Released<K, V> = Vec<Garbage<K, V>>;
+/// What left the store during one operation. Two items fit inline (an
+/// overwrite releases the old value and the unused new key), so the common
+/// operations never allocate for it.
+pub type Released<K, V> = SmallVec<[Garbage<K, V>; 2]>;
 
 /// What `remove` found.
 pub enum Removed<K, V> {
@@ -111,6 +114,33 @@ pub struct Store<K, V, F = ()> {
     flights: Vec<Flight<K, F>>,
     metrics: Arc<Metrics>,
     closed: bool,
+}
+
+/// The hash-table predicate for "this slot holds a key equal to the probe".
+/// A failing comparison is parked in `error` and stops the probe.
+#[inline(always)]
+fn matcher<'a, K, V, E>(
+    nodes: &'a [Node<K, V>],
+    hash: u64,
+    eq: &'a mut impl FnMut(&K) -> Result<bool, E>,
+    error: &'a mut Option<E>,
+) -> impl FnMut(&u32) -> bool + 'a {
+    move |&index| {
+        let node = &nodes[index as usize];
+        if node.hash != hash {
+            return false;
+        }
+        let Some((key, _)) = &node.entry else {
+            return false;
+        };
+        match eq(key) {
+            Ok(equal) => equal,
+            Err(e) => {
+                *error = Some(e);
+                true // stop probing
+            }
+        }
+    }
 }
 
 impl<K, V, F> Store<K, V, F> {
@@ -161,23 +191,9 @@ impl<K, V, F> Store<K, V, F> {
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
     ) -> Result<Option<u32>, E> {
         let mut error = None;
-        let nodes = &self.nodes;
-        let found = self.table.find(hash, |&index| {
-            let node = &nodes[index as usize];
-            if node.hash != hash {
-                return false;
-            }
-            let Some((key, _)) = &node.entry else {
-                return false;
-            };
-            match eq(key) {
-                Ok(equal) => equal,
-                Err(e) => {
-                    error = Some(e);
-                    true // stop probing
-                }
-            }
-        });
+        let found = self
+            .table
+            .find(hash, matcher(&self.nodes, hash, eq, &mut error));
         match error {
             Some(e) => Err(e),
             None => Ok(found.copied()),
@@ -248,31 +264,43 @@ impl<K, V, F> Store<K, V, F> {
     // ---- writes -----------------------------------------------------------
 
     /// Stores `value` under `key` as the most recently used entry, expiring at
-    /// `expires_at` (`NEVER` for none). An existing key keeps its key object
-    /// (the new one and the replaced value go to `released`); setting over an
-    /// expired entry counts its expiration. A new key into a full store first
+    /// `expires_at` (`NEVER` for none). An existing live key keeps its key
+    /// object (the new one and the replaced value go to `released`); an
+    /// expired one is removed (counted as an expiration) and replaced. A new key into a full store first
     /// removes every expired entry, then evicts the least recently used one.
+    /// `make_key` is called only when a new entry is created.
     #[allow(clippy::too_many_arguments)]
     pub fn insert<E>(
         &mut self,
         hash: u64,
-        key: K,
+        make_key: impl FnOnce() -> K,
         value: V,
         expires_at: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
         now: u64,
         released: &mut Released<K, V>,
     ) -> Result<(), E> {
-        if let Some(index) = self.find(hash, eq)? {
-            if self.is_expired(index, now) {
-                self.metrics.expired(1);
-            }
+        let mut found = self.find(hash, eq)?;
+        if let Some(index) = found.filter(|&i| self.is_expired(i, now)) {
+            // An expired entry is replaced by a new one (with the new key object).
+            self.metrics.expired(1);
+            let (k, v) = self.unlink_entry(index);
+            released.push(Garbage::Entry(k, v));
+            found = None;
+        }
+        if let Some(index) = found {
             let node = &mut self.nodes[index as usize];
             if let Some((_, old)) = node.entry.as_mut() {
                 released.push(Garbage::Value(std::mem::replace(old, value)));
             }
-            released.push(Garbage::Key(key));
-            self.reschedule(index, expires_at);
+            let previous = std::mem::replace(&mut node.expires_at, expires_at);
+            // A later deadline can stay in its earlier bucket: when that bucket
+            // comes up, the entry is found alive and re-filed. Only an earlier
+            // deadline must move now.
+            if expires_at < previous {
+                self.wheel_unschedule(index);
+                self.wheel_schedule(index);
+            }
             self.lru_move_to_front(index);
             return Ok(());
         }
@@ -285,7 +313,7 @@ impl<K, V, F> Store<K, V, F> {
             let (k, v) = self.unlink_entry(lru);
             released.push(Garbage::Entry(k, v));
         }
-        let index = self.allocate(hash, key, value, expires_at);
+        let index = self.allocate(hash, make_key(), value, expires_at);
         let nodes = &self.nodes;
         self.table
             .insert_unique(hash, index, |&i| nodes[i as usize].hash);
@@ -305,11 +333,19 @@ impl<K, V, F> Store<K, V, F> {
         now: u64,
         released: &mut Released<K, V>,
     ) -> Result<Removed<K, V>, E> {
-        let Some(index) = self.find(hash, eq)? else {
+        let mut error = None;
+        let found = self
+            .table
+            .find_entry(hash, matcher(&self.nodes, hash, eq, &mut error));
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let Ok(slot) = found else {
             return Ok(Removed::Absent);
         };
+        let (index, _) = slot.remove();
         let expired = self.is_expired(index, now);
-        let (key, value) = self.unlink_entry(index);
+        let (key, value) = self.free_node(index);
         if expired {
             self.metrics.expired(1);
             released.push(Garbage::Entry(key, value));
@@ -430,6 +466,11 @@ impl<K, V, F> Store<K, V, F> {
         if let Ok(slot) = self.table.find_entry(hash, |&i| i == index) {
             slot.remove();
         }
+        self.free_node(index)
+    }
+
+    /// Takes an entry already out of the index out of both lists and the slab.
+    fn free_node(&mut self, index: u32) -> (K, V) {
         self.lru_unlink(index);
         self.wheel_unschedule(index);
         let free = self.free;
@@ -467,12 +508,6 @@ impl<K, V, F> Store<K, V, F> {
             self.lru_push_front(index);
         }
     }
-
-    fn reschedule(&mut self, index: u32, expires_at: u64) {
-        self.wheel_unschedule(index);
-        self.nodes[index as usize].expires_at = expires_at;
-        self.wheel_schedule(index);
-    }
 }
 
 #[cfg(test)]
@@ -499,7 +534,7 @@ mod tests {
         let mut released = Released::new();
         s.insert(
             hash(key),
-            key,
+            || key,
             value,
             expires_at,
             &mut eq(key),
@@ -538,9 +573,9 @@ mod tests {
         set(&mut s, 2, "b", NEVER, 0);
         get(&mut s, 1, 0);
         let mut released = Released::new();
-        s.insert(hash(3), 3, "c", NEVER, &mut eq(3), 0, &mut released)
+        s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), 0, &mut released)
             .unwrap();
-        assert_eq!(released, vec![Garbage::Entry(2, "b")]);
+        assert_eq!(released.as_slice(), [Garbage::Entry(2, "b")]);
         assert_eq!(keys(&s, 0), vec![3, 1]);
         assert_eq!(s.metrics().snapshot().evictions, 1);
     }
@@ -550,9 +585,9 @@ mod tests {
         let mut s = store(1);
         set(&mut s, 1, "a", NEVER, 0);
         let mut released = Released::new();
-        s.insert(hash(1), 1, "b", NEVER, &mut eq(1), 0, &mut released)
+        s.insert(hash(1), || 1, "b", NEVER, &mut eq(1), 0, &mut released)
             .unwrap();
-        assert_eq!(released, vec![Garbage::Value("a"), Garbage::Key(1)]);
+        assert_eq!(released.as_slice(), [Garbage::Value("a")]);
         assert_eq!(s.len(), 1);
         assert_eq!(get(&mut s, 1, 0), Some("b"));
         assert_eq!(s.metrics().snapshot().evictions, 0);
@@ -667,7 +702,7 @@ mod tests {
         set(&mut s, 1, "a", NEVER, 0);
         let mut failing = |_: &u64| -> Result<bool, &'static str> { Err("boom") };
         let mut released = Released::new();
-        let result = s.insert(hash(1), 1, "b", NEVER, &mut failing, 0, &mut released);
+        let result = s.insert(hash(1), || 1, "b", NEVER, &mut failing, 0, &mut released);
         assert_eq!(result, Err("boom"));
         assert_eq!(get(&mut s, 1, 0), Some("a"));
         assert_eq!(s.len(), 1);
