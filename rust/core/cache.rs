@@ -108,7 +108,7 @@ mod tests {
                         let mut store = cache.lock();
                         let now = cache.now();
                         let got = store
-                            .get(key, &mut eq, now, &mut released)
+                            .get(key, &mut eq, || now, &mut released)
                             .unwrap()
                             .copied();
                         if let Some(value) = got {

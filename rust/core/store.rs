@@ -200,6 +200,14 @@ impl<K, V, F> Store<K, V, F> {
         }
     }
 
+    /// Whether an entry has a deadline that `now()` has reached (the clock is
+    /// not read for entries that never expire).
+    #[inline(always)]
+    fn expires_by(&self, index: u32, now: impl FnOnce() -> u64) -> bool {
+        let expires_at = self.nodes[index as usize].expires_at;
+        expires_at != NEVER && now() >= expires_at
+    }
+
     #[inline]
     fn is_expired(&self, index: u32, now: u64) -> bool {
         now >= self.nodes[index as usize].expires_at
@@ -212,11 +220,11 @@ impl<K, V, F> Store<K, V, F> {
         &mut self,
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
-        now: u64,
+        now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<u32>, E> {
         match self.find(hash, eq)? {
-            Some(index) if self.is_expired(index, now) => {
+            Some(index) if self.expires_by(index, now) => {
                 self.metrics.expired(1);
                 {
                     let (k, v) = self.unlink_entry(index);
@@ -229,12 +237,13 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// A lookup: counts a hit or a miss; a hit becomes the most recently used.
+    /// `now` is read only if an entry with a deadline is found.
     #[inline(always)]
     pub fn get<E>(
         &mut self,
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
-        now: u64,
+        now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<&V>, E> {
         match self.find_live(hash, eq, now, released)? {
@@ -255,7 +264,7 @@ impl<K, V, F> Store<K, V, F> {
         &mut self,
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
-        now: u64,
+        now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<bool, E> {
         Ok(self.find_live(hash, eq, now, released)?.is_some())
@@ -483,27 +492,39 @@ impl<K, V, F> Store<K, V, F> {
         node.entry.take().expect("an indexed node holds an entry")
     }
 
-    #[inline]
-    fn lru_unlink(&mut self, index: u32) {
-        let Link { prev, next } = self.nodes[index as usize].lru;
-        self.nodes[prev as usize].lru.next = next;
-        self.nodes[next as usize].lru.prev = prev;
+    /// A node by index without a bounds check, for the hot LRU path.
+    ///
+    /// SAFETY (of the callers): indices come from the hash index or the list
+    /// links, which only ever hold indices of nodes in `self.nodes`; the slab
+    /// never shrinks except in `clear`, which resets the index and the lists.
+    #[inline(always)]
+    fn link(&mut self, index: u32) -> &mut Link {
+        debug_assert!((index as usize) < self.nodes.len());
+        // SAFETY: see above.
+        unsafe { &mut self.nodes.get_unchecked_mut(index as usize).lru }
     }
 
-    #[inline]
+    #[inline(always)]
+    fn lru_unlink(&mut self, index: u32) {
+        let Link { prev, next } = *self.link(index);
+        self.link(prev).next = next;
+        self.link(next).prev = prev;
+    }
+
+    #[inline(always)]
     fn lru_push_front(&mut self, index: u32) {
-        let first = self.nodes[LRU as usize].lru.next;
-        self.nodes[index as usize].lru = Link {
+        let first = self.link(LRU).next;
+        *self.link(index) = Link {
             prev: LRU,
             next: first,
         };
-        self.nodes[first as usize].lru.prev = index;
-        self.nodes[LRU as usize].lru.next = index;
+        self.link(first).prev = index;
+        self.link(LRU).next = index;
     }
 
-    #[inline]
+    #[inline(always)]
     fn lru_move_to_front(&mut self, index: u32) {
-        if self.nodes[LRU as usize].lru.next != index {
+        if self.link(LRU).next != index {
             self.lru_unlink(index);
             self.lru_push_front(index);
         }
@@ -546,7 +567,7 @@ mod tests {
 
     fn get(s: &mut TestStore, key: u64, now: u64) -> Option<&'static str> {
         let mut released = Released::new();
-        s.get(hash(key), &mut eq(key), now, &mut released)
+        s.get(hash(key), &mut eq(key), || now, &mut released)
             .unwrap()
             .copied()
     }

@@ -407,9 +407,13 @@ impl Cache {
         let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
-            let now = self.shared.core.now();
             store
-                .get(hash, &mut probe.eq(), now, &mut released)
+                .get(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
                 .map_err(|e| probe.error(e))?
                 .map(|v| v.clone_ref(py))
         };
@@ -426,9 +430,13 @@ impl Cache {
         let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
-            let now = self.shared.core.now();
             store
-                .get(hash, &mut probe.eq(), now, &mut released)
+                .get(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
                 .map_err(|e| probe.error(e))?
                 .map(|v| v.clone_ref(py))
         };
@@ -519,9 +527,13 @@ impl Cache {
         let probe = Probe::new(&self.shared, key);
         let found = {
             let mut store = self.shared.lock(py)?;
-            let now = self.shared.core.now();
             store
-                .contains(hash, &mut probe.eq(), now, &mut released)
+                .contains(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
                 .map_err(|e| probe.error(e))?
         };
         release(released);
@@ -553,7 +565,7 @@ impl Cache {
             for (index, (hash, key)) in wanted.iter().enumerate() {
                 let probe = Probe::new(&self.shared, key);
                 let found = store
-                    .get(*hash, &mut probe.eq(), now, &mut released)
+                    .get(*hash, &mut probe.eq(), || now, &mut released)
                     .map_err(|e| probe.error(e))?;
                 if let Some(value) = found {
                     hits.push((index, value.clone_ref(py)));
@@ -609,9 +621,13 @@ impl Cache {
         let probe = Probe::new(&self.shared, key);
         let load = {
             let mut store = self.shared.lock(py)?;
-            let now = self.shared.core.now();
             let found = store
-                .get(hash, &mut probe.eq(), now, &mut released)
+                .get(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
                 .map_err(|e| probe.error(e))?;
             if let Some(value) = found {
                 return Ok(value.clone_ref(py));
