@@ -5,15 +5,16 @@ Usage (from the repository root, with the project's venv)::
     python benches/compare.py                 # full run: a few minutes on 2 cores
     python benches/compare.py --quick         # smaller N and fewer repeats: under ~1 minute
     python benches/compare.py --json out.json # also write every figure as JSON
-    python benches/compare.py --libs pgcache,cachebox.LRUCache   # only some libraries
+    python benches/compare.py --libs pgcache.Cache,dict  # only some libraries (labels below)
 
 (``make compare`` and ``make demo`` run the first two.)
 
-Libraries: pgcache.Cache, cachebox.TTLCache and LRUCache, cachetools.TTLCache and LRUCache,
-moka_py.Moka, theine.Cache, lru.LRU (lru-dict), functools.lru_cache (get hit only) and a plain
-dict. A library that does not import is skipped and the report says so. TTL-capable caches get a
-TTL of 900 s (``Cache(ttl=900.0, ...)``; theine takes its TTL per ``set``), so their TTL path runs
-but nothing expires during the run.
+Libraries (the labels --libs takes): pgcache.Cache, cachebox.TTLCache, cachebox.LRUCache,
+cachetools.TTLCache, cachetools.LRUCache, moka_py.Moka, theine.Cache, lru.LRU (lru-dict),
+functools.lru_cache (get hit only) and dict (a plain dict). A library that does not import is
+skipped and the report says so. TTL-capable caches get a TTL of 900 s
+(``Cache(ttl=900.0, ...)``; theine takes its TTL per ``set``), so their TTL path runs but nothing
+expires during the run.
 
 Each library runs in a fresh interpreter (this script with the hidden ``--worker LABEL``
 argument, which prints one JSON object), so no library's memory or threads disturb another's.
@@ -26,9 +27,10 @@ Figures:
   the best (min) of R repeats of a tight loop over N keys, with ``time.perf_counter_ns`` and the
   garbage collector off. **raw** = the loop's ns per op; **net** = raw minus an empty loop over
   the same list (``for k in keys: pass``), i.e. the cost of the call itself. Ratios use net.
-* RSS growth per entry: 1,000,000 int keys sharing one value (the key list exists before the
-  first reading, so only the cache's own growth counts; gc runs before each reading of
-  /proc/self/statm). It is the first thing each worker measures.
+* RSS growth per entry: 1,000,000 int keys (200,000 with --quick) sharing one value (the key
+  list exists before the first reading, so only the cache's own growth counts; gc runs before
+  each reading of /proc/self/statm). It is the first thing each worker measures. Hash tables
+  grow by doubling, so the figure depends on where the entry count falls between two sizes.
 * threaded throughput: 100 threads x 2,000 requests, 80 % of them on the hottest 20 % of a
   10,000-key space, ``get`` then ``set`` on a miss, max_size 5,000; ops/s (requests per second,
   best of a few runs, each with a new cache) and the hit rate of that run. cachetools is not
@@ -72,7 +74,7 @@ class Settings:
 
 
 FULL = Settings(n=100_000, repeats=15, threaded_runs=3)
-QUICK = Settings(n=20_000, repeats=5, threaded_runs=1)
+QUICK = Settings(n=20_000, repeats=5, threaded_runs=2, rss_entries=200_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,14 +300,37 @@ class Worker:
     module: Any
     settings: Settings
     rng: random.Random = field(default_factory=lambda: random.Random(1234))
+    open_caches: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.settings.n
+        self.base = [f"query:{i:08d}" for i in range(MAX_SIZE)]  # what a full cache holds
+        self.hits = self.rng.choices(self.base, k=n)  # random order, each key many times
+        self.misses = self.rng.choices([f"absent:{i:08d}" for i in range(MAX_SIZE)], k=n)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def new_cache(self, max_size: int) -> Any:
-        return self.adapter.make(self.module, max_size)
+        cache = self.adapter.make(self.module, max_size)
+        self.open_caches.append(cache)
+        return cache
 
-    def filled(self, keys: list[Any], max_size: int = MAX_SIZE) -> Any:
-        cache = self.new_cache(max_size)
+    def close_caches(self) -> None:
+        """Close what a figure made (theine's maintenance task would otherwise run on)."""
+        for cache in self.open_caches:
+            close = getattr(cache, "close", None)
+            if close is not None:
+                close()
+        self.open_caches.clear()
+        gc.collect()
+
+    def check_hit(self, result: Any) -> None:
+        hit = result is VALUE if self.adapter.get is None else self.adapter.hit_of(result)
+        assert hit, f"{self.adapter.label}: a key just stored was not found ({result!r})"
+
+    def filled(self, keys: list[Any]) -> Any:
+        """A new cache of MAX_SIZE holding `keys`."""
+        cache = self.new_cache(MAX_SIZE)
         if self.adapter.label == "functools.lru_cache":  # filled by calling the function
             for k in keys:
                 cache(k)
@@ -345,64 +370,66 @@ class Worker:
     # -- figures ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        a, s = self.adapter, self.settings
-        base = [f"query:{i:08d}" for i in range(MAX_SIZE)]
-        hits = self.rng.choices(base, k=s.n)  # random order, each key many times
-        misses = self.rng.choices([f"absent:{i:08d}" for i in range(MAX_SIZE)], k=s.n)
-        out: dict[str, Any] = {}
-
-        if "rss" in a.figures:  # first: before anything else has grown or freed the heap
-            out["rss"] = self.rss()
-
-        if "get_hit" in a.figures:
-            cache = self.filled(base)
-            fn = cache if a.get is None else getattr(cache, a.get)
-            self.check_hit(fn(base[0]))
-            form = "f(k)" if a.get is None else f"g = c.{a.get}; g(k)"
-            out["get_hit"] = self.best(lambda: loop_call(fn, hits), hits) | {"form": form}
-        if "subscript_hit" in a.figures and a.subscript:
-            cache = self.filled(base)
-            assert cache[base[0]] is VALUE
-            out["subscript_hit"] = self.best(lambda: loop_getitem(cache, hits), hits)
-            out["subscript_hit"]["form"] = "c[k]"
-        if "get_miss" in a.figures and a.get is not None:
-            cache = self.filled(base)
-            fn = getattr(cache, a.get)
-            assert not a.hit_of(fn(misses[0]))
-            out["get_miss"] = self.best(lambda: loop_call(fn, misses), misses)
-            out["get_miss"]["form"] = f"c.{a.get}(k)"
-        if "set_overwrite" in a.figures and a.set is not None:
-            cache = self.filled(base)
-            out["set_overwrite"] = self.best(self.set_loop(cache, hits), hits)
-            out["set_overwrite"]["form"] = a.set_form()
-        if "set_evict" in a.figures and a.set is not None:
-            out["set_evict"] = self.set_evict(base)
-        if "delete" in a.figures and a.delete is not None:
-            out["delete"] = self.delete(base)
-        if "threaded" in a.figures and a.set is not None:
-            out["threaded"] = self.threaded()
+        """Every figure this library supports; "rss" first, before the heap has grown."""
+        a = self.adapter
+        supported = {
+            "rss": True,
+            "get_hit": True,
+            "subscript_hit": a.subscript,
+            "get_miss": a.get is not None,
+            "set_overwrite": a.set is not None,
+            "set_evict": a.set is not None,
+            "delete": a.delete is not None,
+            "threaded": a.set is not None,
+        }
+        out = {}
+        for figure in FIGURES:
+            if figure in a.figures and supported[figure]:
+                out[figure] = getattr(self, figure)()
+                self.close_caches()
         return out
 
-    def check_hit(self, result: Any) -> None:
-        hit = result is VALUE if self.adapter.get is None else self.adapter.hit_of(result)
-        assert hit, f"{self.adapter.label}: a key just stored was not found ({result!r})"
+    def get_hit(self) -> dict[str, Any]:
+        a = self.adapter
+        cache = self.filled(self.base)
+        fn = cache if a.get is None else getattr(cache, a.get)  # lru_cache: the function
+        self.check_hit(fn(self.base[0]))
+        form = "f(k)" if a.get is None else f"g = c.{a.get}; g(k)"
+        return self.best(lambda: loop_call(fn, self.hits), self.hits) | {"form": form}
 
-    def set_evict(self, base: list[Any]) -> dict[str, Any]:
+    def subscript_hit(self) -> dict[str, Any]:
+        cache = self.filled(self.base)
+        assert cache[self.base[0]] is VALUE
+        return self.best(lambda: loop_getitem(cache, self.hits), self.hits) | {"form": "c[k]"}
+
+    def get_miss(self) -> dict[str, Any]:
+        fn = getattr(self.filled(self.base), self.adapter.get or "")
+        assert not self.adapter.hit_of(fn(self.misses[0]))
+        result = self.best(lambda: loop_call(fn, self.misses), self.misses)
+        return result | {"form": f"c.{self.adapter.get}(k)"}
+
+    def set_overwrite(self) -> dict[str, Any]:
+        cache = self.filled(self.base)
+        result = self.best(self.set_loop(cache, self.hits), self.hits)
+        return result | {"form": self.adapter.set_form()}
+
+    def set_evict(self) -> dict[str, Any]:
         """New keys into a full cache; two disjoint key sets of n >= max_size keys alternate,
         so every key of a loop is new to the cache."""
         n = self.settings.n
         assert n >= MAX_SIZE
         fresh = [[f"new{j}:{i:08d}" for i in range(n)] for j in range(2)]
-        cache = self.filled(base)
+        cache = self.filled(self.base)
         loops = [self.set_loop(cache, keys) for keys in fresh]
         turns = itertools.cycle(loops)
         result = self.best(lambda: next(turns)(), fresh[0])
         return result | {"form": self.adapter.set_form() + " (new key, full cache)"}
 
-    def delete(self, base: list[Any]) -> dict[str, Any]:
+    def delete(self) -> dict[str, Any]:
         """Delete every key of a full cache (refilled, untimed, before each loop)."""
         a = self.adapter
         cache = self.new_cache(MAX_SIZE)
+        base = self.base
         order = self.rng.sample(base, len(base))
         store, remove = a.setter(cache), getattr(cache, a.delete or "")
 
@@ -428,9 +455,7 @@ class Worker:
             gc.enable()
         gc.collect()
         grown = rss_bytes() - before
-        self.check_hit(cache.get(keys[-1]) if self.adapter.get else cache[keys[-1]])
-        del cache
-        gc.collect()
+        self.check_hit(cache.get(keys[-1]))
         return {"unit": "B/entry", "value": grown / entries, "entries": entries}
 
     def threaded(self) -> dict[str, Any]:

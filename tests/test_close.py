@@ -82,13 +82,18 @@ def test_context_manager_returns_the_cache_and_closes_it_on_exit() -> None:
 
 
 def test_context_manager_closes_on_exception_and_lets_it_propagate() -> None:
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
     cache: Cache[str, int] = Cache()
-    with pytest.raises(Boom), cache as c:
-        c.set("a", 1)
-        raise Boom
+
+    def use_and_fail() -> None:
+        with cache as c:
+            c.set("a", 1)
+            raise BoomError
+
+    with pytest.raises(BoomError):
+        use_and_fail()
     assert cache.closed is True
 
 

@@ -126,7 +126,7 @@ def test_hit_rate_is_0_when_every_lookup_misses(make_cache: Any) -> None:
     assert c.metrics().hit_rate == 0.0
 
 
-# --------------------------------------------------------------------------- evictions / expirations
+# ------------------------------------------------------------------- evictions / expirations
 
 
 def test_evictions_count_each_evicted_entry(make_cache: Any) -> None:

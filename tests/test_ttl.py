@@ -133,9 +133,7 @@ def test_per_call_timedelta_ttl_overrides_cache_default(
     assert c.get("k") is None
 
 
-def test_per_call_ttl_may_be_longer_than_cache_default(
-    make_cache: Any, clock: ManualClock
-) -> None:
+def test_per_call_ttl_may_be_longer_than_cache_default(make_cache: Any, clock: ManualClock) -> None:
     c = make_cache(ttl=1)
     c.set("long", 1, ttl=60)
     clock.advance(59.5)
@@ -253,6 +251,48 @@ def test_set_over_expired_key_stores_a_fresh_entry(make_cache: Any, clock: Manua
     c.set("k", 2)
     clock.advance(1.5)
     assert c.get("k") == 2
+
+
+def _equal_distinct_keys() -> tuple[Any, Any]:
+    first, second = tuple(["k", 1]), tuple(["k", 1])
+    assert first == second
+    assert first is not second
+    return first, second
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        lambda c, k: c.set(k, 2),
+        lambda c, k: c.set_many([(k, 2)]),
+        lambda c, k: c.get_or_set(k, lambda: 2),
+    ],
+    ids=["set", "set_many", "get_or_set"],
+)
+def test_storing_over_an_expired_key_stores_the_new_key_object(
+    make_cache: Any, clock: ManualClock, store: Any
+) -> None:
+    # The expired entry is removed (one expiration) and the key is stored as new: unlike a
+    # live overwrite, nothing of the expired entry (its key object included) is kept.
+    c = make_cache(ttl=1)
+    first, second = _equal_distinct_keys()
+    c.set(first, 1)
+    clock.advance(1)
+    store(c, second)
+    [key] = c.keys()
+    assert key is second
+    assert c.get(first) == 2
+    assert c.metrics().expirations == 1
+
+
+def test_live_overwrite_keeps_the_first_key_object(make_cache: Any, clock: ManualClock) -> None:
+    c = make_cache(ttl=1)
+    first, second = _equal_distinct_keys()
+    c.set(first, 1)
+    clock.advance(0.5)
+    c.set(second, 2)
+    [key] = c.keys()
+    assert key is first
 
 
 # --------------------------------------------------------------------------- no ttl
