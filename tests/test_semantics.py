@@ -103,9 +103,11 @@ def test_get_missing_key_returns_given_default(make_cache: Any) -> None:
     assert c.get("absent", default) is default
 
 
-def test_get_default_can_be_given_by_keyword(make_cache: Any) -> None:
+def test_get_takes_default_positionally_like_dict_get(make_cache: Any) -> None:
     c = make_cache()
-    assert c.get("absent", default=7) == 7
+    assert c.get("absent", 7) == 7
+    with pytest.raises(TypeError):
+        c.get("absent", default=7)
 
 
 def test_set_overwrites_existing_value(make_cache: Any) -> None:

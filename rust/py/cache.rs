@@ -395,7 +395,7 @@ impl Cache {
     }
 
     /// The value for `key`, or `default` if it is absent or expired.
-    #[pyo3(signature = (key, default = None))]
+    #[pyo3(signature = (key, default = None, /))]
     fn get(
         &self,
         py: Python<'_>,
