@@ -13,12 +13,11 @@ MATURIN_FLAGS ?= --release
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# Every dependency (runtime and extras) comes from pyproject.toml: one list.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" \
-		"ruff>=0.8" "mypy>=1.13" "pytest-benchmark>=5" "cachebox>=5" "cachetools>=5" \
-		"moka-py>=0.1" "theine>=0.4" "lru-dict>=1.3"
+	$(BIN)/python -c 'import subprocess, sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; deps = p["dependencies"] + sum(p["optional-dependencies"].values(), []); subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "maturin>=1.9,<2", *deps])'
 	touch $@
 
 dev: $(VENV)/.installed build ## create .venv with every tool and build the extension into it
