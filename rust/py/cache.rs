@@ -208,6 +208,28 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// One counted lookup: the live value (made most recently used) or None.
+    #[inline(always)]
+    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+        let hash = table_hash(key)?;
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
+        let found = {
+            let mut store = self.shared.lock(py)?;
+            store
+                .get(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
+                .map_err(|e| probe.error(e))?
+                .map(|v| v.clone_ref(py))
+        };
+        release(released);
+        Ok(found)
+    }
+
     /// Stores several prepared entries under one lock.
     fn insert_all(
         &self,
@@ -402,46 +424,15 @@ impl Cache {
         key: &Bound<'_, PyAny>,
         default: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Value> {
-        let hash = table_hash(key)?;
-        let mut released = Released::new();
-        let probe = Probe::new(&self.shared, key);
-        let found = {
-            let mut store = self.shared.lock(py)?;
-            store
-                .get(
-                    hash,
-                    &mut probe.eq(),
-                    || self.shared.core.now(),
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?
-                .map(|v| v.clone_ref(py))
-        };
-        release(released);
-        Ok(match found {
+        Ok(match self.lookup(py, key)? {
             Some(value) => value,
             None => default.map_or_else(|| py.None(), |d| d.clone().unbind()),
         })
     }
 
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Value> {
-        let hash = table_hash(key)?;
-        let mut released = Released::new();
-        let probe = Probe::new(&self.shared, key);
-        let found = {
-            let mut store = self.shared.lock(py)?;
-            store
-                .get(
-                    hash,
-                    &mut probe.eq(),
-                    || self.shared.core.now(),
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?
-                .map(|v| v.clone_ref(py))
-        };
-        release(released);
-        found.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+        self.lookup(py, key)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
     /// Stores `value` under `key`; `ttl` overrides the cache's default for this entry.

@@ -41,17 +41,28 @@ impl CacheMetrics {
     }
 }
 
+impl CacheMetrics {
+    /// The integer counters by name, in display order (hit_rate comes last).
+    fn counters(&self) -> [(&'static str, u64); 6] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("evictions", self.evictions),
+            ("expirations", self.expirations),
+            ("size", self.size),
+            ("max_size", self.max_size),
+        ]
+    }
+}
+
 #[pymethods]
 impl CacheMetrics {
     /// The counters as a plain dict (for JSON).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        dict.set_item("hits", self.hits)?;
-        dict.set_item("misses", self.misses)?;
-        dict.set_item("evictions", self.evictions)?;
-        dict.set_item("expirations", self.expirations)?;
-        dict.set_item("size", self.size)?;
-        dict.set_item("max_size", self.max_size)?;
+        for (name, value) in self.counters() {
+            dict.set_item(name, value)?;
+        }
         dict.set_item("hit_rate", self.hit_rate)?;
         Ok(dict)
     }
@@ -64,29 +75,19 @@ impl CacheMetrics {
 
     fn __hash__(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (
-            self.hits,
-            self.misses,
-            self.evictions,
-            self.expirations,
-            self.size,
-            self.max_size,
-            self.hit_rate.to_bits(),
-        )
-            .hash(&mut hasher);
+        (self.counters(), self.hit_rate.to_bits()).hash(&mut hasher);
         hasher.finish()
     }
 
     fn __repr__(&self) -> String {
+        let fields: Vec<String> = self
+            .counters()
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         format!(
-            "CacheMetrics(hits={}, misses={}, evictions={}, expirations={}, size={}, \
-             max_size={}, hit_rate={:.2})",
-            self.hits,
-            self.misses,
-            self.evictions,
-            self.expirations,
-            self.size,
-            self.max_size,
+            "CacheMetrics({}, hit_rate={:.2})",
+            fields.join(", "),
             self.hit_rate
         )
     }
