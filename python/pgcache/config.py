@@ -1,0 +1,484 @@
+"""Configuration of a pgcache service from environment variables: :class:`Settings`.
+
+Every variable has the original design's default, so a deployment that sets
+nothing behaves as before. Durations accept Go-style strings (``100ms``,
+``90s``, ``15m``, ``1h30m``, ``1.5h``) and plain numbers of seconds (``900``,
+``0.5``), since the original's own documentation uses both. A bad value stops
+start-up with one error naming the variable, the value and what is accepted.
+
+Four example files (development, production, performance testing, debugging)
+ship inside the package; :meth:`Settings.for_mode` loads one.
+
+This module only reads and checks configuration: it builds no cache, pool or
+client (see :mod:`pgcache.manager` and :mod:`pgcache.db` for that), and it never
+prints the password of ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any, Final, Literal, Self, get_args
+from urllib.parse import urlsplit
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pgcache._core import PgCacheError
+
+__all__ = [
+    "MODES",
+    "ConfigError",
+    "Mode",
+    "Settings",
+    "format_duration",
+    "mask_database_url",
+    "parse_duration",
+]
+
+Mode = Literal["development", "production", "performance", "debugging"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+
+_DURATION_HINT: Final = "expected a duration like 15m, 900 or 1h30m"
+_BOOL_HINT: Final = "expected a boolean: true/false, yes/no or 1/0"
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
+_ERROR_TYPE: Final = "pgcache_config"
+_MASK: Final = "***"
+
+# Go's time.ParseDuration units, in nanoseconds; "µ" (micro sign) and "μ" (Greek mu) both occur.
+_UNIT_NS: Final[dict[str, int]] = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_SECONDS_RE: Final = re.compile(rf"[+-]?{_NUMBER}")
+_UNIT_ALTERNATION: Final = "|".join(sorted(map(re.escape, _UNIT_NS), key=len, reverse=True))
+_GO_DURATION_RE: Final = re.compile(rf"([+-]?)((?:{_NUMBER}(?:{_UNIT_ALTERNATION}))+)")
+_GO_PART_RE: Final = re.compile(rf"({_NUMBER})({_UNIT_ALTERNATION})")
+_INTEGER_RE: Final = re.compile(r"[+-]?\d+")
+
+_URL_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)([^&#]*)")
+_CONNINFO_PASSWORD_RE: Final = re.compile(r"(?i)(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+
+
+class ConfigError(PgCacheError, ValueError):
+    """The configuration cannot be used; the message has one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: list[str] = list(problems)
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str]]]:
+        return type(self), (self.problems,)
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError) -> ConfigError:
+        """One line per problem: ours already name the variable; pydantic's get its name added."""
+        problems = []
+        for item in error.errors(include_url=False, include_input=False):
+            if item["type"] == _ERROR_TYPE or not item["loc"]:
+                problems.append(item["msg"])
+            else:
+                problems.append(f"{str(item['loc'][0]).upper()}: {item['msg']}")
+        return cls(problems)
+
+
+def parse_duration(value: str | float | timedelta) -> timedelta:
+    """A ``timedelta`` from a Go-style duration string, a number of seconds, or a ``timedelta``.
+
+    Accepted: ``"100ms"``, ``"90s"``, ``"15m"``, ``"1h30m"``, ``"1.5h"``, ``"250us"``
+    (or ``µs``), ``"10ns"``, ``"900"``, ``"0.5"``, ``900``, ``0.5``, ``timedelta(...)``.
+    The result is rounded to the nearest microsecond (``timedelta``'s resolution).
+    Raises ``ValueError`` for anything else, including NaN and infinities.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r}: {_DURATION_HINT}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r}: {_DURATION_HINT}")
+    if isinstance(value, int | float):
+        nanoseconds = Decimal(repr(value)) * _UNIT_NS["s"]
+    else:
+        nanoseconds = _parse_duration_text(value.strip())
+    microseconds = (nanoseconds / 1_000).to_integral_value(rounding=ROUND_HALF_EVEN)
+    try:
+        return timedelta(microseconds=int(microseconds))
+    except OverflowError:
+        raise ValueError(f"{value!r}: duration too large ({_DURATION_HINT})") from None
+
+
+def _parse_duration_text(text: str) -> Decimal:
+    """Nanoseconds of a Go-style duration or a plain number of seconds."""
+    try:
+        if _SECONDS_RE.fullmatch(text):
+            return Decimal(text) * _UNIT_NS["s"]
+        match = _GO_DURATION_RE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text!r}: {_DURATION_HINT}")
+        total = sum(
+            (Decimal(number) * _UNIT_NS[unit] for number, unit in _GO_PART_RE.findall(match[2])),
+            Decimal(0),
+        )
+    except InvalidOperation:
+        raise ValueError(f"{text!r}: {_DURATION_HINT}") from None
+    return -total if match[1] == "-" else total
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Go-style string for ``value``, which :func:`parse_duration` reads back.
+
+    ``timedelta(minutes=90)`` -> ``"1h30m"``, ``timedelta(milliseconds=100)`` -> ``"100ms"``,
+    ``timedelta(seconds=1.5)`` -> ``"1.5s"``, ``timedelta(0)`` -> ``"0s"``.
+    """
+    microseconds = value // timedelta(microseconds=1)
+    if microseconds == 0:
+        return "0s"
+    sign = "-" if microseconds < 0 else ""
+    microseconds = abs(microseconds)
+    if microseconds < 1_000_000:
+        if microseconds % 1_000 == 0:
+            return f"{sign}{microseconds // 1_000}ms"
+        return f"{sign}{microseconds}us"
+    hours, rest = divmod(microseconds, 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    seconds, fraction = divmod(rest, 1_000_000)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    if fraction:
+        parts.append(f"{seconds}.{fraction:06d}".rstrip("0") + "s")
+    elif seconds:
+        parts.append(f"{seconds}s")
+    return sign + "".join(parts)
+
+
+def mask_database_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, in URL and in ``key=value`` conninfo form.
+
+    ``postgresql://app:secret@db/app`` -> ``postgresql://app:***@db/app``;
+    ``host=db password=secret`` -> ``host=db password=***``; a ``password`` query
+    parameter of a URL is masked too.
+    """
+    if "://" in url:
+        scheme, _, rest = url.partition("://")
+        # The authority ends at the first "/", "?" or "#"; its userinfo ends at its last "@".
+        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        authority, tail = rest[:end], rest[end:]
+        userinfo, at, hostinfo = authority.rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.partition(":")[0]
+            authority = f"{user}:{_MASK}@{hostinfo}"
+        tail = _URL_PASSWORD_RE.sub(lambda m: m[1] + _MASK, tail)
+        return f"{scheme}://{authority}{tail}"
+    return _CONNINFO_PASSWORD_RE.sub(lambda m: m[1] + m[2] + _MASK, url)
+
+
+def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
+    """The one error for a bad variable: its name, its value, what is accepted."""
+    return PydanticCustomError(
+        _ERROR_TYPE, "{message}", {"message": f"{field.upper()}={shown}: {hint}"}
+    )
+
+
+_DURATION_FIELDS: Final = (
+    "feature_cache_ttl",
+    "prediction_cache_ttl",
+    "query_results_cache_ttl",
+    "explain_plan_cache_ttl",
+    "anomaly_cache_ttl",
+    "cache_cleanup_interval",
+    "database_conn_max_lifetime",
+    "database_conn_max_idle_time",
+    "ml_service_timeout",
+    "http_idle_conn_timeout",
+    "http_dial_timeout",
+    "retry_initial_backoff",
+)
+_POSITIVE_INT_FIELDS: Final = (
+    "cache_max_size",
+    "max_database_conns",
+    "max_http_conns",
+)
+_NON_NEGATIVE_INT_FIELDS: Final = (
+    "max_idle_database_conns",
+    "max_http_conns_per_host",
+    "retry_max_attempts",
+)
+
+
+class Settings(BaseSettings):
+    """Every setting of a pgcache service, read from the environment and an optional ``.env``.
+
+    Environment variables are the upper-case attribute names (``FEATURE_CACHE_TTL``
+    for ``feature_cache_ttl``), matched case-insensitively; they win over the
+    ``.env`` file, which wins over the defaults. Empty variables count as unset.
+    Keyword arguments win over everything (``Settings(cache_max_size=100)``).
+
+    ``Settings()`` raises pydantic's ``ValidationError`` for bad values (its text
+    holds the same one-line messages); :meth:`load`, :meth:`from_env_file` and
+    :meth:`for_mode` raise :class:`ConfigError` with just those lines.
+    ``str(settings)`` is the configuration in ``.env`` form with the database
+    password masked; ``repr``, :meth:`describe` and ``model_dump_json`` mask it too.
+    The ``database_url`` attribute (and the Python-mode ``model_dump()``) keep it, for
+    connecting.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        env_ignore_empty=True,
+        # A .env file is often shared with other tools; their variables are not ours to reject.
+        extra="ignore",
+        validate_default=True,
+        # pydantic would otherwise print DATABASE_URL (password included) in its error text.
+        hide_input_in_errors=True,
+    )
+
+    cache_enabled: bool = Field(
+        default=True, description="false: caches store nothing, lookups miss"
+    )
+    cache_max_size: int = Field(default=10_000, description="maximum entries per cache")
+    feature_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=15), description="features cache TTL"
+    )
+    prediction_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=5), description="predictions cache TTL"
+    )
+    query_results_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=10), description="fingerprints (query results) cache TTL"
+    )
+    explain_plan_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=30), description="explain plans cache TTL"
+    )
+    anomaly_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=5), description="anomalies cache TTL"
+    )
+    cache_cleanup_interval: timedelta = Field(
+        default=timedelta(seconds=1), description="background expiry interval"
+    )
+    database_url: str | None = Field(default=None, description="PostgreSQL conninfo or URL")
+    max_database_conns: int = Field(default=50, description="pool max size")
+    max_idle_database_conns: int = Field(
+        default=15, description="connections kept open (pool min size)"
+    )
+    database_conn_max_lifetime: timedelta = Field(
+        default=timedelta(minutes=5), description="a connection is replaced after this long"
+    )
+    database_conn_max_idle_time: timedelta = Field(
+        default=timedelta(minutes=10), description="an idle connection above the minimum is closed"
+    )
+    ml_service_url: str = Field(default="http://localhost:8081", description="ML service base URL")
+    ml_service_timeout: timedelta = Field(
+        default=timedelta(seconds=5), description="per-request timeout"
+    )
+    max_http_conns: int = Field(default=10, description="HTTP connections to the ML service")
+    max_http_conns_per_host: int = Field(default=5, description="idle keep-alive connections")
+    http_idle_conn_timeout: timedelta = Field(
+        default=timedelta(seconds=90), description="idle keep-alive expiry"
+    )
+    http_dial_timeout: timedelta = Field(
+        default=timedelta(seconds=30), description="connect timeout"
+    )
+    retry_max_attempts: int = Field(default=3, description="retries after the first try")
+    retry_backoff_multiplier: float = Field(default=2.0, description="backoff growth per retry")
+    retry_initial_backoff: timedelta = Field(
+        default=timedelta(milliseconds=100), description="wait before the first retry"
+    )
+
+    @field_validator(*_DURATION_FIELDS, mode="before")
+    @classmethod
+    def _check_duration(cls, value: object, info: ValidationInfo) -> timedelta:
+        field = str(info.field_name)
+        try:
+            if not isinstance(value, str | int | float | timedelta):
+                raise ValueError
+            duration = parse_duration(value)
+        except ValueError:
+            raise _invalid(field, repr(value), _DURATION_HINT) from None
+        if duration <= timedelta(0):
+            raise _invalid(field, repr(value), f"must be greater than zero; {_DURATION_HINT}")
+        return duration
+
+    @field_validator(*_POSITIVE_INT_FIELDS, *_NON_NEGATIVE_INT_FIELDS, mode="before")
+    @classmethod
+    def _check_count(cls, value: object, info: ValidationInfo) -> int:
+        field = str(info.field_name)
+        default = cls.model_fields[field].default
+        minimum = 1 if field in _POSITIVE_INT_FIELDS else 0
+        kind = "positive" if minimum else "non-negative"
+        hint = f"expected a {kind} integer like {default}"
+        if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise _invalid(field, repr(value), hint)
+        if number < minimum:
+            raise _invalid(field, repr(value), hint)
+        return number
+
+    @field_validator("cache_enabled", mode="before")
+    @classmethod
+    def _check_bool(cls, value: object, info: ValidationInfo) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else None
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _invalid(str(info.field_name), repr(value), _BOOL_HINT)
+
+    @field_validator("retry_backoff_multiplier", mode="before")
+    @classmethod
+    def _check_multiplier(cls, value: object, info: ValidationInfo) -> float:
+        hint = "expected a number >= 1 like 2.0"
+        try:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise _invalid(str(info.field_name), repr(value), hint) from None
+        if not (math.isfinite(number) and number >= 1):
+            raise _invalid(str(info.field_name), repr(value), hint)
+        return number
+
+    @field_validator("ml_service_url", mode="before")
+    @classmethod
+    def _check_http_url(cls, value: object, info: ValidationInfo) -> str:
+        hint = "expected an http:// or https:// URL like http://localhost:8081"
+        if not isinstance(value, str):
+            raise _invalid(str(info.field_name), repr(value), hint)
+        url = value.strip()
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # raises ValueError for a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            raise _invalid(str(info.field_name), repr(value), hint)
+        return url
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _check_database_url(cls, value: object, info: ValidationInfo) -> str | None:
+        hint = (
+            "expected a PostgreSQL URL like postgresql://user:password@localhost:5432/dbname"
+            " or a conninfo like 'host=localhost dbname=app'"
+        )
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _invalid(str(info.field_name), repr(value), hint)
+        try:
+            conninfo_to_dict(value)
+        except ProgrammingError:
+            # libpq's message can quote the string: never show it, the password is in there.
+            raise _invalid(str(info.field_name), repr(mask_database_url(value)), hint) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_idle_within_max(self) -> Self:
+        if self.max_idle_database_conns > self.max_database_conns:
+            raise PydanticCustomError(
+                _ERROR_TYPE,
+                "{message}",
+                {
+                    "message": (
+                        f"MAX_IDLE_DATABASE_CONNS={self.max_idle_database_conns} must not exceed"
+                        f" MAX_DATABASE_CONNS={self.max_database_conns}"
+                    )
+                },
+            )
+        return self
+
+    @field_serializer("database_url", when_used="json")
+    def _mask_database_url_in_json(self, value: str | None) -> str | None:
+        return None if value is None else mask_database_url(value)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """``Settings(**overrides)``, raising :class:`ConfigError` (one line per bad variable)."""
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            raise ConfigError.from_validation_error(error) from None
+
+    @classmethod
+    def from_env_file(cls, path: str | Path, **overrides: Any) -> Self:
+        """Settings from the ``.env``-format file ``path`` (environment variables still win).
+
+        Raises ``FileNotFoundError`` if ``path`` does not exist, :class:`ConfigError`
+        for a bad value.
+        """
+        env_file = Path(path)
+        if not env_file.is_file():
+            raise FileNotFoundError(f"env file {str(env_file)!r} does not exist")
+        return cls.load(_env_file=env_file, **overrides)
+
+    @classmethod
+    def for_mode(cls, mode: Mode, **overrides: Any) -> Self:
+        """Settings from the example file shipped for ``mode`` (environment variables still win).
+
+        ``mode`` is one of ``development`` (small caches, short TTLs), ``production``
+        (the defaults), ``performance`` (large caches, long TTLs, many connections)
+        or ``debugging`` (tiny caches with TTLs of seconds, no retries). The working
+        directory's ``.env`` is not read: the mode file takes its place.
+        """
+        if mode not in MODES:
+            raise ConfigError([f"mode={mode!r}: expected one of {', '.join(MODES)}"])
+        with as_file(files("pgcache") / "env" / f"{mode}.env.example") as path:
+            return cls.from_env_file(path, **overrides)
+
+    def describe(self) -> dict[str, str | None]:
+        """Every variable by its environment name, as it would be written in a ``.env`` file.
+
+        The database password is masked; ``DATABASE_URL`` is ``None`` when unset.
+        """
+        described: dict[str, str | None] = {}
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if field == "database_url":
+                shown = None if value is None else mask_database_url(value)
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            elif isinstance(value, timedelta):
+                shown = format_duration(value)
+            else:
+                shown = str(value)
+            described[field.upper()] = shown
+        return described
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{name}={'' if value is None else value}" for name, value in self.describe().items()
+        )
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                yield name, mask_database_url(value)
+            else:
+                yield name, value
