@@ -262,7 +262,7 @@ def test_a_scenario_that_is_not_a_str_raises_type_error(manager: CacheManager) -
 
 
 def test_a_model_id_that_is_not_a_str_or_none_raises_type_error(manager: CacheManager) -> None:
-    with pytest.raises(TypeError, match=r"^model_id must be a str or None, got 2"):
+    with pytest.raises(TypeError, match=r"^model_id=2: expected a str or None"):
         manager.set_prediction(7, "current", 2, "p")  # type: ignore[arg-type]
     assert sizes(manager)["predictions"] == 0
 

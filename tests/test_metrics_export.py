@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 import pgcache
+from ml_support import make_features
 from pgcache import (
     Cache,
     CacheClosedError,
@@ -32,6 +33,8 @@ from pgcache import (
     calculate_metrics_snapshot,
 )
 from pgcache.config import Settings
+from pgcache.ml import MLClient
+from pgcache.mlservice import serve_in_thread
 
 CACHE_NAMES = ("features", "predictions", "fingerprints", "explain_plans", "anomalies")
 SNAPSHOT_FIELDS = {
@@ -499,3 +502,23 @@ async def test_collector_exports_the_statistics_of_an_async_pool(
         await pool.close()
     assert samples["pgcache_db_pool_requests_total"] == {"async-db": 4.0}
     assert samples["pgcache_db_pool_max_size"] == {"async-db": 2.0}
+
+
+# --- the ML client's counters, from real calls to the reference service ----------------------
+
+
+def test_collector_exports_the_ml_clients_calls_requests_and_latency(
+    manager: CacheManager, registry: CollectorRegistry
+) -> None:
+    with serve_in_thread() as service, MLClient(Settings(ml_service_url=service.url)) as client:
+        client.predict(make_features())
+        client.health()
+        registry.register(PgCacheCollector(manager, ml_client=client))
+        samples = _scrape(registry)
+    assert samples["pgcache_ml_calls_total"][""] == 2
+    assert samples["pgcache_ml_requests_total"][""] == 2
+    assert samples["pgcache_ml_retries_total"][""] == 0
+    assert samples["pgcache_ml_failures_total"][""] == 0
+    assert samples["pgcache_ml_call_duration_seconds_count"][""] == 2
+    assert samples["pgcache_ml_call_duration_seconds_sum"][""] > 0
+    assert _types(registry)["pgcache_ml_call_duration_seconds"] == "histogram"

@@ -47,9 +47,7 @@ CACHE_NAMES: Final = ("features", "predictions", "fingerprints", "explain_plans"
 
 def _check_model_id(model_id: object) -> str | None:
     if model_id is not None and not isinstance(model_id, str):
-        raise TypeError(
-            f"model_id must be a str or None, got {model_id!r} of type {type(model_id).__name__}"
-        )
+        raise TypeError(f"model_id={model_id!r}: expected a str or None")
     return model_id
 
 

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pgcache._core import CacheMetrics
+
+if TYPE_CHECKING:
+    from pgcache.ml import MLClientStats
 
 __all__ = [
     "CacheDetailedMetrics",
@@ -75,6 +83,12 @@ class ConnectionPoolLike(Protocol):
     def name(self) -> str: ...
 
     def get_stats(self) -> dict[str, int]: ...
+
+
+class MLClientLike(Protocol):
+    """What the collector reads from an ML client (``pgcache.ml.MLClient`` and its async twin)."""
+
+    def stats(self) -> MLClientStats: ...
 
 
 class CacheDetailedMetrics(BaseModel):
@@ -239,12 +253,23 @@ class PgCacheCollector(Collector):
     ``pgcache_max_size``, ``pgcache_hit_ratio`` (0 to 1) and ``pgcache_ttl_seconds``
     (absent for a cache without TTL). Gauge ``pgcache_enabled`` (1 or 0). With a pool
     (label ``pool``: its name): the ``pgcache_db_pool_*`` gauges and counters of
-    ``pool.get_stats()``, times in seconds. Everything is read at scrape time.
+    ``pool.get_stats()``, times in seconds. With an ML client: counters
+    ``pgcache_ml_calls_total``, ``pgcache_ml_requests_total`` (HTTP attempts),
+    ``pgcache_ml_retries_total``, ``pgcache_ml_failures_total``,
+    ``pgcache_ml_circuit_rejections_total`` and the histogram
+    ``pgcache_ml_call_duration_seconds`` (per call, retries included). Everything is read at
+    scrape time.
     """
 
-    def __init__(self, manager: MetricsSource, pool: ConnectionPoolLike | None = None) -> None:
+    def __init__(
+        self,
+        manager: MetricsSource,
+        pool: ConnectionPoolLike | None = None,
+        ml_client: MLClientLike | None = None,
+    ) -> None:
         self._manager = manager
         self._pool = pool
+        self._ml_client = ml_client
 
     def describe(self) -> list[Metric]:
         """The families without samples, so that registering reads neither manager nor pool."""
@@ -258,6 +283,8 @@ class PgCacheCollector(Collector):
         yield from self._cache_families(with_samples=with_samples)
         if self._pool is not None:
             yield from self._pool_families(self._pool, with_samples=with_samples)
+        if self._ml_client is not None:
+            yield from self._ml_families(self._ml_client, with_samples=with_samples)
 
     def _cache_families(self, *, with_samples: bool) -> Iterator[Metric]:
         labels = ["cache"]
@@ -294,6 +321,26 @@ class PgCacheCollector(Collector):
         yield from (hits, misses, evictions, expirations, size, max_size, hit_ratio, ttl, enabled)
 
     @staticmethod
+    def _ml_families(client: MLClientLike, *, with_samples: bool) -> Iterator[Metric]:
+        stats = client.stats() if with_samples else None
+        for field, help_text in _ML_COUNTERS:
+            counter = CounterMetricFamily(f"pgcache_ml_{field}", help_text)
+            if stats is not None:
+                counter.add_metric([], getattr(stats, field))
+            yield counter
+        duration = HistogramMetricFamily(
+            "pgcache_ml_call_duration_seconds",
+            "Duration of ML service calls, retries and waits included.",
+        )
+        if stats is not None:
+            duration.add_metric(
+                [],
+                buckets=[(_bucket_bound(bound), count) for bound, count in stats.latency_buckets],
+                sum_value=stats.latency_seconds_sum,
+            )
+        yield duration
+
+    @staticmethod
     def _pool_families(pool: ConnectionPoolLike, *, with_samples: bool) -> Iterator[Metric]:
         stats = pool.get_stats() if with_samples else {}
         labels = ["pool"]
@@ -307,3 +354,16 @@ class PgCacheCollector(Collector):
             if with_samples:
                 counter.add_metric([pool.name], stats.get(key, 0) / divisor)
             yield counter
+
+
+_ML_COUNTERS: Final = (
+    ("calls", "Calls of the ML client's methods."),
+    ("requests", "HTTP requests sent to the ML service (first tries and retries)."),
+    ("retries", "HTTP requests that retried a failed one."),
+    ("failures", "ML client calls that raised an error."),
+    ("circuit_rejections", "ML client calls refused by the open circuit breaker."),
+)
+
+
+def _bucket_bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
