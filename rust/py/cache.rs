@@ -7,7 +7,6 @@
 //! only Python code under the lock is a key's `__eq__`, and re-entering the
 //! cache from there raises `RuntimeError` instead of deadlocking.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -69,8 +68,9 @@ fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     Ok((product as u64) ^ ((product >> 64) as u64))
 }
 
-/// A key comparison that raised; the exception waits in the [`Probe`].
-struct EqFailed;
+/// A key comparison that raised. Boxed so that a store result carrying it
+/// stays two words wide on the (error-free) hot path.
+struct EqFailed(Box<PyErr>);
 
 /// One key being looked up, with dict semantics: identity first, then
 /// `stored == key`. Two exact `str`s are compared without running Python
@@ -79,17 +79,12 @@ struct EqFailed;
 struct Probe<'a, 'py> {
     shared: &'a Shared,
     key: &'a Bound<'py, PyAny>,
-    failure: Cell<Option<PyErr>>,
 }
 
 impl<'a, 'py> Probe<'a, 'py> {
     #[inline(always)]
     fn new(shared: &'a Shared, key: &'a Bound<'py, PyAny>) -> Self {
-        Probe {
-            shared,
-            key,
-            failure: Cell::new(None),
-        }
+        Probe { shared, key }
     }
 
     #[inline(always)]
@@ -118,18 +113,13 @@ impl<'a, 'py> Probe<'a, 'py> {
         self.shared.owner.store(thread_token(py), Ordering::Relaxed);
         let equal = stored.eq(self.key);
         self.shared.owner.store(0, Ordering::Relaxed);
-        equal.map_err(|error| {
-            self.failure.set(Some(error));
-            EqFailed
-        })
+        equal.map_err(|error| EqFailed(Box::new(error)))
     }
 
     /// The exception behind an `EqFailed`.
     #[cold]
-    fn error(&self, _: EqFailed) -> PyErr {
-        self.failure
-            .take()
-            .unwrap_or_else(|| PyRuntimeError::new_err("key comparison failed"))
+    fn error(&self, failed: EqFailed) -> PyErr {
+        *failed.0
     }
 }
 
