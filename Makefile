@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MATURIN_FLAGS ?= --release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev build test test-rust test-python lint fmt mypy stubtest bench compare demo clean
+.PHONY: help postgres-binaries dev build test test-rust test-python lint fmt mypy stubtest bench compare demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,12 +20,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c 'import subprocess, sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; deps = p["dependencies"] + sum(p["optional-dependencies"].values(), []); subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "maturin>=1.9,<2", *deps])'
 	touch $@
 
+# The tests and the demo start a private PostgreSQL from the installed server
+# binaries (when DATABASE_URL is not set); install them from Debian if missing.
+postgres-binaries:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing PostgreSQL's server binaries (Debian package postgresql)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 dev: $(VENV)/.installed build ## create .venv with every tool and build the extension into it
 
 build: $(VENV)/.installed ## (re)build the Rust extension into .venv
 	$(BIN)/maturin develop --quiet $(MATURIN_FLAGS)
 
-test: dev test-rust test-python ## build, then run the whole test suite (Rust and Python)
+test: dev postgres-binaries test-rust test-python ## build, then run the whole test suite (Rust and Python)
 
 test-rust: ## cargo test of the pure-Rust core
 	cargo test --quiet --lib --no-default-features
@@ -52,8 +59,8 @@ bench: dev ## pytest-benchmark suites
 compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict
 	$(BIN)/python benches/compare.py
 
-demo: dev ## the main job for now: a quick side-by-side run of pgcache and its peers
-	$(BIN)/python benches/compare.py --quick
+demo: dev postgres-binaries ## the whole system end to end: PostgreSQL, workload, ML service, pgcache service, traffic, summary
+	$(BIN)/pgcache demo
 
 clean: ## remove the venv and build output
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
