@@ -56,6 +56,13 @@ if TYPE_CHECKING:
         ServiceHealth,
         TrainingJob,
     )
+    from pgcache.web import (
+        PgCacheState,
+        RequestIdMiddleware,
+        create_app,
+        pgcache_lifespan,
+        pgcache_routes,
+    )
 
 # Everything but the cache is imported on first use, so that `from pgcache import
 # Cache` does not pay for pydantic, psycopg and prometheus_client.
@@ -86,6 +93,7 @@ _LAZY: dict[str, str] = {
     "MLServiceResponseError": "pgcache.ml",
     "MLServiceUnavailable": "pgcache.ml",
     "PgCacheCollector": "pgcache.metrics",
+    "PgCacheState": "pgcache.web",
     "PgStatStatementsExtractor": "pgcache.features",
     "PgStatStatementsUnavailableError": "pgcache.features",
     "PoolSettings": "pgcache.db",
@@ -93,15 +101,19 @@ _LAZY: dict[str, str] = {
     "PredictionValidation": "pgcache.ml",
     "QueryFeatures": "pgcache.features",
     "QueryNotFoundError": "pgcache.features",
+    "RequestIdMiddleware": "pgcache.web",
     "ServiceHealth": "pgcache.ml",
     "Settings": "pgcache.config",
     "TrainingJob": "pgcache.ml",
     "cached": "pgcache.memoize",
     "calculate_metrics_snapshot": "pgcache.metrics",
+    "create_app": "pgcache.web",
     "make_async_pool": "pgcache.db",
     "make_key": "pgcache.memoize",
     "make_pool": "pgcache.db",
     "parse_duration": "pgcache.config",
+    "pgcache_lifespan": "pgcache.web",
+    "pgcache_routes": "pgcache.web",
     "prediction_cache_key": "pgcache.manager",
 }
 
@@ -151,6 +163,7 @@ __all__ = [
     "ManualClock",
     "PgCacheCollector",
     "PgCacheError",
+    "PgCacheState",
     "PgStatStatementsExtractor",
     "PgStatStatementsUnavailableError",
     "PoolSettings",
@@ -158,14 +171,18 @@ __all__ = [
     "PredictionValidation",
     "QueryFeatures",
     "QueryNotFoundError",
+    "RequestIdMiddleware",
     "ServiceHealth",
     "Settings",
     "TrainingJob",
     "cached",
     "calculate_metrics_snapshot",
+    "create_app",
     "make_async_pool",
     "make_key",
     "make_pool",
     "parse_duration",
+    "pgcache_lifespan",
+    "pgcache_routes",
     "prediction_cache_key",
 ]

@@ -1,0 +1,293 @@
+"""The ``pgcache`` command: exit codes, ``config``, ``bench`` and the end-to-end ``demo``.
+
+The demo runs as a real subprocess (``python -m pgcache demo`` with a small workload) against
+a private PostgreSQL it starts itself; the tests check its summary and that it leaves no
+process and no temporary directory behind, also when stopped by a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgcache.cli import main
+
+_SMALL_DEMO = ("demo", "--requests", "120", "--queries", "15", "--runs", "3")
+_COMMANDS = ("serve", "ml-service", "config", "bench", "demo")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (e.g. a data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def demo_tmpdir() -> Iterator[Path]:
+    """An empty TMPDIR for the demo; readable by the unprivileged server user when root."""
+    path = Path(tempfile.mkdtemp(prefix="pgcache-demo-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _environment(tmpdir: Path | None = None, **variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() != "DATABASE_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "120"
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    env.update(variables)
+    return env
+
+
+def _pgcache(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgcache", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _server_pid(output: str) -> int:
+    match = re.search(r"private server, pid (\d+)", output)
+    assert match is not None, output
+    return int(match[1])
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """One small demo run (shared by the tests that read its output), in its own TMPDIR."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="pgcache-demo-test-"))
+    tmpdir.chmod(0o755)
+    try:
+        result = _pgcache(*_SMALL_DEMO, cwd=tmpdir, env=_environment(tmpdir))
+        yield result, tmpdir
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_demo_exits_0(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, _ = demo_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_summary_reports_a_hit_rate_per_cache(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    output = demo_run[0].stdout
+    assert "Cache hit rates" in output
+    for cache in ("features", "predictions"):
+        assert re.search(rf"{cache}\s.*\d+\.\d %", output), cache
+    features = re.search(r"features\s+│\s*[\d,]+\s*│\s*[\d,]+\s*│\s*(\d+\.\d) %", output)
+    assert features is not None, output
+    assert float(features[1]) > 50.0
+
+
+def test_demo_summary_reports_latency_savings_and_the_metrics_json(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    output = demo_run[0].stdout
+    assert "uncached" in output
+    assert "DB queries saved" in output
+    assert "ML calls saved" in output
+    assert "ML retries" in output
+    assert '"overall_hit_rate"' in output
+
+
+def test_demo_leaves_no_server_process_behind(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, tmpdir = demo_run
+    pid = _server_pid(result.stdout)
+    assert not _alive(pid)
+    assert _processes_mentioning(str(tmpdir)) == []
+
+
+def test_demo_leaves_no_temporary_directory_behind(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, tmpdir = demo_run
+    data_dir = re.search(r"data directory (\S+)", result.stdout)
+    assert data_dir is not None, result.stdout
+    assert data_dir[1].startswith(str(tmpdir))
+    assert not Path(data_dir[1]).exists()
+    assert list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_serve_stopped_by_a_signal_removes_everything(
+    stop_signal: signal.Signals, demo_tmpdir: Path
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "pgcache", *_SMALL_DEMO, "--serve"],
+        cwd=demo_tmpdir,
+        env=_environment(demo_tmpdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = []
+            for line in process.stdout:
+                lines.append(line)
+                if "curl" in line:
+                    break
+            output = "".join(lines)
+            assert "/api/v1/metrics/cache" in output, output
+            pid = _server_pid(output)
+            assert _alive(pid)
+            process.send_signal(stop_signal)
+            _, errors = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, errors
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert _processes_mentioning(str(demo_tmpdir)) == []
+    assert list(demo_tmpdir.iterdir()) == []
+
+
+def test_demo_with_an_unreachable_database_exits_1_with_one_clear_message(
+    tmp_path: Path,
+) -> None:
+    env = _environment(DATABASE_URL="postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
+    result = _pgcache(*_SMALL_DEMO, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("pgcache demo: ")
+    assert "DATABASE_URL" in result.stderr
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_config_with_a_bad_variable_exits_2_naming_it(tmp_path: Path) -> None:
+    result = _pgcache(
+        "config", cwd=tmp_path, env=_environment(FEATURE_CACHE_TTL="15 minutes"), timeout=30
+    )
+    assert result.returncode == 2
+    assert "FEATURE_CACHE_TTL" in result.stderr
+    assert "15 minutes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_prints_every_variable_with_the_password_masked(tmp_path: Path) -> None:
+    url = "postgresql://app:s3cret@db.example/app"
+    result = _pgcache("config", cwd=tmp_path, env=_environment(DATABASE_URL=url), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    assert "DATABASE_URL=postgresql://app:***@db.example/app" in result.stdout
+    assert "FEATURE_CACHE_TTL=15m" in result.stdout
+
+
+def test_config_reads_the_env_file_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / "service.env"
+    env_file.write_text("CACHE_MAX_SIZE=1234\n")
+    assert main(["config", "--env-file", str(env_file)]) == 0
+    assert "CACHE_MAX_SIZE=1234" in capsys.readouterr().out
+
+
+def test_config_with_a_missing_env_file_exits_1_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.env"
+    assert main(["config", "--env-file", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err
+
+
+# --- help and usage -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [(), *((name,) for name in _COMMANDS)])
+def test_help_exits_0_for_every_command(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
+    assert "usage: pgcache" in capsys.readouterr().out
+
+
+def test_help_of_the_installed_module_exits_0(tmp_path: Path) -> None:
+    result = _pgcache("--help", cwd=tmp_path, env=_environment(), timeout=30)
+    assert result.returncode == 0
+    for name in _COMMANDS:
+        assert name in result.stdout
+
+
+def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_a_bad_option_value_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+# --- bench --------------------------------------------------------------------------------------
+
+
+def test_bench_with_tiny_sizes_prints_the_dashboard(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--threads", "4", "--requests", "50", "--keys", "20"]) == 0
+    output = capsys.readouterr().out
+    for measure in ("throughput", "latency p50", "latency p99", "evictions", "RSS growth"):
+        assert measure in output
+    for cache in ("features", "predictions", "fingerprints", "explain_plans", "anomalies"):
+        assert re.search(rf"{cache}\s.*\d+\.\d %", output), cache
+
+
+def test_bench_with_more_keys_than_room_reports_evictions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", "--threads", "2", "--requests", "500", "--keys", "400", "--max-size", "10"]
+    assert main(args) == 0
+    evictions = re.search(r"evictions\s*│\s*([\d,]+)", capsys.readouterr().out)
+    assert evictions is not None
+    assert int(evictions[1].replace(",", "")) > 0
