@@ -24,10 +24,8 @@ anything, keeps no state beyond its start time, and does no authentication.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import socket
 import threading
 import time
 import uuid
@@ -43,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pgcache._serving import check_port, serve_in_background
 from pgcache.features import QueryFeatures
 
 __all__ = [
@@ -304,38 +303,13 @@ def serve_in_thread(
 
     Returns once it accepts connections; the handle's ``url`` is its base URL.
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port={port!r}: expected an int between 0 and 65535")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
-    # socket says TCP; with proto 0, Nagle delays every response body by ~40 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(host, bound_port, log_level))
-
-    def run() -> None:
-        try:
-            asyncio.run(server.serve(sockets=[sock]))
-        finally:
-            sock.close()
-
-    thread = threading.Thread(target=run, name=f"pgcache-mlservice-{bound_port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(timeout)
-            raise RuntimeError(f"the reference ML service did not start on {host}:{bound_port}")
-        time.sleep(0.005)
-    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
-    return MLServiceHandle(server, thread, f"http://{shown_host}:{bound_port}")
+    running = serve_in_background(
+        _config(host, check_port(port), log_level),
+        name="pgcache-mlservice",
+        what="the reference ML service",
+        timeout=timeout,
+    )
+    return MLServiceHandle(running.server, running.thread, running.url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import uuid
@@ -87,6 +86,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pgcache._serving import check_port, serve_in_background
 from pgcache.config import Settings
 from pgcache.db import PoolSettings, make_async_pool
 from pgcache.features import (
@@ -714,48 +714,19 @@ def serve_in_thread(
 
     Raises ``RuntimeError`` when it does not start (its lifespan failed: see the log).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port={port!r}: expected an int between 0 and 65535")
+    check_port(port)
     app = create_app(settings, db_timeout=db_timeout) if app is None else app
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
-    # socket says TCP; with proto 0, Nagle delays every response body by ~40 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
         host=host,
-        port=bound_port,
+        port=port,
         log_level=log_level,
         access_log=False,
         lifespan="on",
         loop="asyncio",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        try:
-            loop.run_until_complete(server.serve(sockets=[sock]))
-        finally:
-            sock.close()
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"pgcache-web-{bound_port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(timeout)
-            raise RuntimeError(f"the pgcache service did not start on {host}:{bound_port}")
-        time.sleep(0.005)
-    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
-    return ServiceHandle(server, thread, f"http://{shown_host}:{bound_port}", app, loop)
+    running = serve_in_background(
+        config, name="pgcache-web", what="the pgcache service", timeout=timeout
+    )
+    return ServiceHandle(running.server, running.thread, running.url, app, running.loop)
