@@ -657,14 +657,14 @@ class _ClientBase:
 
     def __init__(
         self,
-        settings: Settings | None,
+        settings: Settings | None = None,
         *,
-        base_url: str | None,
-        deadline: float | timedelta | None,
-        jitter: float,
-        max_backoff: float | timedelta,
-        pool_timeout: float | timedelta | None,
-        breaker: CircuitBreaker | None,
+        base_url: str | None = None,
+        deadline: float | timedelta | None = None,
+        jitter: float = 0.1,
+        max_backoff: float | timedelta = 5.0,
+        pool_timeout: float | timedelta | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         settings = Settings.load() if settings is None else settings
         url = settings.ml_service_url if base_url is None else base_url
@@ -708,6 +708,11 @@ class _ClientBase:
         self._timeout = httpx.Timeout(
             self._request_timeout, connect=self._connect_timeout, pool=self._pool_timeout
         )
+        self._connect()
+
+    def _connect(self) -> None:
+        """Create the pooled httpx client (sync or async: the subclass decides)."""
+        raise NotImplementedError
 
     def stats(self) -> MLClientStats:
         """A snapshot of the counters (calls, requests, retries, failures, latency, breaker)."""
@@ -871,26 +876,9 @@ class MLClient(_ClientBase):
     timeout). Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        base_url: str | None = None,
-        deadline: float | timedelta | None = None,
-        jitter: float = 0.1,
-        max_backoff: float | timedelta = 5.0,
-        pool_timeout: float | timedelta | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            base_url=base_url,
-            deadline=deadline,
-            jitter=jitter,
-            max_backoff=max_backoff,
-            pool_timeout=pool_timeout,
-            breaker=breaker,
-        )
+    _http: httpx.Client
+
+    def _connect(self) -> None:
         self._http = httpx.Client(
             base_url=self.base_url, limits=self._limits, timeout=self._timeout
         )
@@ -1011,26 +999,9 @@ class AsyncMLClient(_ClientBase):
     current attempt or wait and is never retried.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        base_url: str | None = None,
-        deadline: float | timedelta | None = None,
-        jitter: float = 0.1,
-        max_backoff: float | timedelta = 5.0,
-        pool_timeout: float | timedelta | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            base_url=base_url,
-            deadline=deadline,
-            jitter=jitter,
-            max_backoff=max_backoff,
-            pool_timeout=pool_timeout,
-            breaker=breaker,
-        )
+    _http: httpx.AsyncClient
+
+    def _connect(self) -> None:
         self._http = httpx.AsyncClient(
             base_url=self.base_url, limits=self._limits, timeout=self._timeout
         )
