@@ -179,13 +179,24 @@ def test_demo_serve_stopped_by_a_signal_removes_everything(
             pid = _server_pid(output)
             assert _alive(pid)
             process.send_signal(stop_signal)
-            _, errors = process.communicate(timeout=30)
+            # Generous: on a loaded machine the shutdown (pool, services, PostgreSQL) can take
+            # seconds; it normally takes half of one.
+            _, errors = process.communicate(timeout=90)
         finally:
             if process.poll() is None:
                 process.kill()
     assert process.returncode == 0, errors
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
+
+    # Processes are reaped asynchronously on a loaded machine: allow a short grace period.
+    def everything_gone() -> bool:
+        return (
+            not _alive(pid)
+            and _processes_mentioning(str(demo_tmpdir)) == []
+            and list(demo_tmpdir.iterdir()) == []
+        )
+
+    deadline = time.monotonic() + 10
+    while not everything_gone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
     assert _processes_mentioning(str(demo_tmpdir)) == []
