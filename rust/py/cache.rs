@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     /// The thread holding the store lock (0: none), so that re-entry from
     /// Python code run under the lock is reported instead of deadlocking.
     owner: AtomicUsize,
+    /// Mirrors the store's own flag (the authority, read under the lock) for
+    /// the lock-free readers: `len`, `metrics`, `closed` and the expiry thread.
     closed: AtomicBool,
 }
 
@@ -198,26 +200,34 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// One counted lookup: the live value (made most recently used) or None.
+    /// One store operation on `key`: hashed before locking, run under the lock, whatever
+    /// left the store released after it; a failing `__eq__` becomes its Python error.
     #[inline(always)]
-    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    fn with_key<T>(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        op: impl FnOnce(&mut PyStore, u64, &Probe<'_, '_>, &mut PyReleased) -> Result<T, EqFailed>,
+    ) -> PyResult<T> {
         let hash = table_hash(key)?;
         let mut released = Released::new();
         let probe = Probe::new(&self.shared, key);
-        let found = {
+        let outcome = {
             let mut store = self.shared.lock(py)?;
-            store
-                .get(
-                    hash,
-                    &mut probe.eq(),
-                    || self.shared.core.now(),
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?
-                .map(|v| v.clone_ref(py))
+            op(&mut store, hash, &probe, &mut released)
         };
         release(released);
-        Ok(found)
+        outcome.map_err(|e| probe.error(e))
+    }
+
+    /// One counted lookup: the live value (made most recently used) or None.
+    #[inline(always)]
+    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+        self.with_key(py, key, |store, hash, probe, released| {
+            let now = || self.shared.core.now();
+            let found = store.get(hash, &mut probe.eq(), now, released)?;
+            Ok(found.map(|v| v.clone_ref(py)))
+        })
     }
 
     /// Stores several prepared entries under one lock.
@@ -261,17 +271,9 @@ impl Cache {
     }
 
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
-        let hash = table_hash(key)?;
-        let mut released = Released::new();
-        let probe = Probe::new(&self.shared, key);
-        let removed = {
-            let mut store = self.shared.lock(py)?;
-            let now = self.shared.core.now();
-            store
-                .remove(hash, &mut probe.eq(), now, &mut released)
-                .map_err(|e| probe.error(e))?
-        };
-        release(released);
+        let removed = self.with_key(py, key, |store, hash, probe, released| {
+            store.remove(hash, &mut probe.eq(), self.shared.core.now(), released)
+        })?;
         Ok(match removed {
             Removed::Live(_key, value) => Some(value),
             Removed::Expired | Removed::Absent => None,
@@ -434,28 +436,19 @@ impl Cache {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let hash = table_hash(key)?;
         let ttl_ns = optional_ttl_ns(ttl)?;
-        let mut released = Released::new();
-        {
-            let mut store = self.shared.lock(py)?;
+        self.with_key(py, key, |store, hash, probe, released| {
             let now = self.shared.core.now();
-            let expires_at = self.shared.core.expires_at(now, ttl_ns);
-            let probe = Probe::new(&self.shared, key);
-            store
-                .insert(
-                    hash,
-                    || key.clone().unbind(),
-                    value.clone().unbind(),
-                    expires_at,
-                    &mut probe.eq(),
-                    now,
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?;
-        }
-        release(released);
-        Ok(())
+            store.insert(
+                hash,
+                || key.clone().unbind(),
+                value.clone().unbind(),
+                self.shared.core.expires_at(now, ttl_ns),
+                &mut probe.eq(),
+                now,
+                released,
+            )
+        })
     }
 
     fn __setitem__(
@@ -503,22 +496,9 @@ impl Cache {
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let hash = table_hash(key)?;
-        let mut released = Released::new();
-        let probe = Probe::new(&self.shared, key);
-        let found = {
-            let mut store = self.shared.lock(py)?;
-            store
-                .contains(
-                    hash,
-                    &mut probe.eq(),
-                    || self.shared.core.now(),
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?
-        };
-        release(released);
-        Ok(found)
+        self.with_key(py, key, |store, hash, probe, released| {
+            store.contains(hash, &mut probe.eq(), || self.shared.core.now(), released)
+        })
     }
 
     /// Stored entries; may include expired ones not yet swept (exact after `expire()`).
