@@ -32,10 +32,9 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from pg_server import (  # noqa: E402
-    PgServer,
     PostgresUnavailableError,
     Workload,
-    prepare_external,
+    database,
     run_workload,
 )
 
@@ -45,25 +44,11 @@ BENCH_SHAPES = 110
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        try:
-            prepare_external(external)
-        except PostgresUnavailableError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        yield external
-        return
     try:
-        server = PgServer()
+        with database(os.environ.get("DATABASE_URL")) as (url, _):
+            yield url
     except PostgresUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
-    try:
-        server.start()
-        yield server.url
-    except PostgresUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from pg_server import PgServer, PostgresUnavailableError, Workload, prepare_external, run_workload
+from pg_server import PgServer, PostgresUnavailableError, Workload, database, run_workload
 from pgcache import Cache, ManualClock
 from pgcache.db import PoolSettings, make_pool
 
@@ -80,28 +80,13 @@ RestartPostgres = Callable[[], None]
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PgServer | None]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        try:
-            prepare_external(external)
-        except PostgresUnavailableError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        yield None
-        return
     try:
-        server = PgServer()
+        with database(os.environ.get("DATABASE_URL")) as (_, server):
+            if server is not None:
+                atexit.register(server.stop)  # idempotent; covers an aborted session
+            yield server
     except PostgresUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
-    atexit.register(server.stop)
-    try:
-        server.start()
-    except PostgresUnavailableError as exc:
-        server.stop()
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -374,21 +374,20 @@ class _Traffic:
 def _database(console: Console, database_url: str | None) -> Iterator[str]:
     """DATABASE_URL (checked), or a private PostgreSQL removed when the block ends."""
     from pgcache.config import mask_database_url
-    from pgcache.devdb import prepare_external, private_postgres
+    from pgcache.devdb import database
 
-    if database_url is not None:
-        prepare_external(database_url)
-        console.print(f"PostgreSQL: DATABASE_URL {mask_database_url(database_url)}", soft_wrap=True)
-        yield database_url
-        return
-    console.print("PostgreSQL: starting a private server from the installed binaries")
-    with private_postgres() as server:
-        console.print(
-            f"PostgreSQL: private server, pid {server.pid}, data directory {server.base_dir} "
-            "(removed at exit)",
-            soft_wrap=True,
-        )
-        yield server.url
+    if database_url is None:
+        console.print("PostgreSQL: starting a private server from the installed binaries")
+    with database(database_url) as (url, server):
+        if server is None:
+            console.print(f"PostgreSQL: DATABASE_URL {mask_database_url(url)}", soft_wrap=True)
+        else:
+            console.print(
+                f"PostgreSQL: private server, pid {server.pid}, data directory "
+                f"{server.base_dir} (removed at exit)",
+                soft_wrap=True,
+            )
+        yield url
 
 
 def _workload(console: Console, url: str, args: argparse.Namespace) -> list[int]:

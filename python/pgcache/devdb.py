@@ -325,6 +325,18 @@ def private_postgres(*, preload: bool = True) -> Iterator[PgServer]:
             server.stop()
 
 
+@contextlib.contextmanager
+def database(url: str | None) -> Iterator[tuple[str, PgServer | None]]:
+    """``url`` (checked for a usable pg_stat_statements), or a private PostgreSQL removed when
+    the block ends: ``(url, server)``, with ``server`` None for an external database."""
+    if url is not None:
+        prepare_external(url)
+        yield url, None
+        return
+    with private_postgres() as server:
+        yield server.url, server
+
+
 # --- a real workload, so that pg_stat_statements has rows -----------------------------------
 
 WORKLOAD_SCHEMA = "pgcache_workload"
