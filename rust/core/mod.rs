@@ -4,7 +4,6 @@ pub mod cache;
 pub mod clock;
 pub mod metrics;
 pub mod store;
-mod wheel;
 
 pub use cache::Cache;
 pub use clock::{Clock, ManualClock};

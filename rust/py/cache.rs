@@ -16,8 +16,9 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
+use super::args::{optional_ttl_ns, positive_duration_ns, positive_int, seconds};
 use super::clock::ManualClock;
-use super::errors::{closed_error, optional_ttl_ns, positive_duration_ns, positive_int, seconds};
+use super::errors::closed_error;
 use super::expiry;
 use super::metrics::CacheMetrics;
 use crate::core::{self, Clock, Garbage, Released, Removed, Store, MAX_CAPACITY};

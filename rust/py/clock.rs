@@ -1,25 +1,13 @@
 //! `ManualClock`: the injectable clock for tests (see `core::clock`).
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::errors::seconds;
+use super::args::non_negative_ns;
 use crate::core::clock;
 
 #[pyclass(frozen, module = "pgcache._core", name = "ManualClock")]
 pub struct ManualClock {
     pub(crate) clock: clock::ManualClock,
-}
-
-fn non_negative_ns(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<u64> {
-    let secs = seconds(value, arg)?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{arg} must be a finite number of seconds >= 0 (the clock is monotonic), got {}",
-            value.repr()?
-        )));
-    }
-    Ok((secs * 1e9).round() as u64)
 }
 
 #[pymethods]

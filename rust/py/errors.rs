@@ -1,10 +1,8 @@
-//! The exceptions pgcache raises on its own, and the argument checks that
-//! turn bad input into one clear error naming the argument.
+//! The exceptions pgcache raises on its own (argument checks live in `args.rs`).
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDelta, PyDeltaAccess, PyFloat, PyInt};
 
 create_exception!(
     pgcache._core,
@@ -21,60 +19,4 @@ create_exception!(
 
 pub(crate) fn closed_error() -> PyErr {
     CacheClosedError::new_err("the cache is closed")
-}
-
-/// Seconds from a number or a `datetime.timedelta`; `arg` names the argument in errors.
-pub(crate) fn seconds(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
-    if let Ok(delta) = value.cast::<PyDelta>() {
-        return Ok(f64::from(delta.get_days()) * 86_400.0
-            + f64::from(delta.get_seconds())
-            + f64::from(delta.get_microseconds()) / 1e6);
-    }
-    if value.is_instance_of::<PyBool>()
-        || !(value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>())
-    {
-        return Err(PyTypeError::new_err(format!(
-            "{arg} must be a number of seconds or a datetime.timedelta, not {}",
-            value.get_type().name()?
-        )));
-    }
-    value.extract::<f64>()
-}
-
-/// A strictly positive, finite duration in nanoseconds (at least 1).
-pub(crate) fn positive_duration_ns(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<u64> {
-    let secs = seconds(value, arg)?;
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{arg} must be a positive, finite number of seconds, got {}",
-            value.repr()?
-        )));
-    }
-    // `as` saturates: absurdly long TTLs become "practically never".
-    Ok(((secs * 1e9).round() as u64).max(1))
-}
-
-/// An optional TTL argument: `None` means "the cache's default".
-pub(crate) fn optional_ttl_ns(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
-    match value {
-        Some(v) if !v.is_none() => positive_duration_ns(v, "ttl").map(Some),
-        _ => Ok(None),
-    }
-}
-
-/// A positive integer no larger than `max`.
-pub(crate) fn positive_int(value: &Bound<'_, PyAny>, arg: &str, max: usize) -> PyResult<usize> {
-    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "{arg} must be an int, not {}",
-            value.get_type().name()?
-        )));
-    }
-    match value.extract::<i128>() {
-        Ok(n) if n >= 1 && n <= max as i128 => Ok(n as usize),
-        _ => Err(PyValueError::new_err(format!(
-            "{arg} must be between 1 and {max}, got {}",
-            value.repr()?
-        ))),
-    }
 }

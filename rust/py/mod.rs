@@ -1,5 +1,6 @@
-//! The PyO3 layer: `pgcache._core`'s classes, exceptions and expiry thread.
+//! The PyO3 layer: `pgcache._core`'s classes, argument parsing, exceptions and expiry thread.
 
+mod args;
 mod cache;
 mod clock;
 mod errors;

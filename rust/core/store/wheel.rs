@@ -10,7 +10,7 @@
 //! current finest bucket is scanned on every advance, so `expire(now)` is
 //! exact: no entry with `expires_at <= now` survives it.
 
-use super::store::{Link, Store, NEVER, NIL};
+use super::{Link, Store, NEVER, NIL};
 
 const LEVELS: usize = 5;
 const BUCKET_BITS: u32 = 6;
@@ -19,15 +19,15 @@ const SHIFTS: [u32; LEVELS] = [20, 26, 32, 38, 44];
 const OVERFLOW_SHIFT: u32 = SHIFTS[LEVELS - 1] + BUCKET_BITS;
 const OVERFLOW: usize = LEVELS * BUCKETS;
 /// Bucket sentinels, stored in the node slab right after the LRU sentinel.
-pub(crate) const SENTINELS: usize = LEVELS * BUCKETS + 1;
+pub(super) const SENTINELS: usize = LEVELS * BUCKETS + 1;
 
 /// The wheel's own state: the time it was last advanced to.
-pub(crate) struct Wheel {
+pub(super) struct Wheel {
     time: u64,
 }
 
 impl Wheel {
-    pub(crate) fn new(now: u64) -> Self {
+    pub(super) fn new(now: u64) -> Self {
         Wheel { time: now }
     }
 }
@@ -55,7 +55,7 @@ fn bucket_for(time: u64, expires_at: u64) -> usize {
 impl<K, V, F> Store<K, V, F> {
     /// Files a node by its `expires_at`; entries that never expire stay off the wheel.
     #[inline]
-    pub(crate) fn wheel_schedule(&mut self, index: u32) {
+    pub(super) fn wheel_schedule(&mut self, index: u32) {
         let expires_at = self.nodes[index as usize].expires_at;
         if expires_at == NEVER {
             self.nodes[index as usize].timer = Link::UNLINKED;
@@ -72,7 +72,7 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     #[inline]
-    pub(crate) fn wheel_unschedule(&mut self, index: u32) {
+    pub(super) fn wheel_unschedule(&mut self, index: u32) {
         let Link { prev, next } = self.nodes[index as usize].timer;
         if prev == NIL {
             return;
@@ -84,7 +84,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// Moves the wheel to `now`; returns the nodes that are due, already off
     /// the wheel but still in the index and the LRU list.
-    pub(crate) fn wheel_advance(&mut self, now: u64) -> Vec<u32> {
+    pub(super) fn wheel_advance(&mut self, now: u64) -> Vec<u32> {
         let previous = self.wheel.time;
         let now = now.max(previous);
         self.wheel.time = now;
