@@ -5,18 +5,22 @@ pytest-timeout disabled (``-p no:timeout``, so that no benchmark round is cut sh
 would fail on that ini key as unknown; declaring it here, only when the plugin is absent, keeps
 the key harmless.
 
-The PostgreSQL fixtures (``postgres_url``, ``pg_workload``) reuse tests/pg_server.py.
+The PostgreSQL fixtures (``postgres_url``, ``pg_workload``) reuse tests/support/postgres.py.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.postgres import (
+    PostgresUnavailableError,
+    Workload,
+    database,
+    run_workload,
+)
 
 
 def pytest_addoption(parser: Any, pluginmanager: Any) -> None:
@@ -25,18 +29,8 @@ def pytest_addoption(parser: Any, pluginmanager: Any) -> None:
 
 
 # --- PostgreSQL for benches/test_features_bench.py ----------------------------------------------
-# The same private server as the test suite (tests/pg_server.py), or DATABASE_URL when set.
+# The same private server as the test suite (tests/support/postgres.py), or DATABASE_URL when set.
 
-_TESTS_DIR = str(Path(__file__).resolve().parent.parent / "tests")
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from pg_server import (  # noqa: E402
-    PostgresUnavailableError,
-    Workload,
-    database,
-    run_workload,
-)
 
 #: distinct queries run before the benchmarks (the batch benchmarks need 100 of them)
 BENCH_SHAPES = 110

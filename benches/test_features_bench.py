@@ -19,11 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
+from tests.support.postgres import Workload
 
-from pg_server import Workload
 from pgcache import CachedFeatureExtractor, PgStatStatementsExtractor
-from pgcache.db import PoolSettings, make_pool
-from pgcache.manager import CacheManager
+from pgcache.caching.manager import CacheManager
+from pgcache.postgres.pools import PoolSettings, make_pool
 
 BATCH = 100
 

@@ -22,16 +22,17 @@ import pytest
 
 from pgcache import Cache
 from pgcache.config import Settings
-from pgcache.features import QueryFeatures
-from pgcache.ml import AsyncMLClient, CachedPredictor, MLClient
-from pgcache.mlservice import MLServiceHandle, serve_in_thread
+from pgcache.ml.client import AsyncMLClient, MLClient
+from pgcache.ml.predictor import CachedPredictor
+from pgcache.ml.reference import MLServiceHandle, serve_in_thread
+from pgcache.postgres.features import QueryFeatures
 
 BATCH = 20
 
 
 def _features(query_hash: int = -42) -> QueryFeatures:
     sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-    from ml_support import make_features
+    from tests.support.factories import make_features
 
     return make_features(query_hash=query_hash, collected_at=datetime(2025, 1, 1, tzinfo=UTC))
 

@@ -2,7 +2,7 @@
 
 Run with ``pytest benches/test_service_load.py --benchmark-only -p no:timeout -s`` (``make
 bench``). The service runs as it would in production, in its own process
-(``uvicorn --factory pgcache.web:create_app``, configured from the environment), on the
+(``uvicorn --factory pgcache.service.app:create_app``, configured from the environment), on the
 private PostgreSQL and against the reference ML service; 20 client threads, each with its own
 keep-alive connection, send 200 requests each (80 % features GETs, 20 % predictions) with an
 80/20 hot-key pattern over the workload's real query hashes, after a warm-up that caches every
@@ -25,12 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.service_load import cache_totals, run_load, warm_up
 
-from pgcache.mlservice import serve_in_thread as serve_ml_in_thread
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from service_load import cache_totals, run_load, warm_up
+from pgcache.ml.reference import serve_in_thread as serve_ml_in_thread
 
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 200
@@ -70,7 +67,7 @@ def service(
             "-m",
             "uvicorn",
             "--factory",
-            "pgcache.web:create_app",
+            "pgcache.service.app:create_app",
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,125 +1,180 @@
-"""pgcache: a thread-safe TTL + LRU cache in Rust for services that analyse PostgreSQL queries.
+"""pgcache: a thread-safe TTL cache in Rust for Python services that analyse PostgreSQL queries.
 
-The cache itself lives in the compiled extension ``pgcache._core``; this package
-re-exports its public names. Everything else (configuration, the five-cache
-manager, metrics exposition, the ML client) is built on top in pure Python.
+``from pgcache import Cache, cached, CacheManager`` needs no third-party package. Every other
+public name is imported on first use from the subpackage that holds it (``_PUBLIC`` below, the
+one table of public names); a name whose optional dependencies are missing raises an
+``ImportError`` naming the extra to install (``pip install 'pgcache[service]'``).
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pgcache._core import (
-    Cache,
-    CacheClosedError,
-    CacheMetrics,
-    ManualClock,
-    PgCacheError,
+    Cache as Cache,
+    CacheClosedError as CacheClosedError,
+    CacheMetrics as CacheMetrics,
+    ManualClock as ManualClock,
+    PgCacheError as PgCacheError,
+    __version__ as __version__,
 )
 
-if TYPE_CHECKING:
-    from pgcache.config import ConfigError, Settings, parse_duration
-    from pgcache.db import DatabaseNotConfiguredError, PoolSettings, make_async_pool, make_pool
-    from pgcache.features import (
-        AsyncCachedFeatureExtractor,
-        AsyncFeatureExtractor,
-        AsyncPgStatStatementsExtractor,
-        CachedFeatureExtractor,
-        FeatureExtractor,
-        PgStatStatementsExtractor,
-        PgStatStatementsUnavailableError,
-        QueryFeatures,
-        QueryNotFoundError,
+if TYPE_CHECKING:  # the same names as _PUBLIC (tests/test_layout.py checks it)
+    from pgcache.caching.cached import (
+        AsyncCachedFunction as AsyncCachedFunction,
+        CachedFunction as CachedFunction,
+        cached as cached,
+        make_key as make_key,
     )
-    from pgcache.manager import CACHE_NAMES, CacheManager, prediction_cache_key
-    from pgcache.memoize import AsyncCachedFunction, CachedFunction, cached, make_key
-    from pgcache.metrics import (
-        CacheDetailedMetrics,
-        CacheMetricsSnapshot,
-        CacheStatusResponse,
-        PgCacheCollector,
-        calculate_metrics_snapshot,
+    from pgcache.caching.manager import (
+        CacheManager as CacheManager,
+        prediction_cache_key as prediction_cache_key,
     )
-    from pgcache.ml import (
-        AsyncCachedPredictor,
-        AsyncMLClient,
-        CachedPredictor,
-        CircuitBreaker,
-        CircuitOpenError,
-        CircuitState,
-        MLClient,
-        MLClientStats,
-        MLServiceError,
-        MLServiceResponseError,
-        MLServiceUnavailable,
-        Prediction,
-        PredictionValidation,
-        ServiceHealth,
-        TrainingJob,
+    from pgcache.config import (
+        Settings as Settings,
+        parse_duration as parse_duration,
     )
-    from pgcache.web import (
-        PgCacheState,
-        RequestIdMiddleware,
-        create_app,
-        pgcache_lifespan,
-        pgcache_routes,
+    from pgcache.errors import (
+        CircuitOpenError as CircuitOpenError,
+        ConfigError as ConfigError,
+        DatabaseNotConfiguredError as DatabaseNotConfiguredError,
+        MLServiceError as MLServiceError,
+        MLServiceResponseError as MLServiceResponseError,
+        MLServiceUnavailable as MLServiceUnavailable,
+        PgStatStatementsUnavailableError as PgStatStatementsUnavailableError,
+        PostgresUnavailableError as PostgresUnavailableError,
+        QueryNotFoundError as QueryNotFoundError,
+    )
+    from pgcache.keys import (
+        CACHE_NAMES as CACHE_NAMES,
+        PredictionKey as PredictionKey,
+    )
+    from pgcache.ml.client import (
+        AsyncMLClient as AsyncMLClient,
+        MLClient as MLClient,
+    )
+    from pgcache.ml.models import (
+        Prediction as Prediction,
+        PredictionValidation as PredictionValidation,
+        ServiceHealth as ServiceHealth,
+        TrainingJob as TrainingJob,
+    )
+    from pgcache.ml.predictor import (
+        AsyncCachedPredictor as AsyncCachedPredictor,
+        CachedPredictor as CachedPredictor,
+    )
+    from pgcache.ml.stats import (
+        MLClientStats as MLClientStats,
+    )
+    from pgcache.observability.prometheus import (
+        PgCacheCollector as PgCacheCollector,
+    )
+    from pgcache.observability.snapshot import (
+        CacheDetailedMetrics as CacheDetailedMetrics,
+        CacheMetricsSnapshot as CacheMetricsSnapshot,
+        CacheStatusResponse as CacheStatusResponse,
+        calculate_metrics_snapshot as calculate_metrics_snapshot,
+    )
+    from pgcache.postgres.cached_features import (
+        AsyncCachedFeatureExtractor as AsyncCachedFeatureExtractor,
+        CachedFeatureExtractor as CachedFeatureExtractor,
+    )
+    from pgcache.postgres.features import (
+        AsyncFeatureExtractor as AsyncFeatureExtractor,
+        AsyncPgStatStatementsExtractor as AsyncPgStatStatementsExtractor,
+        FeatureExtractor as FeatureExtractor,
+        PgStatStatementsExtractor as PgStatStatementsExtractor,
+        QueryFeatures as QueryFeatures,
+    )
+    from pgcache.postgres.pools import (
+        PoolSettings as PoolSettings,
+        make_async_pool as make_async_pool,
+        make_pool as make_pool,
+    )
+    from pgcache.resilience.breaker import (
+        CircuitBreaker as CircuitBreaker,
+        CircuitState as CircuitState,
+    )
+    from pgcache.service.app import (
+        create_app as create_app,
+    )
+    from pgcache.service.lifespan import (
+        PgCacheState as PgCacheState,
+        pgcache_lifespan as pgcache_lifespan,
+    )
+    from pgcache.service.middleware import (
+        RequestIdMiddleware as RequestIdMiddleware,
+    )
+    from pgcache.service.request_ids import (
+        RequestIdLogFilter as RequestIdLogFilter,
+    )
+    from pgcache.service.routes import (
+        pgcache_routes as pgcache_routes,
     )
 
-# Everything but the cache is imported on first use, so that `from pgcache import
-# Cache` does not pay for pydantic, psycopg and prometheus_client.
-_LAZY: dict[str, str] = {
-    "AsyncCachedFeatureExtractor": "pgcache.features",
-    "AsyncCachedFunction": "pgcache.memoize",
-    "AsyncCachedPredictor": "pgcache.ml",
-    "AsyncFeatureExtractor": "pgcache.features",
-    "AsyncMLClient": "pgcache.ml",
-    "AsyncPgStatStatementsExtractor": "pgcache.features",
-    "CACHE_NAMES": "pgcache.manager",
-    "CacheDetailedMetrics": "pgcache.metrics",
-    "CacheManager": "pgcache.manager",
-    "CacheMetricsSnapshot": "pgcache.metrics",
-    "CacheStatusResponse": "pgcache.metrics",
-    "CachedFeatureExtractor": "pgcache.features",
-    "CachedFunction": "pgcache.memoize",
-    "CachedPredictor": "pgcache.ml",
-    "CircuitBreaker": "pgcache.ml",
-    "CircuitOpenError": "pgcache.ml",
-    "CircuitState": "pgcache.ml",
-    "ConfigError": "pgcache.config",
-    "DatabaseNotConfiguredError": "pgcache.db",
-    "FeatureExtractor": "pgcache.features",
-    "MLClient": "pgcache.ml",
-    "MLClientStats": "pgcache.ml",
-    "MLServiceError": "pgcache.ml",
-    "MLServiceResponseError": "pgcache.ml",
-    "MLServiceUnavailable": "pgcache.ml",
-    "PgCacheCollector": "pgcache.metrics",
-    "PgCacheState": "pgcache.web",
-    "PgStatStatementsExtractor": "pgcache.features",
-    "PgStatStatementsUnavailableError": "pgcache.features",
-    "PoolSettings": "pgcache.db",
-    "Prediction": "pgcache.ml",
-    "PredictionValidation": "pgcache.ml",
-    "QueryFeatures": "pgcache.features",
-    "QueryNotFoundError": "pgcache.features",
-    "RequestIdMiddleware": "pgcache.web",
-    "ServiceHealth": "pgcache.ml",
+_EAGER: Final = ("Cache", "CacheClosedError", "CacheMetrics", "ManualClock", "PgCacheError")
+
+# Public name -> the module that defines it (imported on first use).
+_PUBLIC: Final[dict[str, str]] = {
+    "AsyncCachedFeatureExtractor": "pgcache.postgres.cached_features",
+    "AsyncCachedFunction": "pgcache.caching.cached",
+    "AsyncCachedPredictor": "pgcache.ml.predictor",
+    "AsyncFeatureExtractor": "pgcache.postgres.features",
+    "AsyncMLClient": "pgcache.ml.client",
+    "AsyncPgStatStatementsExtractor": "pgcache.postgres.features",
+    "CACHE_NAMES": "pgcache.keys",
+    "CacheDetailedMetrics": "pgcache.observability.snapshot",
+    "CacheManager": "pgcache.caching.manager",
+    "CacheMetricsSnapshot": "pgcache.observability.snapshot",
+    "CacheStatusResponse": "pgcache.observability.snapshot",
+    "CachedFeatureExtractor": "pgcache.postgres.cached_features",
+    "CachedFunction": "pgcache.caching.cached",
+    "CachedPredictor": "pgcache.ml.predictor",
+    "CircuitBreaker": "pgcache.resilience.breaker",
+    "CircuitOpenError": "pgcache.errors",
+    "CircuitState": "pgcache.resilience.breaker",
+    "ConfigError": "pgcache.errors",
+    "DatabaseNotConfiguredError": "pgcache.errors",
+    "FeatureExtractor": "pgcache.postgres.features",
+    "MLClient": "pgcache.ml.client",
+    "MLClientStats": "pgcache.ml.stats",
+    "MLServiceError": "pgcache.errors",
+    "MLServiceResponseError": "pgcache.errors",
+    "MLServiceUnavailable": "pgcache.errors",
+    "PgCacheCollector": "pgcache.observability.prometheus",
+    "PgCacheState": "pgcache.service.lifespan",
+    "PgStatStatementsExtractor": "pgcache.postgres.features",
+    "PgStatStatementsUnavailableError": "pgcache.errors",
+    "PoolSettings": "pgcache.postgres.pools",
+    "PostgresUnavailableError": "pgcache.errors",
+    "Prediction": "pgcache.ml.models",
+    "PredictionKey": "pgcache.keys",
+    "PredictionValidation": "pgcache.ml.models",
+    "QueryFeatures": "pgcache.postgres.features",
+    "QueryNotFoundError": "pgcache.errors",
+    "RequestIdMiddleware": "pgcache.service.middleware",
+    "RequestIdLogFilter": "pgcache.service.request_ids",
+    "ServiceHealth": "pgcache.ml.models",
     "Settings": "pgcache.config",
-    "TrainingJob": "pgcache.ml",
-    "cached": "pgcache.memoize",
-    "calculate_metrics_snapshot": "pgcache.metrics",
-    "create_app": "pgcache.web",
-    "make_async_pool": "pgcache.db",
-    "make_key": "pgcache.memoize",
-    "make_pool": "pgcache.db",
+    "TrainingJob": "pgcache.ml.models",
+    "cached": "pgcache.caching.cached",
+    "calculate_metrics_snapshot": "pgcache.observability.snapshot",
+    "create_app": "pgcache.service.app",
+    "make_async_pool": "pgcache.postgres.pools",
+    "make_key": "pgcache.caching.cached",
+    "make_pool": "pgcache.postgres.pools",
     "parse_duration": "pgcache.config",
-    "pgcache_lifespan": "pgcache.web",
-    "pgcache_routes": "pgcache.web",
-    "prediction_cache_key": "pgcache.manager",
+    "pgcache_lifespan": "pgcache.service.lifespan",
+    "pgcache_routes": "pgcache.service.routes",
+    "prediction_cache_key": "pgcache.caching.manager",
 }
+
+__all__ = sorted([*_EAGER, *_PUBLIC, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'pgcache' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -128,61 +183,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = [
-    "CACHE_NAMES",
-    "AsyncCachedFeatureExtractor",
-    "AsyncCachedFunction",
-    "AsyncCachedPredictor",
-    "AsyncFeatureExtractor",
-    "AsyncMLClient",
-    "AsyncPgStatStatementsExtractor",
-    "Cache",
-    "CacheClosedError",
-    "CacheDetailedMetrics",
-    "CacheManager",
-    "CacheMetrics",
-    "CacheMetricsSnapshot",
-    "CacheStatusResponse",
-    "CachedFeatureExtractor",
-    "CachedFunction",
-    "CachedPredictor",
-    "CircuitBreaker",
-    "CircuitOpenError",
-    "CircuitState",
-    "ConfigError",
-    "DatabaseNotConfiguredError",
-    "FeatureExtractor",
-    "MLClient",
-    "MLClientStats",
-    "MLServiceError",
-    "MLServiceResponseError",
-    "MLServiceUnavailable",
-    "ManualClock",
-    "PgCacheCollector",
-    "PgCacheError",
-    "PgCacheState",
-    "PgStatStatementsExtractor",
-    "PgStatStatementsUnavailableError",
-    "PoolSettings",
-    "Prediction",
-    "PredictionValidation",
-    "QueryFeatures",
-    "QueryNotFoundError",
-    "RequestIdMiddleware",
-    "ServiceHealth",
-    "Settings",
-    "TrainingJob",
-    "cached",
-    "calculate_metrics_snapshot",
-    "create_app",
-    "make_async_pool",
-    "make_key",
-    "make_pool",
-    "parse_duration",
-    "pgcache_lifespan",
-    "pgcache_routes",
-    "prediction_cache_key",
-]
+    return sorted(set(globals()) | set(_PUBLIC))

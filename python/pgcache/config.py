@@ -38,17 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgcache._core import PgCacheError
-
-__all__ = [
-    "MODES",
-    "ConfigError",
-    "Mode",
-    "Settings",
-    "format_duration",
-    "mask_database_url",
-    "parse_duration",
-]
+from pgcache.errors import CONFIG_ERROR_TYPE, ConfigError
 
 Mode = Literal["development", "production", "performance", "debugging"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -57,7 +47,6 @@ _DURATION_HINT: Final = "expected a duration like 15m, 900 or 1h30m"
 _BOOL_HINT: Final = "expected a boolean: true/false, yes/no or 1/0"
 _TRUE: Final = frozenset({"true", "1", "yes"})
 _FALSE: Final = frozenset({"false", "0", "no"})
-_ERROR_TYPE: Final = "pgcache_config"
 _MASK: Final = "***"
 
 # Go's time.ParseDuration units, in nanoseconds; "µ" (micro sign) and "μ" (Greek mu) both occur.
@@ -80,28 +69,6 @@ _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
 
 _URL_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)([^&#]*)")
 _CONNINFO_PASSWORD_RE: Final = re.compile(r"(?i)(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
-
-
-class ConfigError(PgCacheError, ValueError):
-    """The configuration cannot be used; the message has one line per bad variable."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems: list[str] = list(problems)
-
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str]]]:
-        return type(self), (self.problems,)
-
-    @classmethod
-    def from_validation_error(cls, error: ValidationError) -> ConfigError:
-        """One line per problem: ours already name the variable; pydantic's get its name added."""
-        problems = []
-        for item in error.errors(include_url=False, include_input=False):
-            if item["type"] == _ERROR_TYPE or not item["loc"]:
-                problems.append(item["msg"])
-            else:
-                problems.append(f"{str(item['loc'][0]).upper()}: {item['msg']}")
-        return cls(problems)
 
 
 def parse_duration(value: str | float | timedelta) -> timedelta:
@@ -196,7 +163,7 @@ def mask_database_url(url: str) -> str:
 def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
     """The one error for a bad variable: its name, its value, what is accepted."""
     return PydanticCustomError(
-        _ERROR_TYPE, "{message}", {"message": f"{field.upper()}={shown}: {hint}"}
+        CONFIG_ERROR_TYPE, "{message}", {"message": f"{field.upper()}={shown}: {hint}"}
     )
 
 
@@ -403,7 +370,7 @@ class Settings(BaseSettings):
     def _check_idle_within_max(self) -> Self:
         if self.max_idle_database_conns > self.max_database_conns:
             raise PydanticCustomError(
-                _ERROR_TYPE,
+                CONFIG_ERROR_TYPE,
                 "{message}",
                 {
                     "message": (

@@ -1,0 +1,158 @@
+"""The ``pgcache`` command: run the service, the reference ML service, the demo and the benchmark.
+
+Sub-commands (``pgcache COMMAND --help`` for each one's options):
+
+* ``serve``: the pgcache HTTP service (:func:`pgcache.web.create_app`) on uvicorn, configured
+  from the environment (:class:`pgcache.config.Settings`);
+* ``ml-service``: the reference ML prediction service (:mod:`pgcache.mlservice`);
+* ``config``: the effective configuration in ``.env`` form, the database password masked;
+* ``bench``: a load test of a :class:`pgcache.CacheManager` (threads x requests, 80/20 hot
+  keys) with a table of throughput, latency, hit rates, evictions and memory;
+* ``demo``: the whole system end to end: PostgreSQL (``DATABASE_URL``, or a private server
+  from :mod:`pgcache.devdb`), a real workload, both services, HTTP traffic with hot keys, and
+  a summary of what the caches saved.
+
+Exit codes: 0 success, 1 a runtime failure (one line on stderr, no traceback), 2 a usage or
+configuration error, 130 interrupted. This module is a thin shell over the library: it
+computes nothing the library or the service does not already expose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable, Sequence
+
+from pgcache.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, describe, error
+
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgcache",
+        description="pgcache: a Rust TTL + LRU cache for services that analyse PostgreSQL "
+        "queries, with its HTTP service, reference ML service, demo and benchmark.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the pgcache HTTP service (configured from the environment)",
+        description="Run the pgcache HTTP service on uvicorn. Configuration comes from the "
+        "environment and ./.env (see `pgcache config`).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=port, default=8080, help="port to listen on (8080)")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    serve.set_defaults(run="pgcache.cli.serve:serve")
+
+    ml_service = commands.add_parser(
+        "ml-service",
+        help="run the reference ML prediction service",
+        description="Run the reference ML prediction service (a formula, not a trained model).",
+    )
+    ml_service.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    ml_service.add_argument("--port", type=port, default=8081, help="port (8081)")
+    ml_service.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    ml_service.set_defaults(run="pgcache.cli.serve:ml_service")
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective configuration (secrets masked)",
+        description="Print the effective configuration, from the environment and ./.env, in "
+        ".env form with the database password masked. Exits 2 naming any bad variable.",
+    )
+    config.add_argument("--env-file", help="read this .env file instead of ./.env")
+    config.set_defaults(run="pgcache.cli.serve:config")
+
+    bench = commands.add_parser(
+        "bench",
+        help="load-test a CacheManager and print the cache dashboard",
+        description="Load test of the five caches of a CacheManager: THREADS threads each "
+        "make REQUESTS lookups (80%% of them on 20%% of the keys), a miss stores a value. "
+        "Prints throughput, p50/p99 latency, hit rate per cache, evictions and memory.",
+    )
+    bench.add_argument("--threads", type=positive_int, default=100, help="threads (100)")
+    bench.add_argument(
+        "--requests", type=positive_int, default=100, help="lookups per thread (100)"
+    )
+    bench.add_argument("--keys", type=positive_int, default=500, help="distinct keys (500)")
+    bench.add_argument(
+        "--max-size", type=positive_int, default=10_000, help="entries per cache (10000)"
+    )
+    bench.add_argument(
+        "--value-size", type=positive_int, default=256, help="bytes per stored value (256)"
+    )
+    bench.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    bench.set_defaults(run="pgcache.cli.bench:bench")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole system end to end and show what the caches save",
+        description="Start PostgreSQL (DATABASE_URL, or a private server from the installed "
+        "binaries, removed at exit), run a query workload, start the reference ML service "
+        "and the pgcache service on free loopback ports, send HTTP traffic with 80/20 hot "
+        "keys, and print hit rates, latency cached vs. uncached and what was saved.",
+    )
+    demo.add_argument(
+        "--requests", type=positive_int, default=2000, help="HTTP requests to send (2000)"
+    )
+    demo.add_argument(
+        "--queries", type=positive_int, default=40, help="distinct query shapes to run (40)"
+    )
+    demo.add_argument(
+        "--runs", type=positive_int, default=20, help="executions of each query shape (20)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the traffic (0)")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep everything running after the summary and print URLs to curl (Ctrl-C ends)",
+    )
+    demo.set_defaults(run="pgcache.cli.demo:demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgcache`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    module, _, function = args.run.partition(":")
+    run: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
+    from pgcache.errors import ConfigError
+
+    try:
+        return run(args)
+    except ConfigError as exc:
+        error(args.command, f"configuration error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        error(args.command, "interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one clear line instead of a traceback, for every failure
+        error(args.command, describe(exc))
+        return EXIT_FAILURE

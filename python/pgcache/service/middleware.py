@@ -1,0 +1,82 @@
+"""The X-Request-ID middleware: an id on every request and response, one log line per request,
+and a JSON 500 for any exception a handler lets escape."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Final
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pgcache.service.problems import error_response
+from pgcache.service.request_ids import REQUEST_ID, RequestIdLogFilter
+
+_REQUEST_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,128}")
+_logger = logging.getLogger("pgcache.service")
+_logger.addFilter(RequestIdLogFilter())
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID_RE.fullmatch(text) else None
+    return None
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: ``X-Request-ID`` on every response, one log line per request, and
+    a 500 JSON answer (traceback logged, never sent) for any exception a handler lets escape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            _logger.exception(
+                "unhandled error in %s %s (request_id=%s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
+            if status:  # the response has begun: nothing sensible can be sent any more
+                raise
+            response = error_response(
+                500,
+                "internal_error",
+                "the server failed to answer this request; its log has the details under "
+                "this request id",
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            if _logger.isEnabledFor(logging.INFO):
+                _logger.info(
+                    "%s %s -> %d in %.1f ms (request_id=%s)",
+                    scope.get("method"),
+                    scope.get("path"),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    request_id,
+                )
+            REQUEST_ID.reset(token)

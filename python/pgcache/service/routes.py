@@ -1,0 +1,275 @@
+"""The API routes: request parsing, HTTP caching, endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pgcache._validate import INT64_MAX, INT64_MIN, MAX_SCENARIO_LENGTH, validation_text
+from pgcache.errors import MLServiceError
+from pgcache.keys import CACHE_NAMES
+from pgcache.ml.predictor import AsyncCachedPredictor
+from pgcache.observability.snapshot import CacheStatusResponse, calculate_metrics_snapshot
+from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
+from pgcache.service.lifespan import PgCacheState, pgcache_state
+from pgcache.service.problems import ProblemError, json_endpoint
+
+_QUERY_HASH_RE: Final = re.compile(r"-?[0-9]{1,20}")
+# Printable ASCII without spaces, bounded: an id from outside must not forge log lines.
+_READY_TIMEOUT: Final = 2.0
+_STATUS_MESSAGE: Final = "Cache performance metrics"
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+
+# --- request parsing -------------------------------------------------------------------------
+
+
+def _query_hash(request: Request) -> int:
+    text: str = request.path_params["query_hash"]
+    if _QUERY_HASH_RE.fullmatch(text):
+        value = int(text)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+    raise ProblemError(
+        422,
+        "invalid_query_hash",
+        f"query_hash={text!r}: expected a pg_stat_statements queryid, a signed 64-bit integer "
+        f"in [{INT64_MIN}, {INT64_MAX}]",
+    )
+
+
+def _scenario(value: str) -> str:
+    if not 0 < len(value) <= MAX_SCENARIO_LENGTH or not value.isprintable():
+        raise ProblemError(
+            422,
+            "invalid_scenario",
+            f"scenario={value[:MAX_SCENARIO_LENGTH]!r}: expected 1 to {MAX_SCENARIO_LENGTH} "
+            "printable characters, e.g. current",
+        )
+    return value
+
+
+class _PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: StrictStr = "current"
+    model_id: StrictStr | None = None
+
+
+class _InvalidateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    query_hash: StrictInt | None = None
+    cache: StrictStr | None = None
+
+
+async def _json_body(request: Request, model: type[_M], *, empty_ok: bool) -> _M:
+    raw = await request.body()
+    if not raw.strip() and empty_ok:
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProblemError(422, "invalid_body", f"the body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ProblemError(422, "invalid_body", validation_text(exc)) from None
+
+
+def _require_database(
+    state: PgCacheState,
+) -> tuple[AsyncCachedFeatureExtractor, AsyncCachedPredictor]:
+    if state.features is None or state.predictor is None:
+        raise ProblemError(
+            503,
+            "database_not_configured",
+            "DATABASE_URL is not set: this service has no database to read pg_stat_statements from",
+        )
+    return state.features, state.predictor
+
+
+# --- HTTP caching ----------------------------------------------------------------------------
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison, as ``If-None-Match`` asks for: ``W/"x"`` matches ``"x"``."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    tags = (tag.strip() for tag in if_none_match.split(","))
+    return any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+def _cacheable_json(request: Request, body: bytes, cache_control: str) -> Response:
+    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _features_cache_control(state: PgCacheState, collected_at: datetime) -> str:
+    """Fresh for what is left of the features cache TTL (counted from the extraction)."""
+    ttl = state.manager.cache("features").ttl
+    if not state.manager.enabled or ttl is None:
+        return "no-cache"
+    age = (datetime.now(UTC) - collected_at).total_seconds()
+    return f"public, max-age={max(0, int(ttl - age))}"
+
+
+_NO_STORE: Final = {"Cache-Control": "no-store"}
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+async def _cache_status(request: Request) -> Response:
+    """GET /api/v1/metrics/cache: the original's CacheStatusResponse."""
+    manager = pgcache_state(request).manager
+    status = CacheStatusResponse(
+        enabled=manager.enabled,
+        max_size=manager.max_size,
+        metrics=calculate_metrics_snapshot(manager),
+        message=_STATUS_MESSAGE,
+    )
+    return _cacheable_json(request, status.model_dump_json().encode(), "no-cache")
+
+
+async def _prometheus(request: Request) -> Response:
+    """GET /metrics: the Prometheus text exposition of the pgcache collector."""
+    body = generate_latest(pgcache_state(request).registry)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST, **_NO_STORE})
+
+
+async def _healthz(request: Request) -> Response:
+    """GET /healthz: the process is up (nothing else is checked)."""
+    return JSONResponse({"status": "ok"}, headers=_NO_STORE)
+
+
+async def _check_database(state: PgCacheState) -> str:
+    if state.pool is None:
+        return "DATABASE_URL is not set"
+    try:
+        async with state.pool.connection(timeout=min(state.db_timeout, _READY_TIMEOUT)) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"unreachable: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+async def _check_ml_service(state: PgCacheState) -> str:
+    try:
+        await state.ml_client.health(deadline=_READY_TIMEOUT)
+    except MLServiceError as exc:
+        return f"unreachable: {exc}"
+    return "ok"
+
+
+async def _readyz(request: Request) -> Response:
+    """GET /readyz: 200 when the database and the ML service answer, else 503 naming which."""
+    state = pgcache_state(request)
+    database, ml_service = await asyncio.gather(_check_database(state), _check_ml_service(state))
+    checks = {"database": database, "ml_service": ml_service}
+    ready = all(result == "ok" for result in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+        headers=_NO_STORE,
+    )
+
+
+async def _features(request: Request) -> Response:
+    """GET /api/v1/queries/{query_hash}/features?scenario=current: cached features."""
+    state = pgcache_state(request)
+    query_hash = _query_hash(request)
+    scenario = _scenario(request.query_params.get("scenario", "current"))
+    extractor, _ = _require_database(state)
+    features = await extractor.extract_query_features(query_hash, scenario)
+    body = features.model_dump_json().encode()
+    return _cacheable_json(request, body, _features_cache_control(state, features.collected_at))
+
+
+async def _predict(request: Request) -> Response:
+    """POST /api/v1/queries/{query_hash}/predict {scenario, model_id}: cached prediction."""
+    state = pgcache_state(request)
+    query_hash = _query_hash(request)
+    body = await _json_body(request, _PredictBody, empty_ok=True)
+    _, predictor = _require_database(state)
+    prediction = await predictor.predict_query(
+        query_hash, _scenario(body.scenario), model_id=body.model_id
+    )
+    return Response(prediction.model_dump_json(), media_type="application/json", headers=_NO_STORE)
+
+
+def _clear_cache(state: PgCacheState, name: str) -> int:
+    if name not in CACHE_NAMES:
+        raise ProblemError(
+            404, "unknown_cache", f"cache={name!r}: expected one of {', '.join(CACHE_NAMES)}"
+        )
+    cache = state.manager.cache(name)
+    removed = len(cache)
+    cache.clear()
+    return removed
+
+
+async def _invalidate(request: Request) -> Response:
+    """POST /api/v1/cache/invalidate {"query_hash": n} or {"cache": name}: how many removed."""
+    state = pgcache_state(request)
+    body = await _json_body(request, _InvalidateBody, empty_ok=False)
+    if (body.query_hash is None) == (body.cache is None):
+        raise ProblemError(
+            422,
+            "invalid_body",
+            'expected exactly one of {"query_hash": <queryid>} or {"cache": <name>}',
+        )
+    if body.query_hash is not None:
+        if not INT64_MIN <= body.query_hash <= INT64_MAX:
+            raise ProblemError(
+                422,
+                "invalid_body",
+                f"query_hash={body.query_hash}: outside the signed 64-bit range of a queryid",
+            )
+        removed = state.manager.invalidate_query(body.query_hash)
+        return JSONResponse({"query_hash": body.query_hash, "removed": removed}, headers=_NO_STORE)
+    assert body.cache is not None
+    removed = _clear_cache(state, body.cache)
+    return JSONResponse({"cache": body.cache, "removed": removed}, headers=_NO_STORE)
+
+
+async def _delete_cache(request: Request) -> Response:
+    """DELETE /api/v1/cache/{name}: empty one cache (its metrics are kept)."""
+    name: str = request.path_params["name"]
+    removed = _clear_cache(pgcache_state(request), name)
+    return JSONResponse({"cache": name, "removed": removed}, headers=_NO_STORE)
+
+
+def pgcache_routes() -> list[Route]:
+    """The pgcache endpoints, to mount in any Starlette or FastAPI application.
+
+    They read ``app.state.pgcache``: run :func:`pgcache_lifespan` in that application's lifespan.
+    """
+    return [
+        Route("/api/v1/metrics/cache", json_endpoint(_cache_status), methods=["GET"]),
+        Route("/metrics", json_endpoint(_prometheus), methods=["GET"]),
+        Route("/healthz", json_endpoint(_healthz), methods=["GET"]),
+        Route("/readyz", json_endpoint(_readyz), methods=["GET"]),
+        Route("/api/v1/queries/{query_hash}/features", json_endpoint(_features), methods=["GET"]),
+        Route("/api/v1/queries/{query_hash}/predict", json_endpoint(_predict), methods=["POST"]),
+        Route("/api/v1/cache/invalidate", json_endpoint(_invalidate), methods=["POST"]),
+        Route("/api/v1/cache/{name}", json_endpoint(_delete_cache), methods=["DELETE"]),
+    ]
