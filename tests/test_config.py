@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "cache_max_size": 10_000,
     "feature_cache_ttl": timedelta(minutes=15),
     "prediction_cache_ttl": timedelta(minutes=5),
-    "query_results_cache_ttl": timedelta(minutes=10),
+    "fingerprint_cache_ttl": timedelta(minutes=10),
     "explain_plan_cache_ttl": timedelta(minutes=30),
     "anomaly_cache_ttl": timedelta(minutes=5),
     "cache_cleanup_interval": timedelta(seconds=1),
@@ -84,7 +84,7 @@ def test_default_of_every_variable(attribute: str, default: object) -> None:
         ("CACHE_MAX_SIZE", "500", 500),
         ("FEATURE_CACHE_TTL", "20m", timedelta(minutes=20)),
         ("PREDICTION_CACHE_TTL", "1m", timedelta(minutes=1)),
-        ("QUERY_RESULTS_CACHE_TTL", "2m", timedelta(minutes=2)),
+        ("FINGERPRINT_CACHE_TTL", "2m", timedelta(minutes=2)),
         ("EXPLAIN_PLAN_CACHE_TTL", "1h", timedelta(hours=1)),
         ("ANOMALY_CACHE_TTL", "45s", timedelta(seconds=45)),
         ("CACHE_CLEANUP_INTERVAL", "250ms", timedelta(milliseconds=250)),
@@ -443,7 +443,7 @@ MODE_VALUES: dict[str, dict[str, Any]] = {
         "cache_max_size": 1_000,
         "feature_cache_ttl": timedelta(minutes=1),
         "prediction_cache_ttl": timedelta(seconds=30),
-        "query_results_cache_ttl": timedelta(minutes=1),
+        "fingerprint_cache_ttl": timedelta(minutes=1),
         "explain_plan_cache_ttl": timedelta(minutes=2),
         "anomaly_cache_ttl": timedelta(seconds=30),
         "max_database_conns": 10,
@@ -456,7 +456,7 @@ MODE_VALUES: dict[str, dict[str, Any]] = {
         "cache_max_size": 100_000,
         "feature_cache_ttl": timedelta(hours=1),
         "prediction_cache_ttl": timedelta(minutes=30),
-        "query_results_cache_ttl": timedelta(hours=1),
+        "fingerprint_cache_ttl": timedelta(hours=1),
         "explain_plan_cache_ttl": timedelta(hours=2),
         "anomaly_cache_ttl": timedelta(minutes=30),
         "cache_cleanup_interval": timedelta(seconds=5),
@@ -629,7 +629,7 @@ def test_describe_lists_every_variable_as_written_in_an_env_file() -> None:
         "CACHE_MAX_SIZE": "10000",
         "FEATURE_CACHE_TTL": "15m",
         "PREDICTION_CACHE_TTL": "5m",
-        "QUERY_RESULTS_CACHE_TTL": "10m",
+        "FINGERPRINT_CACHE_TTL": "10m",
         "EXPLAIN_PLAN_CACHE_TTL": "30m",
         "ANOMALY_CACHE_TTL": "5m",
         "CACHE_CLEANUP_INTERVAL": "1s",
@@ -661,3 +661,15 @@ def test_top_level_package_exports_settings_and_parse_duration() -> None:
     assert pgcache.Settings is Settings
     assert pgcache.parse_duration is parse_duration
     assert pgcache.ConfigError is ConfigError
+
+
+def test_the_original_name_of_the_fingerprints_ttl_is_still_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QUERY_RESULTS_CACHE_TTL", "7m")
+    assert Settings().fingerprint_cache_ttl == timedelta(minutes=7)
+
+
+def test_the_fingerprints_ttl_is_read_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINGERPRINT_CACHE_TTL", "8m")
+    assert Settings().fingerprint_cache_ttl == timedelta(minutes=8)

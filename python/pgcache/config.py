@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
+    AliasChoices,
     Field,
     ValidationError,
     ValidationInfo,
@@ -170,7 +171,7 @@ def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
 _DURATION_FIELDS: Final = (
     "feature_cache_ttl",
     "prediction_cache_ttl",
-    "query_results_cache_ttl",
+    "fingerprint_cache_ttl",
     "explain_plan_cache_ttl",
     "anomaly_cache_ttl",
     "cache_cleanup_interval",
@@ -232,8 +233,11 @@ class Settings(BaseSettings):
     prediction_cache_ttl: timedelta = Field(
         default=timedelta(minutes=5), description="predictions cache TTL"
     )
-    query_results_cache_ttl: timedelta = Field(
-        default=timedelta(minutes=10), description="fingerprints (query results) cache TTL"
+    fingerprint_cache_ttl: timedelta = Field(
+        default=timedelta(minutes=10),
+        # QUERY_RESULTS_CACHE_TTL: the original service's name for the same setting.
+        validation_alias=AliasChoices("fingerprint_cache_ttl", "query_results_cache_ttl"),
+        description="fingerprints cache TTL (also read from QUERY_RESULTS_CACHE_TTL)",
     )
     explain_plan_cache_ttl: timedelta = Field(
         default=timedelta(minutes=30), description="explain plans cache TTL"

@@ -145,7 +145,7 @@ def test_from_settings_maps_every_cache_setting(clock: ManualClock) -> None:
         cache_max_size=123,
         feature_cache_ttl=timedelta(minutes=1),
         prediction_cache_ttl=timedelta(minutes=2),
-        query_results_cache_ttl=timedelta(minutes=3),
+        fingerprint_cache_ttl=timedelta(minutes=3),
         explain_plan_cache_ttl=timedelta(minutes=4),
         anomaly_cache_ttl=timedelta(minutes=6),
         cache_cleanup_interval=timedelta(seconds=7),

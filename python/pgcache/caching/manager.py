@@ -130,7 +130,7 @@ class CacheManager:
             max_size=settings.cache_max_size,
             feature_ttl=settings.feature_cache_ttl,
             prediction_ttl=settings.prediction_cache_ttl,
-            fingerprint_ttl=settings.query_results_cache_ttl,
+            fingerprint_ttl=settings.fingerprint_cache_ttl,
             explain_plan_ttl=settings.explain_plan_cache_ttl,
             anomaly_ttl=settings.anomaly_cache_ttl,
             cleanup_interval=settings.cache_cleanup_interval,
