@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
@@ -115,7 +116,9 @@ class PgCacheCollector(Collector):
             "pgcache_expirations", "Entries removed because their TTL passed.", labels=labels
         )
         size = GaugeMetricFamily("pgcache_size", "Live entries in the cache.", labels=labels)
-        max_size = GaugeMetricFamily("pgcache_max_size", "Entry limit of the cache.", labels=labels)
+        max_size = GaugeMetricFamily(
+            "pgcache_max_size", "Entry limit of the cache (+Inf: unbounded).", labels=labels
+        )
         hit_ratio = GaugeMetricFamily(
             "pgcache_hit_ratio", "Hits / lookups since start (0 to 1; 0 if none).", labels=labels
         )
@@ -132,7 +135,9 @@ class PgCacheCollector(Collector):
                 evictions.add_metric([name], metrics.evictions)
                 expirations.add_metric([name], metrics.expirations)
                 size.add_metric([name], metrics.size)
-                max_size.add_metric([name], metrics.max_size)
+                max_size.add_metric(
+                    [name], math.inf if metrics.max_size is None else metrics.max_size
+                )
                 hit_ratio.add_metric([name], hit_rate(metrics.hits, metrics.misses) / 100.0)
                 if cache.ttl is not None:
                     ttl.add_metric([name], cache.ttl)

@@ -71,7 +71,7 @@ class CacheDetailedMetrics(BaseModel):
     expirations: int = Field(ge=0, description="entries removed because their TTL passed")
     hit_rate: float = Field(ge=0, le=100, description="100 * hits / (hits + misses); 0 if none")
     size: int = Field(ge=0, description="live entries now")
-    max_size: int = Field(ge=1, description="entry limit")
+    max_size: int | None = Field(ge=1, description="entry limit (null: unbounded)")
     ttl_seconds: float | None = Field(gt=0, description="default TTL; None: entries never expire")
 
     @classmethod
