@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import GenericAlias, TracebackType
-from typing import Any, Generic, TypeVar, final, overload
+from typing import Any, Generic, NoReturn, TypeVar, final, overload
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -33,6 +33,8 @@ class ManualClock:
     def __new__(cls, start: float | timedelta = 0.0) -> ManualClock: ...
     def now(self) -> float: ...
     def advance(self, seconds: float | timedelta) -> None: ...
+    def __reduce__(self) -> tuple[type[ManualClock], tuple[float]]:
+        """Pickled or copied: an independent clock at the same reading."""
 
 @final
 class CacheMetrics:
@@ -49,21 +51,29 @@ class CacheMetrics:
     @property
     def size(self) -> int: ...
     @property
-    def max_size(self) -> int: ...
+    def max_size(self) -> int | None:
+        """The entry limit; None for an unbounded cache."""
     @property
     def hit_rate(self) -> float: ...
-    def to_dict(self) -> dict[str, int | float]: ...
+    def to_dict(self) -> dict[str, int | float | None]: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class Cache(Generic[_K, _V]):
-    """A thread-safe TTL + LRU cache. See the README for the semantics."""
+    """A thread-safe TTL + LRU cache. See the README for the semantics.
+
+    ``max_size=None`` means unbounded (as ``functools.lru_cache(maxsize=None)``):
+    nothing is evicted; a new key beyond the 4,294,966,972 entries its index holds
+    raises ``OverflowError``. A cache can be weakly referenced; ``pickle`` and
+    ``copy`` raise ``TypeError`` (copy the entries instead:
+    ``new.set_many(cache.items())``).
+    """
 
     def __new__(
         cls,
         ttl: float | timedelta | None = None,
-        max_size: int = 10000,
+        max_size: int | None = 10000,
         cleanup_interval: float | timedelta = 1.0,
         clock: ManualClock | None = None,
         name: str | None = None,
@@ -72,7 +82,8 @@ class Cache(Generic[_K, _V]):
     @property
     def ttl(self) -> float | None: ...
     @property
-    def max_size(self) -> int: ...
+    def max_size(self) -> int | None:
+        """The entry limit; None for an unbounded cache."""
     @property
     def name(self) -> str | None: ...
     @property
@@ -106,6 +117,10 @@ class Cache(Generic[_K, _V]):
     def metrics(self) -> CacheMetrics: ...
     def reset_metrics(self) -> None: ...
     def close(self) -> None: ...
+    def __reduce__(self) -> NoReturn:
+        """Always raises TypeError: a cache holds live objects, a lock and a thread registration."""
+    def __copy__(self) -> NoReturn: ...
+    def __deepcopy__(self, memo: Any, /) -> NoReturn: ...
     def __enter__(self) -> Cache[_K, _V]: ...
     def __exit__(
         self,

@@ -16,13 +16,14 @@ pub struct Cache<K, V, F = ()> {
     metrics: Arc<Metrics>,
     clock: Clock,
     default_ttl_ns: Option<u64>,
-    max_size: usize,
+    max_size: Option<usize>,
 }
 
 impl<K, V, F> Cache<K, V, F> {
-    /// `max_size` must be in `1..=MAX_CAPACITY`; `default_ttl_ns` of `None`
-    /// means entries never expire unless given a TTL of their own.
-    pub fn new(max_size: usize, default_ttl_ns: Option<u64>, clock: Clock) -> Self {
+    /// `max_size` must be in `1..=MAX_CAPACITY`, or `None` for unbounded (up
+    /// to `MAX_CAPACITY`); `default_ttl_ns` of `None` means entries never
+    /// expire unless given a TTL of their own.
+    pub fn new(max_size: Option<usize>, default_ttl_ns: Option<u64>, clock: Clock) -> Self {
         let metrics = Arc::new(Metrics::default());
         let store = Store::new(max_size, Arc::clone(&metrics), clock.now_ns());
         Cache {
@@ -76,7 +77,8 @@ impl<K, V, F> Cache<K, V, F> {
         self.default_ttl_ns
     }
 
-    pub fn max_size(&self) -> usize {
+    /// `None` for an unbounded cache.
+    pub fn max_size(&self) -> Option<usize> {
         self.max_size
     }
 
@@ -89,21 +91,20 @@ impl<K, V, F> Cache<K, V, F> {
 #[cfg(test)]
 mod tests {
     use super::super::clock::ManualClock;
-    use super::super::store::Released;
+    use super::super::store::{Full, Released};
     use super::*;
-    use std::convert::Infallible;
     use std::thread;
 
     #[test]
     fn threads_share_one_cache_without_losing_entries() {
-        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(1000, None, Clock::Monotonic));
+        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(Some(1000), None, Clock::Monotonic));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let cache = Arc::clone(&cache);
                 thread::spawn(move || {
                     for i in 0..10_000u64 {
                         let key = (t * 7 + i) % 500;
-                        let mut eq = |k: &u64| Ok::<_, Infallible>(*k == key);
+                        let mut eq = |k: &u64| Ok::<_, Full>(*k == key);
                         let mut released = Released::new();
                         let mut store = cache.lock();
                         let now = cache.now();
@@ -135,17 +136,17 @@ mod tests {
     #[test]
     fn default_ttl_and_override_set_the_deadline() {
         let clock = ManualClock::new(1000);
-        let cache: Cache<u64, u64> = Cache::new(10, Some(50), Clock::Manual(clock.clone()));
+        let cache: Cache<u64, u64> = Cache::new(Some(10), Some(50), Clock::Manual(clock.clone()));
         assert_eq!(cache.expires_at(cache.now(), None), 1050);
         assert_eq!(cache.expires_at(cache.now(), Some(5)), 1005);
-        let forever: Cache<u64, u64> = Cache::new(10, None, Clock::Manual(clock));
+        let forever: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Manual(clock));
         assert_eq!(forever.expires_at(0, None), NEVER);
         assert_eq!(forever.expires_at(u64::MAX - 1, Some(10)), u64::MAX);
     }
 
     #[test]
     fn try_lock_fails_while_held() {
-        let cache: Cache<u64, u64> = Cache::new(10, None, Clock::Monotonic);
+        let cache: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Monotonic);
         let held = cache.lock();
         assert!(cache.try_lock().is_none());
         drop(held);

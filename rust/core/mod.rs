@@ -8,4 +8,4 @@ pub mod store;
 pub use cache::Cache;
 pub use clock::{Clock, ManualClock};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use store::{Garbage, Released, Removed, Store, MAX_CAPACITY, NEVER};
+pub use store::{Full, Garbage, Released, Removed, Store, MAX_CAPACITY, NEVER};

@@ -5,6 +5,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDelta, PyDeltaAccess, PyFloat, PyInt};
 
+use crate::core::MAX_CAPACITY;
+
 /// Seconds from a number or a `datetime.timedelta`; `arg` names the argument in errors.
 pub(crate) fn seconds(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
     if let Ok(delta) = value.cast::<PyDelta>() {
@@ -44,18 +46,22 @@ pub(crate) fn optional_ttl_ns(value: Option<&Bound<'_, PyAny>>) -> PyResult<Opti
     }
 }
 
-/// A positive integer no larger than `max`.
-pub(crate) fn positive_int(value: &Bound<'_, PyAny>, arg: &str, max: usize) -> PyResult<usize> {
+/// `Cache(max_size=...)`: a positive int up to `MAX_CAPACITY`, or `None` for
+/// unbounded (as `functools.lru_cache(maxsize=None)`).
+pub(crate) fn max_size(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    if value.is_none() {
+        return Ok(None);
+    }
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
         return Err(PyTypeError::new_err(format!(
-            "{arg} must be an int, not {}",
+            "max_size must be an int or None (unbounded), not {}",
             value.get_type().name()?
         )));
     }
     match value.extract::<i128>() {
-        Ok(n) if n >= 1 && n <= max as i128 => Ok(n as usize),
+        Ok(n) if n >= 1 && n <= MAX_CAPACITY as i128 => Ok(Some(n as usize)),
         _ => Err(PyValueError::new_err(format!(
-            "{arg} must be between 1 and {max}, got {}",
+            "max_size must be between 1 and {MAX_CAPACITY}, or None (unbounded), got {}",
             value.repr()?
         ))),
     }

@@ -11,17 +11,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use super::args::{optional_ttl_ns, positive_duration_ns, positive_int, seconds};
+use super::args::{self, optional_ttl_ns, positive_duration_ns, seconds};
 use super::clock::ManualClock;
 use super::errors::closed_error;
 use super::expiry;
 use super::metrics::CacheMetrics;
-use crate::core::{self, Clock, Garbage, Released, Removed, Store, MAX_CAPACITY};
+use crate::core::{self, Clock, Full, Garbage, Released, Removed, Store, MAX_CAPACITY};
 
 type Key = Py<PyAny>;
 type Value = Py<PyAny>;
@@ -69,9 +69,20 @@ fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
     Ok((product as u64) ^ ((product >> 64) as u64))
 }
 
-/// A key comparison that raised. Boxed so that a store result carrying it
-/// stays two words wide on the (error-free) hot path.
-struct EqFailed(Box<PyErr>);
+/// A store operation that failed: a key comparison raised, or an unbounded
+/// cache is at `MAX_CAPACITY`. Boxed so that a store result carrying it stays
+/// two words wide on the (error-free) hot path.
+struct StoreFailed(Box<PyErr>);
+
+impl From<Full> for StoreFailed {
+    #[cold]
+    fn from(_: Full) -> Self {
+        StoreFailed(Box::new(PyOverflowError::new_err(format!(
+            "this unbounded pgcache.Cache (max_size=None) already holds {MAX_CAPACITY} entries, \
+             the most it can index; give it a max_size to evict instead"
+        ))))
+    }
+}
 
 /// One key being looked up, with dict semantics: identity first, then
 /// `stored == key`. Two exact `str`s are compared without running Python
@@ -89,7 +100,7 @@ impl<'a, 'py> Probe<'a, 'py> {
     }
 
     #[inline(always)]
-    fn eq(&self) -> impl FnMut(&Key) -> Result<bool, EqFailed> + '_ {
+    fn eq(&self) -> impl FnMut(&Key) -> Result<bool, StoreFailed> + '_ {
         #[inline(always)]
         move |stored| {
             if stored.as_ptr() == self.key.as_ptr() {
@@ -102,7 +113,7 @@ impl<'a, 'py> Probe<'a, 'py> {
 
     #[cold]
     #[inline(never)]
-    fn compare(&self, stored: &Key) -> Result<bool, EqFailed> {
+    fn compare(&self, stored: &Key) -> Result<bool, StoreFailed> {
         let py = self.key.py();
         let stored = stored.bind(py);
         if stored.is_exact_instance_of::<PyString>() && self.key.is_exact_instance_of::<PyString>()
@@ -114,12 +125,12 @@ impl<'a, 'py> Probe<'a, 'py> {
         self.shared.owner.store(thread_token(py), Ordering::Relaxed);
         let equal = stored.eq(self.key);
         self.shared.owner.store(0, Ordering::Relaxed);
-        equal.map_err(|error| EqFailed(Box::new(error)))
+        equal.map_err(|error| StoreFailed(Box::new(error)))
     }
 
-    /// The exception behind an `EqFailed`.
+    /// The exception behind a `StoreFailed`.
     #[cold]
-    fn error(&self, failed: EqFailed) -> PyErr {
+    fn error(&self, failed: StoreFailed) -> PyErr {
         *failed.0
     }
 }
@@ -192,7 +203,29 @@ impl Shared {
     }
 }
 
-#[pyclass(frozen, module = "pgcache._core", name = "Cache")]
+/// Why `pickle` and `copy` refuse a cache: what it holds cannot be duplicated
+/// meaningfully, while its entries can, explicitly.
+fn not_copyable(verb: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "a pgcache.Cache cannot be {verb}: it holds live Python objects, a lock and a \
+         registration with the shared expiry thread; to copy its entries, build a new \
+         Cache and call new.set_many(cache.items())"
+    ))
+}
+
+/// A thread-safe TTL + LRU cache.
+///
+/// `ttl`: seconds (or a `timedelta`) an entry lives after it was last set;
+/// None: entries never expire unless `set` gives them a TTL. `max_size`: the
+/// entry limit, 10,000 by default; a new key into a full cache evicts the
+/// least recently used entry. `max_size=None` means unbounded (as
+/// `functools.lru_cache(maxsize=None)`): nothing is evicted, and a new key
+/// beyond the 4,294,966,972 entries its 32-bit index holds raises OverflowError.
+/// `cleanup_interval`: how often the shared background thread removes expired
+/// entries. `clock`: a `ManualClock` for tests. `name`: for metrics and repr.
+///
+/// A cache can be weakly referenced; it cannot be pickled or copied.
+#[pyclass(frozen, weakref, module = "pgcache._core", name = "Cache")]
 pub struct Cache {
     shared: Arc<Shared>,
     ttl: Option<f64>,
@@ -208,7 +241,7 @@ impl Cache {
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        op: impl FnOnce(&mut PyStore, u64, &Probe<'_, '_>, &mut PyReleased) -> Result<T, EqFailed>,
+        op: impl FnOnce(&mut PyStore, u64, &Probe<'_, '_>, &mut PyReleased) -> Result<T, StoreFailed>,
     ) -> PyResult<T> {
         let hash = table_hash(key)?;
         let mut released = Released::new();
@@ -308,12 +341,12 @@ impl Cache {
 impl Cache {
     #[new]
     #[pyo3(
-        signature = (ttl = None, max_size = None, cleanup_interval = None, clock = None, name = None),
+        signature = (ttl = None, max_size = Some(DEFAULT_MAX_SIZE), cleanup_interval = None, clock = None, name = None),
         text_signature = "(ttl=None, max_size=10000, cleanup_interval=1.0, clock=None, name=None)"
     )]
     fn new(
         ttl: Option<&Bound<'_, PyAny>>,
-        max_size: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::max_size)] max_size: Option<usize>,
         cleanup_interval: Option<&Bound<'_, PyAny>>,
         clock: Option<&Bound<'_, PyAny>>,
         name: Option<&Bound<'_, PyAny>>,
@@ -322,10 +355,6 @@ impl Cache {
         let ttl_secs = match ttl {
             Some(t) if ttl_ns.is_some() => Some(seconds(t, "ttl")?),
             _ => None,
-        };
-        let max_size = match max_size {
-            Some(m) => positive_int(m, "max_size", MAX_CAPACITY)?,
-            None => DEFAULT_MAX_SIZE,
         };
         let (cleanup_interval, interval) = match cleanup_interval {
             Some(c) => (
@@ -389,8 +418,9 @@ impl Cache {
         self.ttl
     }
 
+    /// The entry limit; None for an unbounded cache.
     #[getter]
-    fn max_size(&self) -> usize {
+    fn max_size(&self) -> Option<usize> {
         self.shared.core.max_size()
     }
 
@@ -737,6 +767,19 @@ impl Cache {
         Ok(())
     }
 
+    /// A cache cannot be pickled: see `not_copyable`.
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(not_copyable("pickled"))
+    }
+
+    fn __copy__(&self) -> PyResult<()> {
+        Err(not_copyable("copied"))
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(not_copyable("copied"))
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         slf.get().shared.check_open()?;
         Ok(slf)
@@ -766,10 +809,12 @@ impl Cache {
         } else {
             format!("size={}", self.shared.core.metrics().size)
         };
-        format!(
-            "Cache(name={name}, ttl={ttl}, max_size={}, {state})",
-            self.shared.core.max_size()
-        )
+        let max_size = self
+            .shared
+            .core
+            .max_size()
+            .map_or_else(|| "None".to_string(), |m| m.to_string());
+        format!("Cache(name={name}, ttl={ttl}, max_size={max_size}, {state})")
     }
 }
 

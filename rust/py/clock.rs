@@ -1,6 +1,7 @@
 //! `ManualClock`: the injectable clock for tests (see `core::clock`).
 
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
 use super::args::non_negative_ns;
 use crate::core::clock;
@@ -33,6 +34,11 @@ impl ManualClock {
     fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
         self.clock.advance_ns(non_negative_ns(seconds, "seconds")?);
         Ok(())
+    }
+
+    /// Pickled, copied or deep-copied: an independent clock at the same reading.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> (Bound<'py, PyType>, (f64,)) {
+        (slf.get_type(), (slf.get().now(),))
     }
 
     fn __repr__(&self) -> String {

@@ -20,37 +20,37 @@ pub struct CacheMetrics {
     expirations: u64,
     #[pyo3(get)]
     size: u64,
+    /// None for an unbounded cache.
     #[pyo3(get)]
-    max_size: u64,
+    max_size: Option<u64>,
     /// Hits as a percentage of lookups (0.0 when there were none).
     #[pyo3(get)]
     hit_rate: f64,
 }
 
 impl CacheMetrics {
-    pub(crate) fn new(snapshot: MetricsSnapshot, max_size: usize) -> Self {
+    pub(crate) fn new(snapshot: MetricsSnapshot, max_size: Option<usize>) -> Self {
         CacheMetrics {
             hits: snapshot.hits,
             misses: snapshot.misses,
             evictions: snapshot.evictions,
             expirations: snapshot.expirations,
             size: snapshot.size,
-            max_size: max_size as u64,
+            max_size: max_size.map(|m| m as u64),
             hit_rate: snapshot.hit_rate(),
         }
     }
 }
 
 impl CacheMetrics {
-    /// The integer counters by name, in display order (hit_rate comes last).
-    fn counters(&self) -> [(&'static str, u64); 6] {
+    /// The integer counters by name, in display order (max_size and hit_rate come last).
+    fn counters(&self) -> [(&'static str, u64); 5] {
         [
             ("hits", self.hits),
             ("misses", self.misses),
             ("evictions", self.evictions),
             ("expirations", self.expirations),
             ("size", self.size),
-            ("max_size", self.max_size),
         ]
     }
 }
@@ -63,6 +63,7 @@ impl CacheMetrics {
         for (name, value) in self.counters() {
             dict.set_item(name, value)?;
         }
+        dict.set_item("max_size", self.max_size)?;
         dict.set_item("hit_rate", self.hit_rate)?;
         Ok(dict)
     }
@@ -75,7 +76,7 @@ impl CacheMetrics {
 
     fn __hash__(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (self.counters(), self.hit_rate.to_bits()).hash(&mut hasher);
+        (self.counters(), self.max_size, self.hit_rate.to_bits()).hash(&mut hasher);
         hasher.finish()
     }
 
@@ -85,8 +86,11 @@ impl CacheMetrics {
             .iter()
             .map(|(name, value)| format!("{name}={value}"))
             .collect();
+        let max_size = self
+            .max_size
+            .map_or_else(|| "None".to_string(), |m| m.to_string());
         format!(
-            "CacheMetrics({}, hit_rate={:.2})",
+            "CacheMetrics({}, max_size={max_size}, hit_rate={:.2})",
             fields.join(", "),
             self.hit_rate
         )

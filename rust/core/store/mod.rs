@@ -30,8 +30,14 @@ pub const NEVER: u64 = u64::MAX;
 const LRU: u32 = 0;
 /// First index of a node that holds an entry.
 const FIRST_ENTRY: u32 = 1 + wheel::SENTINELS as u32;
-/// Upper bound for `max_size` (indices are `u32`, sentinels come first).
+/// Upper bound for `max_size`, and the most an unbounded store holds
+/// (indices are `u32`, sentinels come first).
 pub const MAX_CAPACITY: usize = (u32::MAX - 1 - FIRST_ENTRY) as usize;
+
+/// An unbounded store already holds `MAX_CAPACITY` live entries: a new key
+/// cannot be added (a bounded store evicts instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
 
 #[derive(Clone, Copy, Debug)]
 struct Link {
@@ -116,7 +122,10 @@ pub struct Store<K, V, F = ()> {
     nodes: Vec<Node<K, V>>,
     free: u32,
     len: usize,
-    max_size: usize,
+    /// How many entries fit: `max_size`, or `MAX_CAPACITY` when unbounded.
+    limit: usize,
+    /// Whether a new key into a full store evicts (bounded) or fails with `Full`.
+    evicts: bool,
     wheel: Wheel,
     flights: Vec<Flight<K, F>>,
     metrics: Arc<Metrics>,
@@ -151,15 +160,17 @@ fn matcher<'a, K, V, E>(
 }
 
 impl<K, V, F> Store<K, V, F> {
-    pub fn new(max_size: usize, metrics: Arc<Metrics>, now: u64) -> Self {
-        assert!((1..=MAX_CAPACITY).contains(&max_size));
+    /// `max_size` in `1..=MAX_CAPACITY`, or `None` for unbounded.
+    pub fn new(max_size: Option<usize>, metrics: Arc<Metrics>, now: u64) -> Self {
+        assert!(max_size.is_none_or(|m| (1..=MAX_CAPACITY).contains(&m)));
         let nodes = (0..FIRST_ENTRY).map(Node::sentinel).collect();
         Store {
             table: HashTable::new(),
             nodes,
             free: NIL,
             len: 0,
-            max_size,
+            limit: max_size.unwrap_or(MAX_CAPACITY),
+            evicts: max_size.is_some(),
             wheel: Wheel::new(now),
             flights: Vec::new(),
             metrics,
@@ -175,8 +186,9 @@ impl<K, V, F> Store<K, V, F> {
         self.len == 0
     }
 
-    pub fn max_size(&self) -> usize {
-        self.max_size
+    /// `None` for an unbounded store.
+    pub fn max_size(&self) -> Option<usize> {
+        self.evicts.then_some(self.limit)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -283,8 +295,10 @@ impl<K, V, F> Store<K, V, F> {
     /// `expires_at` (`NEVER` for none). An existing live key keeps its key
     /// object (the new one and the replaced value go to `released`); an
     /// expired one is removed (counted as an expiration) and replaced. A new key into a full store first
-    /// removes every expired entry, then evicts the least recently used one.
-    /// `make_key` is called only when a new entry is created.
+    /// removes every expired entry, then evicts the least recently used one
+    /// (an unbounded store at `MAX_CAPACITY` fails with `Full` instead).
+    /// `make_key` is called only when a new entry is created. On failure the
+    /// store is unchanged and `value` is in `released`.
     #[allow(clippy::too_many_arguments)]
     pub fn insert<E>(
         &mut self,
@@ -295,7 +309,10 @@ impl<K, V, F> Store<K, V, F> {
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
         now: u64,
         released: &mut Released<K, V>,
-    ) -> Result<(), E> {
+    ) -> Result<(), E>
+    where
+        E: From<Full>,
+    {
         let mut found = self.find(hash, eq)?;
         if let Some(index) = found.filter(|&i| self.is_expired(i, now)) {
             // An expired entry is replaced by a new one (with the new key object).
@@ -320,10 +337,14 @@ impl<K, V, F> Store<K, V, F> {
             self.lru_move_to_front(index);
             return Ok(());
         }
-        if self.len >= self.max_size {
+        if self.len >= self.limit {
             self.expire(now, released);
         }
-        if self.len >= self.max_size {
+        if self.len >= self.limit {
+            if !self.evicts {
+                released.push(Garbage::Value(value));
+                return Err(Full.into());
+            }
             let lru = self.nodes[LRU as usize].lru.prev;
             self.metrics.evicted();
             let (k, v) = self.unlink_entry(lru);

@@ -1,15 +1,30 @@
 //! Tests of the store: LRU order, eviction, expiry at every scale, loads in progress.
 
 use super::*;
-use std::convert::Infallible;
-
 type TestStore = Store<u64, &'static str>;
 
-fn store(max_size: usize) -> TestStore {
-    Store::new(max_size, Arc::new(Metrics::default()), 0)
+/// Why a test operation failed: a key comparison, or an unbounded store at its limit.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    Eq,
+    Full,
 }
 
-fn eq(key: u64) -> impl FnMut(&u64) -> Result<bool, Infallible> {
+impl From<Full> for Failure {
+    fn from(_: Full) -> Self {
+        Failure::Full
+    }
+}
+
+fn store(max_size: usize) -> TestStore {
+    Store::new(Some(max_size), Arc::new(Metrics::default()), 0)
+}
+
+fn unbounded() -> TestStore {
+    Store::new(None, Arc::new(Metrics::default()), 0)
+}
+
+fn eq(key: u64) -> impl FnMut(&u64) -> Result<bool, Failure> {
     move |k| Ok(*k == key)
 }
 
@@ -188,10 +203,10 @@ fn remove_reports_live_expired_and_absent() {
 fn failing_equality_changes_nothing() {
     let mut s = store(4);
     set(&mut s, 1, "a", NEVER, 0);
-    let mut failing = |_: &u64| -> Result<bool, &'static str> { Err("boom") };
+    let mut failing = |_: &u64| -> Result<bool, Failure> { Err(Failure::Eq) };
     let mut released = Released::new();
     let result = s.insert(hash(1), || 1, "b", NEVER, &mut failing, 0, &mut released);
-    assert_eq!(result, Err("boom"));
+    assert_eq!(result, Err(Failure::Eq));
     assert_eq!(get(&mut s, 1, 0), Some("a"));
     assert_eq!(s.len(), 1);
 }
@@ -226,10 +241,41 @@ fn clear_keeps_counters_and_empties() {
 
 #[test]
 fn loads_in_progress_are_found_by_key_and_ended_by_handle() {
-    let mut s: Store<u64, &str, u32> = Store::new(4, Arc::new(Metrics::default()), 0);
+    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
     s.begin_load(hash(7), 7, 70);
     assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), Some(&70));
     assert_eq!(s.find_load(hash(8), &mut eq(8)).unwrap(), None);
     assert_eq!(s.end_load(|h| *h == 70), Some(7));
     assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), None);
+}
+
+#[test]
+fn unbounded_store_never_evicts() {
+    let mut s = unbounded();
+    assert_eq!(s.max_size(), None);
+    for k in 0..20_000 {
+        set(&mut s, k, "v", NEVER, 0);
+    }
+    assert_eq!(s.len(), 20_000);
+    assert_eq!(s.metrics().snapshot().evictions, 0);
+    assert_eq!(store(3).max_size(), Some(3));
+}
+
+#[test]
+fn unbounded_store_at_its_limit_refuses_a_new_key_and_changes_nothing() {
+    let mut s = unbounded();
+    s.limit = 2; // MAX_CAPACITY entries would take hundreds of GiB
+    set(&mut s, 1, "a", NEVER, 0);
+    set(&mut s, 2, "b", NEVER, 0);
+    let mut released = Released::new();
+    let result = s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), 0, &mut released);
+    assert_eq!(result, Err(Failure::Full));
+    assert_eq!(released.as_slice(), [Garbage::Value("c")]);
+    assert_eq!(keys(&s, 0), vec![2, 1]);
+    // Overwriting a present key still works, and expired entries make room.
+    set(&mut s, 1, "a2", 10, 0);
+    assert_eq!(get(&mut s, 1, 0), Some("a2"));
+    set(&mut s, 3, "c", NEVER, 10);
+    assert_eq!(keys(&s, 10), vec![3, 2]);
+    assert_eq!(s.metrics().snapshot().evictions, 0);
 }
