@@ -48,8 +48,8 @@ class _PredictionStore:
 class CachedPredictor:
     """Predictions for queries by hash: features from ``extractor``, predictions from ``client``.
 
-    ``extractor`` is any :class:`pgcache.features.FeatureExtractor` (typically a
-    :class:`pgcache.features.CachedFeatureExtractor`). Predictions are kept in
+    ``extractor`` is any :class:`pgcache.FeatureExtractor` (typically a
+    :class:`pgcache.CachedFeatureExtractor`). Predictions are kept in
     ``cache_or_manager`` (a :class:`pgcache.Cache` or a :class:`pgcache.CacheManager`, then its
     ``"predictions"`` cache, whose TTL is 5 minutes by default) under
     :func:`pgcache.keys.prediction_key` (the manager's key: ``manager.get_prediction`` finds

@@ -1,6 +1,6 @@
 """A reference ML prediction service: the original service's four endpoints, on Starlette.
 
-It gives the client (:mod:`pgcache.ml`), the demo and the tests a real HTTP peer:
+It gives the client (:mod:`pgcache.ml.client`), the demo and the tests a real HTTP peer:
 
 * ``POST /api/predict/query-execution``: ``{query_hash, features, parameters, scenario,
   model_id}`` -> a prediction in the original's format (``predicted_execution_time_ms``,
@@ -16,7 +16,7 @@ the call rate, with an interval of 1.96 standard deviations. The same features a
 the same numbers. Bad JSON gets 400, a body that does not match gets 422, both with a short
 ``detail``.
 
-Run it with ``python -m pgcache.mlservice --port 8081`` (or :func:`main`), or in a
+Run it with ``python -m pgcache.ml.reference --port 8081`` (or :func:`main`), or in a
 background thread with :func:`serve_in_thread` (tests, demos). This module does not train
 anything, keeps no state beyond its start time, and does no authentication.
 """
@@ -297,9 +297,9 @@ def serve_in_thread(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pgcache.mlservice [--host H] [--port N]``: serve until interrupted."""
+    """``python -m pgcache.ml.reference [--host H] [--port N]``: serve until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m pgcache.mlservice",
+        prog="python -m pgcache.ml.reference",
         description="The pgcache reference ML prediction service (a formula, not a model).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
