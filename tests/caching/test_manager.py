@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.support.factories import make_features
 
 from pgcache import (
     CACHE_NAMES,
@@ -52,35 +53,7 @@ def manager(make_manager: MakeManager) -> CacheManager:
 
 
 def features_of(query_hash: int, scenario: str = "current") -> QueryFeatures:
-    return QueryFeatures(
-        query_hash=query_hash,
-        scenario=scenario,
-        calls=10,
-        total_exec_time_ms=50.0,
-        mean_exec_time_ms=5.0,
-        min_exec_time_ms=1.0,
-        max_exec_time_ms=9.0,
-        stddev_exec_time_ms=2.0,
-        rows=100,
-        rows_per_call=10.0,
-        shared_blks_hit=90,
-        shared_blks_read=10,
-        shared_blks_dirtied=0,
-        shared_blks_written=0,
-        local_blks_read=0,
-        local_blks_written=0,
-        temp_blks_read=0,
-        temp_blks_written=0,
-        shared_buffer_hit_ratio=0.9,
-        blk_read_time_ms=0.0,
-        blk_write_time_ms=0.0,
-        wal_bytes=None,
-        stats_window_seconds=600.0,
-        calls_per_minute=1.0,
-        execution_complexity=0.4,
-        volume_impact=5.0,
-        collected_at=datetime(2025, 1, 1, tzinfo=UTC),
-    )
+    return make_features(query_hash, scenario=scenario)
 
 
 def fill_every_cache(manager: CacheManager, query_hash: int) -> int:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, strategies as st
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import ValidationError
+from tests.support.factories import make_features
 from tests.support.postgres import (
     PgServer,
     Workload,
@@ -62,40 +63,6 @@ def async_extractor(
     async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
 ) -> AsyncPgStatStatementsExtractor:
     return AsyncPgStatStatementsExtractor(async_pool)
-
-
-def sample_features(**overrides: Any) -> QueryFeatures:
-    values: dict[str, Any] = {
-        "query_hash": -1,
-        "scenario": "current",
-        "calls": 10,
-        "total_exec_time_ms": 20.0,
-        "mean_exec_time_ms": 2.0,
-        "min_exec_time_ms": 1.0,
-        "max_exec_time_ms": 4.0,
-        "stddev_exec_time_ms": 1.0,
-        "rows": 30,
-        "rows_per_call": 3.0,
-        "shared_blks_hit": 90,
-        "shared_blks_read": 10,
-        "shared_blks_dirtied": 0,
-        "shared_blks_written": 0,
-        "local_blks_read": 0,
-        "local_blks_written": 0,
-        "temp_blks_read": 0,
-        "temp_blks_written": 0,
-        "shared_buffer_hit_ratio": 0.9,
-        "blk_read_time_ms": 0.0,
-        "blk_write_time_ms": 0.0,
-        "wal_bytes": None,
-        "stats_window_seconds": 60.0,
-        "calls_per_minute": 10.0,
-        "execution_complexity": 0.5,
-        "volume_impact": 20.0,
-        "collected_at": datetime(2025, 1, 1, tzinfo=UTC),
-    }
-    values.update(overrides)
-    return QueryFeatures(**values)
 
 
 # --- what the extractor reports ------------------------------------------------------------
@@ -316,27 +283,27 @@ def test_a_non_string_scenario_is_rejected(
 
 
 def test_a_negative_query_hash_round_trips_through_json() -> None:
-    features = sample_features(query_hash=INT64_MIN)
+    features = make_features(query_hash=INT64_MIN)
     assert QueryFeatures.model_validate_json(features.model_dump_json()) == features
 
 
 def test_query_features_reject_a_hash_outside_int64() -> None:
     with pytest.raises(ValidationError, match="query_hash"):
-        sample_features(query_hash=INT64_MAX + 1)
+        make_features(query_hash=INT64_MAX + 1)
 
 
 def test_query_features_require_a_time_zone() -> None:
     with pytest.raises(ValidationError, match="collected_at"):
-        sample_features(collected_at=datetime(2025, 1, 1))
+        make_features(collected_at=datetime(2025, 1, 1))
 
 
 def test_query_features_reject_a_hit_ratio_above_one() -> None:
     with pytest.raises(ValidationError, match="shared_buffer_hit_ratio"):
-        sample_features(shared_buffer_hit_ratio=1.5)
+        make_features(shared_buffer_hit_ratio=1.5)
 
 
 def test_query_features_are_immutable() -> None:
-    features = sample_features()
+    features = make_features()
     with pytest.raises(ValidationError, match="frozen"):
         features.calls = 11  # type: ignore[misc]
 
