@@ -33,6 +33,7 @@ from pgcache.errors import (
     MLServiceResponseError,
     MLServiceUnavailable,
 )
+from pgcache.keys import prediction_key
 from pgcache.ml.client import AsyncMLClient, MLClient
 from pgcache.ml.models import Prediction, features_digest
 from pgcache.ml.predictor import AsyncCachedPredictor, CachedPredictor
@@ -831,6 +832,39 @@ def test_changed_features_make_a_new_http_call(
     assert predict_query(-7).predicted_execution_time_ms == 5.0
     extractor.features[-7] = make_features(query_hash=-7, mean_exec_time_ms=9.0)
     assert predict_query(-7).predicted_execution_time_ms == 9.0
+    assert fault_server.request_count() == 2
+
+
+def test_the_manager_finds_the_prediction_the_predictor_stored(
+    kind: str, make_client: MakeClient, manager: CacheManager
+) -> None:
+    predict_query = _predictor(kind, make_client(), _FeaturesByHash(make_features(-7)), manager)
+    prediction = predict_query(-7, "peak", model_id="m2")
+    assert manager.get_prediction(-7, "peak", "m2") == prediction
+    assert manager.cache("predictions").keys() == [prediction_key(-7, "peak", "m2")]
+
+
+def test_the_predictor_answers_from_a_prediction_the_manager_stored(
+    kind: str, make_client: MakeClient, fault_server: FaultServer, manager: CacheManager
+) -> None:
+    predict_query = _predictor(kind, make_client(), _FeaturesByHash(make_features(-7)), manager)
+    stored = predict_query(-7)
+    manager.clear()
+    manager.set_prediction(-7, "current", None, stored)
+    assert predict_query(-7) == stored
+    assert fault_server.request_count() == 1
+
+
+def test_a_stored_prediction_made_from_other_features_is_replaced(
+    kind: str, make_client: MakeClient, fault_server: FaultServer, manager: CacheManager
+) -> None:
+    extractor = _FeaturesByHash(make_features(query_hash=-7, mean_exec_time_ms=5.0))
+    predict_query = _predictor(kind, make_client(), extractor, manager)
+    predict_query(-7)
+    extractor.features[-7] = make_features(query_hash=-7, mean_exec_time_ms=9.0)
+    fresh = predict_query(-7)
+    assert manager.get_prediction(-7) == fresh
+    assert predict_query(-7) == fresh
     assert fault_server.request_count() == 2
 
 
