@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given, strategies as st
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 import pgcache
@@ -673,3 +674,31 @@ def test_the_original_name_of_the_fingerprints_ttl_is_still_read(
 def test_the_fingerprints_ttl_is_read_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FINGERPRINT_CACHE_TTL", "8m")
     assert Settings().fingerprint_cache_ttl == timedelta(minutes=8)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=db application_name=https://x password=secret",
+        "host=db sslrootcert=file:///etc/ssl/root.crt password=secret",
+        "postgresql://app@db/app?%70assword=secret",
+        "postgresql://app@db/app?sslmode=disable&password=secret",
+        "postgresql://app:secret@db/app?application_name=x",
+        "host=db password='secret'",
+    ],
+)
+def test_every_spelling_libpq_reads_as_a_password_is_masked(url: str) -> None:
+    masked = mask_database_url(url)
+    assert "secret" not in masked
+    assert conninfo_to_dict(masked)["password"] == "***"
+
+
+def test_masking_keeps_every_other_parameter() -> None:
+    url = "host=db application_name=https://x password=secret dbname=app"
+    parameters = conninfo_to_dict(mask_database_url(url))
+    assert parameters == {
+        "host": "db",
+        "application_name": "https://x",
+        "password": "***",
+        "dbname": "app",
+    }

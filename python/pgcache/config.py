@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from psycopg import ProgrammingError
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import (
     AliasChoices,
     Field,
@@ -145,8 +145,29 @@ def mask_database_url(url: str) -> str:
 
     ``postgresql://app:secret@db/app`` -> ``postgresql://app:***@db/app``;
     ``host=db password=secret`` -> ``host=db password=***``; a ``password`` query
-    parameter of a URL is masked too.
+    parameter of a URL is masked too. The result is checked with libpq's own parser
+    (``psycopg.conninfo.conninfo_to_dict``): when a spelling keeps the password from the
+    pattern above (a conninfo with ``://`` in a value, a percent-encoded parameter name), the
+    connection string is given in ``key=value`` form, every parameter kept, the password
+    masked.
     """
+    masked = _mask_by_pattern(url)
+    try:
+        parameters = conninfo_to_dict(url)
+    except ProgrammingError:
+        return masked  # not a connection string libpq accepts: nothing it would read as one
+    if "password" not in parameters:
+        return masked
+    try:
+        if conninfo_to_dict(masked).get("password") == _MASK:
+            return masked
+    except ProgrammingError:
+        pass
+    parameters["password"] = _MASK
+    return make_conninfo(**{k: str(v) for k, v in parameters.items()})
+
+
+def _mask_by_pattern(url: str) -> str:
     if "://" in url:
         scheme, _, rest = url.partition("://")
         # The authority ends at the first "/", "?" or "#"; its userinfo ends at its last "@".
