@@ -1,11 +1,17 @@
 //! The thread-safe generic cache: a [`Store`] behind a mutex, the counters
 //! beside it (readable without the lock) and the clock that dates entries.
 //!
-//! The lock is exposed (`lock`, `try_lock`) rather than wrapped so a binding
-//! can choose how to wait for it: the Python layer must never block on it
-//! while attached to the interpreter.
+//! The lock is exposed (`lock`, `try_lock`, `try_lock_for`, `mutex`) rather
+//! than wrapped so a binding can choose how to wait for it: the Python layer
+//! must never block on it while attached to the interpreter, and waits in
+//! slices so that signals are seen. It is a `parking_lot` mutex: a timed wait,
+//! no poisoning (a panic while it was held leaves the store consistent between
+//! operations), and an explicit unlock for holding it across `fork()`.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::clock::Clock;
 use super::metrics::{Metrics, MetricsSnapshot};
@@ -35,10 +41,9 @@ impl<K, V, F> Cache<K, V, F> {
         }
     }
 
-    /// Blocks until the store is ours. A panic while it was held leaves the
-    /// store consistent between operations, so poisoning is ignored.
+    /// Blocks until the store is ours.
     pub fn lock(&self) -> MutexGuard<'_, Store<K, V, F>> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+        self.store.lock()
     }
 
     /// The lock itself, for bindings that wait for it in their own way.
@@ -48,11 +53,12 @@ impl<K, V, F> Cache<K, V, F> {
 
     #[inline(always)]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, Store<K, V, F>>> {
-        match self.store.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
+        self.store.try_lock()
+    }
+
+    /// Waits at most `timeout` for the store.
+    pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, Store<K, V, F>>> {
+        self.store.try_lock_for(timeout)
     }
 
     #[inline]
@@ -149,7 +155,9 @@ mod tests {
         let cache: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Monotonic);
         let held = cache.lock();
         assert!(cache.try_lock().is_none());
+        assert!(cache.try_lock_for(Duration::from_millis(1)).is_none());
         drop(held);
         assert!(cache.try_lock().is_some());
+        assert!(cache.try_lock_for(Duration::from_millis(1)).is_some());
     }
 }

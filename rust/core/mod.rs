@@ -4,8 +4,9 @@ pub mod cache;
 pub mod clock;
 pub mod metrics;
 pub mod store;
+pub mod waits;
 
 pub use cache::Cache;
 pub use clock::{Clock, ManualClock};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use store::{Full, Garbage, Released, Removed, Store, MAX_CAPACITY, NEVER};
+pub use store::{Full, Garbage, Held, Released, Removed, Store, MAX_CAPACITY, NEVER};

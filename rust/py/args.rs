@@ -1,9 +1,11 @@
 //! Argument parsing: every check that turns bad input into one clear error
 //! naming the argument, before anything changes.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDelta, PyDeltaAccess, PyFloat, PyInt};
+
+use std::time::Duration;
 
 use crate::core::MAX_CAPACITY;
 
@@ -22,7 +24,16 @@ pub(crate) fn seconds(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
             value.get_type().name()?
         )));
     }
-    value.extract::<f64>()
+    value.extract::<f64>().map_err(|_| {
+        // Only an int too large for a float gets here (10**400).
+        let bits = value
+            .call_method0("bit_length")
+            .and_then(|b| b.extract::<u64>())
+            .unwrap_or(0);
+        PyOverflowError::new_err(format!(
+            "{arg} is too large to be a number of seconds (an int of {bits} bits)"
+        ))
+    })
 }
 
 /// A strictly positive, finite duration in nanoseconds (at least 1).
@@ -36,6 +47,25 @@ pub(crate) fn positive_duration_ns(value: &Bound<'_, PyAny>, arg: &str) -> PyRes
     }
     // `as` saturates: absurdly long TTLs become "practically never".
     Ok(((secs * 1e9).round() as u64).max(1))
+}
+
+/// The shortest `cleanup_interval`: a sweep every millisecond is already more
+/// than any TTL needs (the clock's resolution is about that), and shorter
+/// ones would keep the expiry thread busy for nothing.
+pub(crate) const MIN_CLEANUP_INTERVAL: f64 = 1e-3;
+
+/// `Cache(cleanup_interval=...)`: seconds (as given) and the interval, at
+/// least `MIN_CLEANUP_INTERVAL`.
+pub(crate) fn cleanup_interval(value: &Bound<'_, PyAny>) -> PyResult<(f64, Duration)> {
+    let ns = positive_duration_ns(value, "cleanup_interval")?;
+    let secs = seconds(value, "cleanup_interval")?;
+    if secs < MIN_CLEANUP_INTERVAL {
+        return Err(PyValueError::new_err(format!(
+            "cleanup_interval must be at least {MIN_CLEANUP_INTERVAL} seconds (1 ms), got {}",
+            value.repr()?
+        )));
+    }
+    Ok((secs, Duration::from_nanos(ns)))
 }
 
 /// An optional TTL argument: `None` means "the cache's default".

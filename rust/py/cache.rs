@@ -1,207 +1,35 @@
 //! `pgcache.Cache`: the core cache instantiated for Python keys and values.
 //!
 //! Rules kept here (see DESIGN.md): the key is hashed before locking; the
-//! lock is never waited for while attached to the interpreter; no Python
-//! object is created or released under the lock (values that leave the cache
-//! are dropped after it is released, since `__del__` may run any code); the
-//! only Python code under the lock is a key's `__eq__`, and re-entering the
-//! cache from there raises `RuntimeError` instead of deadlocking.
+//! lock is never waited for while attached to the interpreter (see
+//! `shared.rs`); no Python object is created or released under the lock
+//! (values that leave the cache are dropped after it is released, since
+//! `__del__` may run any code), on error paths too; the only Python code
+//! under the lock is a key's `__eq__`, and re-entering the cache from there
+//! raises `RuntimeError` instead of deadlocking. Batches check every key
+//! before they change anything.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyError, PyOverflowError, PyRuntimeError, PyTypeError};
+use hashbrown::HashTable;
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
-use super::args::{self, optional_ttl_ns, positive_duration_ns, seconds};
+use super::args::{self, optional_ttl_ns, seconds};
 use super::clock::ManualClock;
-use super::errors::closed_error;
 use super::expiry;
 use super::metrics::CacheMetrics;
-use crate::core::{self, Clock, Full, Garbage, Released, Removed, Store, MAX_CAPACITY};
-
-type Key = Py<PyAny>;
-type Value = Py<PyAny>;
-type PyStore = Store<Key, Value, Arc<Load>>;
-type PyReleased = Released<Key, Value>;
+use super::shared::{
+    release, same_object, table_hash, thread_token, Key, Load, Probe, PyReleased, PyStore, Shared,
+    StoreFailed, Value,
+};
+use crate::core::{self, Clock, Garbage, Released, Removed};
 
 const DEFAULT_MAX_SIZE: usize = 10_000;
 const DEFAULT_CLEANUP_INTERVAL: f64 = 1.0;
-
-/// A `get_or_set` load in progress; other callers for the key wait on it.
-pub(crate) struct Load {
-    owner: usize,
-    result: Mutex<Option<PyResult<Value>>>,
-    done: Condvar,
-}
-
-/// Identifies the calling (attached) thread: its interpreter thread state.
-#[inline]
-fn thread_token(_py: Python<'_>) -> usize {
-    // SAFETY: the caller is attached, so the current thread state exists.
-    unsafe { pyo3::ffi::PyThreadState_Get() as usize }
-}
-
-/// Drops what left the store, after the lock is released. Most operations
-/// release nothing; they skip the drop glue entirely.
-#[inline(always)]
-fn release(released: PyReleased) {
-    if released.is_empty() {
-        std::mem::forget(released);
-    } else {
-        release_slow(released);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn release_slow(released: PyReleased) {
-    drop(released);
-}
-
-/// Spreads Python's hash over 64 bits (ints hash to themselves).
-#[inline]
-fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let product = u128::from(key.hash()? as u64) * 0x9E37_79B9_7F4A_7C15;
-    Ok((product as u64) ^ ((product >> 64) as u64))
-}
-
-/// A store operation that failed: a key comparison raised, or an unbounded
-/// cache is at `MAX_CAPACITY`. Boxed so that a store result carrying it stays
-/// two words wide on the (error-free) hot path.
-struct StoreFailed(Box<PyErr>);
-
-impl From<Full> for StoreFailed {
-    #[cold]
-    fn from(_: Full) -> Self {
-        StoreFailed(Box::new(PyOverflowError::new_err(format!(
-            "this unbounded pgcache.Cache (max_size=None) already holds {MAX_CAPACITY} entries, \
-             the most it can index; give it a max_size to evict instead"
-        ))))
-    }
-}
-
-/// One key being looked up, with dict semantics: identity first, then
-/// `stored == key`. Two exact `str`s are compared without running Python
-/// code; any other `__eq__` runs with the calling thread marked as the
-/// lock's owner, so that re-entry from it is reported instead of deadlocking.
-struct Probe<'a, 'py> {
-    shared: &'a Shared,
-    key: &'a Bound<'py, PyAny>,
-}
-
-impl<'a, 'py> Probe<'a, 'py> {
-    #[inline(always)]
-    fn new(shared: &'a Shared, key: &'a Bound<'py, PyAny>) -> Self {
-        Probe { shared, key }
-    }
-
-    #[inline(always)]
-    fn eq(&self) -> impl FnMut(&Key) -> Result<bool, StoreFailed> + '_ {
-        #[inline(always)]
-        move |stored| {
-            if stored.as_ptr() == self.key.as_ptr() {
-                Ok(true)
-            } else {
-                self.compare(stored)
-            }
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn compare(&self, stored: &Key) -> Result<bool, StoreFailed> {
-        let py = self.key.py();
-        let stored = stored.bind(py);
-        if stored.is_exact_instance_of::<PyString>() && self.key.is_exact_instance_of::<PyString>()
-        {
-            // SAFETY: both are str objects; comparing two str runs no Python code.
-            let order = unsafe { pyo3::ffi::PyUnicode_Compare(stored.as_ptr(), self.key.as_ptr()) };
-            return Ok(order == 0);
-        }
-        self.shared.owner.store(thread_token(py), Ordering::Relaxed);
-        let equal = stored.eq(self.key);
-        self.shared.owner.store(0, Ordering::Relaxed);
-        equal.map_err(|error| StoreFailed(Box::new(error)))
-    }
-
-    /// The exception behind a `StoreFailed`.
-    #[cold]
-    fn error(&self, failed: StoreFailed) -> PyErr {
-        *failed.0
-    }
-}
-
-/// What a cache's Python object and the expiry thread share.
-pub(crate) struct Shared {
-    core: core::Cache<Key, Value, Arc<Load>>,
-    /// The thread holding the store lock (0: none), so that re-entry from
-    /// Python code run under the lock is reported instead of deadlocking.
-    owner: AtomicUsize,
-    /// Mirrors the store's own flag (the authority, read under the lock) for
-    /// the lock-free readers: `len`, `metrics`, `closed` and the expiry thread.
-    closed: AtomicBool,
-}
-
-impl Shared {
-    /// Takes the store lock: at once if free, else released from the
-    /// interpreter while waiting. Fails if the cache is closed, or if this
-    /// very thread holds the lock (a key's `__eq__` called back in).
-    #[inline(always)]
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, PyStore>> {
-        match self.core.try_lock() {
-            Some(store) if !store.is_closed() => Ok(store),
-            Some(_) => Err(closed_error()),
-            None => self.lock_contended(py),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, PyStore>> {
-        if self.owner.load(Ordering::Relaxed) == thread_token(py) {
-            return Err(PyRuntimeError::new_err(
-                "pgcache.Cache was re-entered from a key's __eq__ (or code it triggered) \
-                 while that key was being looked up; it cannot wait for itself",
-            ));
-        }
-        let store = self
-            .core
-            .mutex()
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner);
-        if store.is_closed() {
-            return Err(closed_error());
-        }
-        Ok(store)
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn check_open(&self) -> PyResult<()> {
-        if self.is_closed() {
-            Err(closed_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// One background sweep (no interpreter needed): what expired, to be dropped attached.
-    pub(crate) fn sweep(&self) -> PyReleased {
-        let mut released = Released::new();
-        let mut store = self.core.lock();
-        if !store.is_closed() {
-            let now = self.core.now();
-            store.expire(now, &mut released);
-        }
-        released
-    }
-}
 
 /// Why `pickle` and `copy` refuse a cache: what it holds cannot be duplicated
 /// meaningfully, while its entries can, explicitly.
@@ -251,7 +79,7 @@ impl Cache {
             op(&mut store, hash, &probe, &mut released)
         };
         release(released);
-        outcome.map_err(|e| probe.error(e))
+        outcome.map_err(StoreFailed::into_err)
     }
 
     /// One counted lookup: the live value (made most recently used) or None.
@@ -262,36 +90,6 @@ impl Cache {
             let found = store.get(hash, &mut probe.eq(), now, released)?;
             Ok(found.map(|v| v.clone_ref(py)))
         })
-    }
-
-    /// Stores several prepared entries under one lock.
-    fn insert_all(
-        &self,
-        py: Python<'_>,
-        entries: Vec<(u64, Bound<'_, PyAny>, Bound<'_, PyAny>)>,
-        ttl_ns: Option<u64>,
-    ) -> PyResult<()> {
-        let mut released = Released::new();
-        let mut store = self.shared.lock(py)?;
-        let now = self.shared.core.now();
-        let expires_at = self.shared.core.expires_at(now, ttl_ns);
-        for (hash, key, value) in entries {
-            let probe = Probe::new(&self.shared, &key);
-            store
-                .insert(
-                    hash,
-                    || key.clone().unbind(),
-                    value.unbind(),
-                    expires_at,
-                    &mut probe.eq(),
-                    now,
-                    &mut released,
-                )
-                .map_err(|e| probe.error(e))?;
-        }
-        drop(store);
-        release(released);
-        Ok(())
     }
 
     /// Live entries, most recently used first, cloned under the lock.
@@ -312,28 +110,6 @@ impl Cache {
             Removed::Live(_key, value) => Some(value),
             Removed::Expired | Removed::Absent => None,
         })
-    }
-
-    /// Waits for another caller's load of the same key and returns its outcome.
-    fn wait_for_load(py: Python<'_>, load: &Load) -> PyResult<Value> {
-        py.detach(|| {
-            let mut result = load.result.lock().unwrap_or_else(PoisonError::into_inner);
-            while result.is_none() {
-                result = load
-                    .done
-                    .wait(result)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        });
-        let result = load
-            .result
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner);
-        match result.as_ref() {
-            Some(Ok(value)) => Ok(value.clone_ref(py)),
-            Some(Err(error)) => Err(error.clone_ref(py)),
-            None => unreachable!("woken before the load finished"),
-        }
     }
 }
 
@@ -357,10 +133,7 @@ impl Cache {
             _ => None,
         };
         let (cleanup_interval, interval) = match cleanup_interval {
-            Some(c) => (
-                seconds(c, "cleanup_interval")?,
-                Duration::from_nanos(positive_duration_ns(c, "cleanup_interval")?),
-            ),
+            Some(c) => args::cleanup_interval(c)?,
             None => (
                 DEFAULT_CLEANUP_INTERVAL,
                 Duration::from_secs_f64(DEFAULT_CLEANUP_INTERVAL),
@@ -390,11 +163,7 @@ impl Cache {
             })?),
             _ => None,
         };
-        let shared = Arc::new(Shared {
-            core: core::Cache::new(max_size, ttl_ns, clock),
-            owner: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(core::Cache::new(max_size, ttl_ns, clock)));
         expiry::register(&shared, interval);
         Ok(Cache {
             shared,
@@ -538,7 +307,10 @@ impl Cache {
         Ok(self.shared.core.metrics().size as usize)
     }
 
-    /// The live values of the keys that are present (each key looked up once per occurrence).
+    /// The live values of the keys that are present (each key looked up once
+    /// per occurrence). Every key is hashed, then compared under the lock,
+    /// before anything changes: a key whose hash or `__eq__` raises leaves the
+    /// cache (order and counters) as it was.
     fn get_many<'py>(
         &self,
         py: Python<'py>,
@@ -551,20 +323,20 @@ impl Cache {
         }
         let mut hits = Vec::with_capacity(wanted.len());
         let mut released = Released::new();
-        {
+        let outcome = (|| -> PyResult<()> {
             let mut store = self.shared.lock(py)?;
+            let stored = stored_keys(&self.shared, &store, wanted.iter().map(|(h, k)| (*h, k)))?;
             let now = self.shared.core.now();
-            for (index, (hash, key)) in wanted.iter().enumerate() {
-                let probe = Probe::new(&self.shared, key);
-                let found = store
-                    .get(*hash, &mut probe.eq(), || now, &mut released)
-                    .map_err(|e| probe.error(e))?;
-                if let Some(value) = found {
+            for (index, ((hash, _), target)) in wanted.iter().zip(stored).enumerate() {
+                let found = store.get(*hash, &mut same_object(target), || now, &mut released);
+                if let Ok(Some(value)) = found {
                     hits.push((index, value.clone_ref(py)));
                 }
             }
-        }
+            Ok(())
+        })();
         release(released);
+        outcome?;
         let found = PyDict::new(py);
         for (index, value) in hits {
             found.set_item(&wanted[index].1, value)?;
@@ -572,7 +344,10 @@ impl Cache {
         Ok(found)
     }
 
-    /// Stores every pair of a mapping (or an iterable of pairs), in order.
+    /// Stores every pair of a mapping (or an iterable of pairs), in order, as
+    /// `set` one by one would. Every key is hashed and compared (with the
+    /// others outside the lock, with the stored keys under it) before anything
+    /// changes: a key whose hash or `__eq__` raises stores nothing.
     #[pyo3(signature = (items, ttl = None))]
     fn set_many(
         &self,
@@ -593,7 +368,45 @@ impl Cache {
             let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
             entries.push((table_hash(&key)?, key, value));
         }
-        self.insert_all(py, entries, ttl_ns)
+        let firsts = first_equal_keys(&entries)?;
+        let mut released = Released::new();
+        let outcome = (|| {
+            let mut store = self.shared.lock(py)?;
+            let keys = firsts.iter().map(|&i| (entries[i].0, &entries[i].1));
+            // For each pair, the stored object of its key (null: none), kept up to date below.
+            let mut stored = stored_keys(&self.shared, &store, keys)?;
+            let now = self.shared.core.now();
+            let new_keys = (firsts.iter().enumerate())
+                .filter(|&(position, &first)| position == first && stored[position].is_null())
+                .count();
+            store
+                .make_room(new_keys, now, &mut released)
+                .map_err(|full| StoreFailed::from(full).into_err())?;
+            let expires_at = self.shared.core.expires_at(now, ttl_ns);
+            for (position, (hash, key, value)) in entries.iter().enumerate() {
+                let first = firsts[position];
+                let mut created = false;
+                let inserted = store.insert(
+                    *hash,
+                    || {
+                        created = true;
+                        key.clone().unbind()
+                    },
+                    value.clone().unbind(),
+                    expires_at,
+                    &mut same_object(stored[first]),
+                    now,
+                    &mut released,
+                );
+                debug_assert!(inserted.is_ok(), "room was made for every new key");
+                if created {
+                    stored[first] = key.as_ptr();
+                }
+            }
+            Ok(())
+        })();
+        release(released);
+        outcome
     }
 
     /// The cached value, or `factory()`'s result stored under `key`. Concurrent
@@ -620,26 +433,28 @@ impl Cache {
                     || self.shared.core.now(),
                     &mut released,
                 )
-                .map_err(|e| probe.error(e))?;
+                .map_err(StoreFailed::into_err)?;
             if let Some(value) = found {
                 return Ok(value.clone_ref(py));
             }
             let running = store
                 .find_load(hash, &mut probe.eq())
-                .map_err(|e| probe.error(e))?;
+                .map_err(StoreFailed::into_err)?;
             match running {
                 Some(load) if load.owner == me => {
                     return Err(PyRuntimeError::new_err(
                         "get_or_set: the factory for this key asked for the same key again",
                     ));
                 }
-                Some(load) => Err(Arc::clone(load)),
-                None => {
-                    let load = Arc::new(Load {
-                        owner: me,
-                        result: Mutex::new(None),
-                        done: Condvar::new(),
-                    });
+                // A load that finished without unregistering (its thread could not
+                // take the lock again, e.g. interrupted by a signal) is replaced.
+                Some(load) if !load.is_finished() => Err(Arc::clone(load)),
+                stale => {
+                    if stale.is_some() {
+                        let stale_key = store.end_load(|l| l.is_finished());
+                        released.extend(stale_key.map(Garbage::Key));
+                    }
+                    let load = Arc::new(Load::new(me));
                     store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
                     Ok(load)
                 }
@@ -648,7 +463,7 @@ impl Cache {
         release(released);
         let load = match load {
             Ok(mine) => mine,
-            Err(theirs) => return Self::wait_for_load(py, &theirs),
+            Err(theirs) => return theirs.wait(py),
         };
 
         let outcome = factory.call0().map(Bound::unbind);
@@ -672,7 +487,7 @@ impl Cache {
                         now,
                         &mut released,
                     )
-                    .map_err(|e| probe.error(e))?;
+                    .map_err(StoreFailed::into_err)?;
             }
             Ok(())
         })();
@@ -682,11 +497,7 @@ impl Cache {
             Ok(value) => Ok(value.clone_ref(py)),
             Err(error) => Err(error.clone_ref(py)),
         };
-        *load
-            .result
-            .lock_py_attached(py)
-            .unwrap_or_else(PoisonError::into_inner) = Some(shared_outcome);
-        load.done.notify_all();
+        load.finish(py, shared_outcome);
         outcome
     }
 
@@ -758,13 +569,25 @@ impl Cache {
                 Err(e) if e.is_instance_of::<super::errors::CacheClosedError>(py) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            self.shared.closed.store(true, Ordering::Release);
+            self.shared.mark_closed();
             let now = self.shared.core.now();
             store.close(now)
         };
         drop(taken);
         expiry::nudge();
         Ok(())
+    }
+
+    /// Reports every cached key and value to the garbage collector, so that
+    /// cycles through a cache (owner -> cache -> value -> owner) are collected.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.shared.traverse(&visit)
+    }
+
+    /// The collector found the cache unreachable: it is closed, which
+    /// releases every entry.
+    fn __clear__(&self, py: Python<'_>) {
+        self.shared.close_now(py);
     }
 
     /// A cache cannot be pickled: see `not_copyable`.
@@ -821,17 +644,60 @@ impl Cache {
 impl Drop for Cache {
     /// Runs attached (tp_dealloc): entries are released here, with the
     /// interpreter, rather than by whichever thread drops the last `Arc`.
-    /// Only the expiry thread can hold the lock now, and it never needs the
-    /// interpreter while holding it, so blocking here cannot deadlock.
     fn drop(&mut self) {
-        let (taken, loads) = {
-            let mut store = self.shared.core.lock();
-            self.shared.closed.store(true, Ordering::Release);
-            let now = self.shared.core.now();
-            store.close(now)
-        };
-        drop(taken);
-        drop(loads);
-        expiry::nudge();
+        Python::attach(|py| self.shared.close_now(py));
     }
+}
+
+/// Pass one of a batch, under the lock: the stored key (by identity; null when
+/// absent) equal to each key, found without changing anything. A raising
+/// `__eq__` ends it with the cache as it was.
+fn stored_keys<'a, 'py: 'a>(
+    shared: &Shared,
+    store: &PyStore,
+    keys: impl Iterator<Item = (u64, &'a Bound<'py, PyAny>)>,
+) -> PyResult<Vec<*mut pyo3::ffi::PyObject>> {
+    keys.map(|(hash, key)| {
+        let probe = Probe::new(shared, key);
+        let found = store.find_key(hash, &mut probe.eq());
+        match found {
+            Ok(found) => Ok(found.map_or(std::ptr::null_mut(), Key::as_ptr)),
+            Err(failed) => Err(failed.into_err()),
+        }
+    })
+    .collect()
+}
+
+/// For each pair of a batch, the index of the first pair whose key is equal
+/// (dict semantics: identity, then `==`). Compared here, outside the lock, so
+/// the only comparisons left under it are with stored keys.
+fn first_equal_keys(pairs: &[(u64, Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> PyResult<Vec<usize>> {
+    let mut table: HashTable<usize> = HashTable::with_capacity(pairs.len());
+    let mut firsts = Vec::with_capacity(pairs.len());
+    for (position, (hash, key, _)) in pairs.iter().enumerate() {
+        let mut error = None;
+        let found = table
+            .find(*hash, |&first| {
+                let (first_hash, first_key, _) = &pairs[first];
+                if first_hash != hash || error.is_some() {
+                    return false;
+                }
+                if first_key.is(key) {
+                    return true;
+                }
+                first_key.eq(key).unwrap_or_else(|e| {
+                    error = Some(e);
+                    true // stop probing
+                })
+            })
+            .copied();
+        if let Some(error) = error {
+            return Err(error);
+        }
+        firsts.push(found.unwrap_or_else(|| {
+            table.insert_unique(*hash, position, |&i| pairs[i].0);
+            position
+        }));
+    }
+    Ok(firsts)
 }

@@ -5,6 +5,8 @@
 //! cache without the interpreter, and attaches only afterwards, to drop the
 //! values it removed. An `atexit` hook stops it before the interpreter
 //! finalizes, so it never attaches to a dying interpreter nor delays exit.
+//! Across `os.fork()` it is stopped (`pause`) and started again in the parent
+//! and in the child (`resume`), so a child never inherits a sweep half done.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::cache::Shared;
+use super::shared::Shared;
 
 /// A cache the thread sweeps, every `interval`, next at `due`.
 struct Entry {
@@ -26,6 +28,8 @@ struct Registry {
     thread: Option<JoinHandle<()>>,
     running: bool,
     shut_down: bool,
+    /// Forks in progress (each pauses the thread until it resumes it).
+    paused: usize,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -33,6 +37,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     thread: None,
     running: false,
     shut_down: false,
+    paused: 0,
 });
 static WAKE: Condvar = Condvar::new();
 
@@ -51,20 +56,60 @@ pub(crate) fn register(cache: &Arc<Shared>, interval: Duration) {
         interval,
         due: Instant::now() + interval,
     });
-    if !reg.running {
-        reg.running = true;
-        if let Some(old) = reg.thread.take() {
-            // The previous thread has returned (it cleared `running` first).
-            let _ = old.join();
-        }
-        reg.thread = Some(
-            thread::Builder::new()
-                .name("pgcache-expiry".into())
-                .spawn(run)
-                .expect("spawn the pgcache expiry thread"),
-        );
-    }
+    start(&mut reg);
     WAKE.notify_all();
+}
+
+/// Starts the thread if it should run and does not.
+fn start(reg: &mut Registry) {
+    if reg.running || reg.shut_down || reg.paused > 0 || reg.caches.is_empty() {
+        return;
+    }
+    reg.running = true;
+    if let Some(old) = reg.thread.take() {
+        // The previous thread has returned (it cleared `running` first).
+        let _ = old.join();
+    }
+    reg.thread = Some(
+        thread::Builder::new()
+            .name("pgcache-expiry".into())
+            .spawn(run)
+            .expect("spawn the pgcache expiry thread"),
+    );
+}
+
+/// Stops the thread before a fork and returns the live caches. Waits with the
+/// interpreter released: a sweep in progress may need it to drop values.
+pub(crate) fn pause(py: Python<'_>) -> Vec<Arc<Shared>> {
+    let handle = {
+        let mut reg = registry();
+        reg.paused += 1;
+        reg.thread.take()
+    };
+    WAKE.notify_all();
+    if let Some(handle) = handle {
+        py.detach(|| {
+            let _ = handle.join();
+        });
+    }
+    let reg = registry();
+    reg.caches
+        .iter()
+        .filter_map(|entry| entry.cache.upgrade())
+        .filter(|cache| !cache.is_closed())
+        .collect()
+}
+
+/// Starts the thread again after a fork. In the child the forking thread is
+/// the only one, and no other fork can be in progress.
+pub(crate) fn resume(in_child: bool) {
+    let mut reg = registry();
+    reg.paused = if in_child {
+        0
+    } else {
+        reg.paused.saturating_sub(1)
+    };
+    start(&mut reg);
 }
 
 /// Wakes the thread so it notices closed caches now rather than at its next tick.
@@ -79,7 +124,7 @@ fn run() {
     loop {
         reg.caches
             .retain(|entry| entry.cache.upgrade().is_some_and(|c| !c.is_closed()));
-        if reg.shut_down || reg.caches.is_empty() {
+        if reg.shut_down || reg.paused > 0 || reg.caches.is_empty() {
             reg.running = false;
             return;
         }

@@ -5,7 +5,9 @@ mod cache;
 mod clock;
 mod errors;
 mod expiry;
+mod fork;
 mod metrics;
+mod shared;
 
 use pyo3::prelude::*;
 
@@ -22,5 +24,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     let shutdown = wrap_pyfunction!(expiry::_shutdown_expiry_thread, m)?;
     py.import("atexit")?.call_method1("register", (shutdown,))?;
+    fork::register(m)?;
     Ok(())
 }

@@ -101,6 +101,12 @@ pub enum Garbage<K, V> {
 /// operations never allocate for it.
 pub type Released<K, V> = SmallVec<[Garbage<K, V>; 2]>;
 
+/// An object the store holds (see `Store::held`).
+pub enum Held<'a, K, V> {
+    Entry(&'a K, &'a V),
+    Loading(&'a K),
+}
+
 /// What `remove` found.
 pub enum Removed<K, V> {
     Live(K, V),
@@ -219,6 +225,20 @@ impl<K, V, F> Store<K, V, F> {
         }
     }
 
+    /// The stored key equal to the probe, expired or not; nothing is
+    /// counted, reordered or removed (a batch checks every key this way before
+    /// changing anything).
+    pub fn find_key<E>(
+        &self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+    ) -> Result<Option<&K>, E> {
+        Ok(self
+            .find(hash, eq)?
+            .and_then(|index| self.nodes[index as usize].entry.as_ref())
+            .map(|(key, _)| key))
+    }
+
     /// Whether an entry has a deadline that `now()` has reached (the clock is
     /// not read for entries that never expire).
     #[inline(always)]
@@ -313,7 +333,13 @@ impl<K, V, F> Store<K, V, F> {
     where
         E: From<Full>,
     {
-        let mut found = self.find(hash, eq)?;
+        let mut found = match self.find(hash, eq) {
+            Ok(found) => found,
+            Err(e) => {
+                released.push(Garbage::Value(value));
+                return Err(e);
+            }
+        };
         if let Some(index) = found.filter(|&i| self.is_expired(i, now)) {
             // An expired entry is replaced by a new one (with the new key object).
             self.metrics.expired(1);
@@ -359,6 +385,27 @@ impl<K, V, F> Store<K, V, F> {
         self.len += 1;
         self.metrics.set_size(self.len);
         Ok(())
+    }
+
+    /// Makes sure `new_keys` more entries fit: a bounded store always has room
+    /// (it evicts); an unbounded one first removes expired entries, then fails
+    /// with `Full` if it would exceed `MAX_CAPACITY`. Lets a batch fail before
+    /// it changes anything.
+    pub fn make_room(
+        &mut self,
+        new_keys: usize,
+        now: u64,
+        released: &mut Released<K, V>,
+    ) -> Result<(), Full> {
+        if self.evicts || self.len.saturating_add(new_keys) <= self.limit {
+            return Ok(());
+        }
+        self.expire(now, released);
+        if self.len.saturating_add(new_keys) <= self.limit {
+            Ok(())
+        } else {
+            Err(Full)
+        }
     }
 
     /// Removes a key. An expired entry is removed into `released`, counted as
@@ -431,6 +478,17 @@ impl<K, V, F> Store<K, V, F> {
         self.metrics.reset();
     }
 
+    /// Every object the store holds: each entry's key and value (expired or
+    /// not) and the key of each load in progress. For a garbage collector.
+    pub fn held(&self) -> impl Iterator<Item = Held<'_, K, V>> + '_ {
+        let entries = self.nodes[FIRST_ENTRY as usize..]
+            .iter()
+            .filter_map(|node| node.entry.as_ref())
+            .map(|(k, v)| Held::Entry(k, v));
+        let loading = self.flights.iter().map(|f| Held::Loading(&f.key));
+        entries.chain(loading)
+    }
+
     /// Live entries, most recently used first; expired ones are skipped.
     pub fn iter_live(&self, now: u64) -> impl Iterator<Item = (&K, &V)> + '_ {
         let nodes = &self.nodes;
@@ -468,6 +526,16 @@ impl<K, V, F> Store<K, V, F> {
     /// Registers a load in progress (the caller checked `find_load` first).
     pub fn begin_load(&mut self, hash: u64, key: K, handle: F) {
         self.flights.push(Flight { hash, key, handle });
+    }
+
+    /// Unregisters every load whose handle fails `keep` (after `fork()`, the
+    /// loads of threads that do not exist in the child); returns them.
+    pub fn abandon_loads(&mut self, mut keep: impl FnMut(&F) -> bool) -> Vec<(K, F)> {
+        let (kept, abandoned) = std::mem::take(&mut self.flights)
+            .into_iter()
+            .partition(|f| keep(&f.handle));
+        self.flights = kept;
+        abandoned.into_iter().map(|f| (f.key, f.handle)).collect()
     }
 
     /// Unregisters the load whose handle satisfies `is_mine`; returns its key.

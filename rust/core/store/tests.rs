@@ -209,6 +209,8 @@ fn failing_equality_changes_nothing() {
     assert_eq!(result, Err(Failure::Eq));
     assert_eq!(get(&mut s, 1, 0), Some("a"));
     assert_eq!(s.len(), 1);
+    // The value never stored is handed back to be released after the lock.
+    assert_eq!(released.as_slice(), [Garbage::Value("b")]);
 }
 
 #[test]
@@ -278,4 +280,65 @@ fn unbounded_store_at_its_limit_refuses_a_new_key_and_changes_nothing() {
     set(&mut s, 3, "c", NEVER, 10);
     assert_eq!(keys(&s, 10), vec![3, 2]);
     assert_eq!(s.metrics().snapshot().evictions, 0);
+}
+
+#[test]
+fn find_key_sees_expired_entries_and_changes_nothing() {
+    let mut s = store(4);
+    set(&mut s, 1, "a", 10, 0);
+    set(&mut s, 2, "b", NEVER, 0);
+    let before = s.metrics().snapshot();
+    assert_eq!(s.find_key(hash(1), &mut eq(1)), Ok(Some(&1)));
+    assert_eq!(s.find_key(hash(3), &mut eq(3)), Ok(None));
+    assert_eq!(s.metrics().snapshot(), before);
+    assert_eq!(keys(&s, 0), vec![2, 1]);
+    let mut failing = |_: &u64| -> Result<bool, Failure> { Err(Failure::Eq) };
+    assert_eq!(s.find_key(hash(1), &mut failing), Err(Failure::Eq));
+}
+
+#[test]
+fn make_room_is_free_when_bounded_and_expires_first_when_unbounded() {
+    let mut released = Released::new();
+    let mut bounded = store(1);
+    set(&mut bounded, 1, "a", NEVER, 0);
+    assert_eq!(bounded.make_room(5, 0, &mut released), Ok(()));
+    let mut s = unbounded();
+    s.limit = 3;
+    set(&mut s, 1, "a", 10, 0);
+    set(&mut s, 2, "b", NEVER, 0);
+    assert_eq!(s.make_room(1, 0, &mut released), Ok(()));
+    assert_eq!(s.len(), 2, "nothing removed while there is room");
+    assert_eq!(s.make_room(2, 5, &mut released), Err(Full));
+    assert_eq!(s.make_room(2, 10, &mut released), Ok(()));
+    assert_eq!(released.as_slice(), [Garbage::Entry(1, "a")]);
+}
+
+#[test]
+fn held_lists_every_entry_and_loading_key() {
+    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
+    let mut released = Released::new();
+    s.insert(hash(1), || 1, "a", 10, &mut eq(1), 0, &mut released)
+        .unwrap();
+    s.insert(hash(2), || 2, "b", NEVER, &mut eq(2), 0, &mut released)
+        .unwrap();
+    s.begin_load(hash(3), 3, 30);
+    let mut held: Vec<String> = s
+        .held()
+        .map(|h| match h {
+            Held::Entry(k, v) => format!("{k}={v}"),
+            Held::Loading(k) => format!("loading {k}"),
+        })
+        .collect();
+    held.sort();
+    assert_eq!(held, ["1=a", "2=b", "loading 3"]);
+}
+
+#[test]
+fn abandon_loads_keeps_only_the_chosen_ones() {
+    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
+    s.begin_load(hash(7), 7, 70);
+    s.begin_load(hash(8), 8, 80);
+    assert_eq!(s.abandon_loads(|h| *h == 80), vec![(7, 70)]);
+    assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), None);
+    assert_eq!(s.find_load(hash(8), &mut eq(8)).unwrap(), Some(&80));
 }

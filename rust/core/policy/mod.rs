@@ -1,0 +1,147 @@
+//! Which entry leaves a full cache. Two policies share the store's slab of
+//! nodes and its intrusive lists:
+//!
+//! - `lru`: one list in access order; the least recently used entry leaves.
+//! - `tinylfu`: adaptive W-TinyLFU (`tinylfu.rs`): a small LRU admission
+//!   window, a segmented-LRU main region (probation and protected), a
+//!   frequency sketch (`sketch.rs`) deciding which of the window's oldest
+//!   entry and the main region's victim stays, and a hill climber
+//!   (`climber.rs`) resizing the window from the observed hit rate.
+//!
+//! The policies do not own nodes: they move them between lists through the
+//! [`Nodes`] trait, which the store implements over its slab. Every list is
+//! circular through a sentinel node (front: most recently used), so linking
+//! and unlinking never branch on "is this the head".
+
+pub mod climber;
+pub mod sketch;
+#[cfg(test)]
+mod simulate;
+mod tinylfu;
+
+pub use tinylfu::{Eviction, TinyLfu};
+
+use std::hash::{BuildHasher, Hasher};
+
+/// The eviction policy a store is built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PolicyKind {
+    /// Exact least-recently-used eviction.
+    Lru,
+    /// Adaptive W-TinyLFU.
+    #[default]
+    TinyLfu,
+}
+
+impl PolicyKind {
+    /// The names the binding accepts, in the order documented.
+    pub const NAMES: [&'static str; 2] = ["tinylfu", "lru"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "lru" => Some(PolicyKind::Lru),
+            "tinylfu" => Some(PolicyKind::TinyLfu),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Lru => "lru",
+            PolicyKind::TinyLfu => "tinylfu",
+        }
+    }
+}
+
+/// Links of a node in one of the access-order lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub prev: u32,
+    pub next: u32,
+}
+
+impl Link {
+    pub const fn to_self(index: u32) -> Self {
+        Link {
+            prev: index,
+            next: index,
+        }
+    }
+}
+
+/// The region of W-TinyLFU an entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Region {
+    /// The admission window: every new entry starts here.
+    Window = 0,
+    /// The main region's entries seen once there: the next victims.
+    Probation = 1,
+    /// The main region's entries hit again after admission.
+    Protected = 2,
+}
+
+impl Region {
+    #[inline(always)]
+    pub fn from_bits(bits: u8) -> Self {
+        match bits {
+            1 => Region::Probation,
+            2 => Region::Protected,
+            _ => Region::Window,
+        }
+    }
+}
+
+/// The slab as a policy sees it: access-order links, a region tag and the
+/// key's table hash per node, and the sentinels of the three lists.
+pub trait Nodes {
+    const WINDOW: u32;
+    const PROBATION: u32;
+    const PROTECTED: u32;
+
+    fn link(&mut self, index: u32) -> &mut Link;
+    fn region(&self, index: u32) -> Region;
+    fn set_region(&mut self, index: u32, region: Region);
+    fn hash(&self, index: u32) -> u64;
+}
+
+#[inline(always)]
+pub fn unlink<N: Nodes>(nodes: &mut N, index: u32) {
+    let Link { prev, next } = *nodes.link(index);
+    nodes.link(prev).next = next;
+    nodes.link(next).prev = prev;
+}
+
+#[inline(always)]
+pub fn push_front<N: Nodes>(nodes: &mut N, head: u32, index: u32) {
+    let first = nodes.link(head).next;
+    *nodes.link(index) = Link {
+        prev: head,
+        next: first,
+    };
+    nodes.link(first).prev = index;
+    nodes.link(head).next = index;
+}
+
+#[inline(always)]
+pub fn move_to_front<N: Nodes>(nodes: &mut N, head: u32, index: u32) {
+    if nodes.link(head).next != index {
+        unlink(nodes, index);
+        push_front(nodes, head, index);
+    }
+}
+
+/// The least recently used node of a list, if it is not empty.
+#[inline]
+pub fn back<N: Nodes>(nodes: &mut N, head: u32) -> Option<u32> {
+    let last = nodes.link(head).prev;
+    (last != head).then_some(last)
+}
+
+/// A random seed for a new cache's sketch (std's per-process random keys,
+/// advanced for every new `RandomState`): no two caches share one.
+pub fn random_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x7067_6361_6368_65); // "pgcache"
+    hasher.finish()
+}

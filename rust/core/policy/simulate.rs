@@ -1,0 +1,421 @@
+//! Tests of W-TinyLFU on a slab of its own (no store, no TTL), and a trace
+//! simulator: `cargo test --release --lib --no-default-features replay_traces
+//! -- --ignored --nocapture` with `PGCACHE_TRACES` naming a folder of `*.u64`
+//! files (little-endian 64-bit keys, as `benches/hitrate.py --export` writes)
+//! prints each trace's hit rate at the capacities in `PGCACHE_CAPACITIES`
+//! (`name:capacity,...`; default: one eighth and one half of the distinct keys).
+
+use std::collections::HashMap;
+
+use super::{back, move_to_front, push_front, unlink, Eviction, Link, Nodes, Region, TinyLfu};
+
+struct SimNode {
+    link: Link,
+    region: Region,
+    hash: u64,
+    key: u64,
+}
+
+/// A slab: sentinels 0, 1, 2 (window, probation, protected), then entries.
+struct Slab(Vec<SimNode>);
+
+impl Nodes for Slab {
+    const WINDOW: u32 = 0;
+    const PROBATION: u32 = 1;
+    const PROTECTED: u32 = 2;
+
+    fn link(&mut self, index: u32) -> &mut Link {
+        &mut self.0[index as usize].link
+    }
+    fn region(&self, index: u32) -> Region {
+        self.0[index as usize].region
+    }
+    fn set_region(&mut self, index: u32, region: Region) {
+        self.0[index as usize].region = region;
+    }
+    fn hash(&self, index: u32) -> u64 {
+        self.0[index as usize].hash
+    }
+}
+
+/// The table hash the binding uses for an int key (Python's hash of a small
+/// int is the int itself).
+fn table_hash(key: u64) -> u64 {
+    let product = u128::from(key) * 0x9E37_79B9_7F4A_7C15;
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// A cache of keys only, evicting by W-TinyLFU or by LRU.
+struct Sim {
+    slab: Slab,
+    index: HashMap<u64, u32>,
+    free: Vec<u32>,
+    policy: Option<TinyLfu>,
+    maximum: usize,
+    hits: u64,
+    misses: u64,
+    evicted: u64,
+    rejected: u64,
+}
+
+impl Sim {
+    fn new(maximum: usize, tinylfu: bool) -> Self {
+        let sentinels = (0..3)
+            .map(|i| SimNode {
+                link: Link::to_self(i),
+                region: Region::Window,
+                hash: 0,
+                key: u64::MAX,
+            })
+            .collect();
+        Sim {
+            slab: Slab(sentinels),
+            index: HashMap::new(),
+            free: Vec::new(),
+            policy: tinylfu.then(|| TinyLfu::new(maximum, 0x5EED)),
+            maximum,
+            hits: 0,
+            misses: 0,
+            evicted: 0,
+            rejected: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Looks `key` up; on a miss, stores it. Returns whether it hit.
+    fn access(&mut self, key: u64) -> bool {
+        if let Some(&index) = self.index.get(&key) {
+            self.hits += 1;
+            match &mut self.policy {
+                Some(p) => p.on_hit(&mut self.slab, index),
+                None => move_to_front(&mut self.slab, Slab::WINDOW, index),
+            }
+            return true;
+        }
+        self.misses += 1;
+        if self.len() >= self.maximum {
+            self.evict();
+        }
+        let node = SimNode {
+            link: Link::to_self(0),
+            region: Region::Window,
+            hash: table_hash(key),
+            key,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slab.0[i as usize] = node;
+                i
+            }
+            None => {
+                self.slab.0.push(node);
+                (self.slab.0.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, index);
+        match &mut self.policy {
+            Some(p) => {
+                p.on_insert(&mut self.slab, index);
+                let len = self.index.len();
+                p.maintain(&mut self.slab, len, self.hits, self.misses);
+            }
+            None => push_front(&mut self.slab, Slab::WINDOW, index),
+        }
+        false
+    }
+
+    fn evict(&mut self) {
+        let index = match &mut self.policy {
+            Some(p) => {
+                let index = match p.evict(&mut self.slab).expect("a full cache") {
+                    Eviction::Evicted(i) => {
+                        self.evicted += 1;
+                        i
+                    }
+                    Eviction::Rejected(i) => {
+                        self.rejected += 1;
+                        i
+                    }
+                };
+                p.on_remove(&mut self.slab, index);
+                index
+            }
+            None => {
+                let index = back(&mut self.slab, Slab::WINDOW).expect("a full cache");
+                unlink(&mut self.slab, index);
+                self.evicted += 1;
+                index
+            }
+        };
+        let key = self.slab.0[index as usize].key;
+        self.index.remove(&key);
+        self.free.push(index);
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.index.contains_key(&key)
+    }
+
+    /// Keys of one list, most recent first.
+    fn list(&self, head: u32) -> Vec<u64> {
+        let mut keys = Vec::new();
+        let mut at = self.slab.0[head as usize].link.next;
+        while at != head {
+            keys.push(self.slab.0[at as usize].key);
+            at = self.slab.0[at as usize].link.next;
+        }
+        keys
+    }
+
+    fn hit_rate(&self) -> f64 {
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
+    }
+
+    fn policy(&self) -> &TinyLfu {
+        self.policy.as_ref().expect("a W-TinyLFU simulation")
+    }
+
+    /// Checks every list against the policy's counts and the region tags.
+    fn check(&self) {
+        let (window_len, _, protected_len, _) = self.policy().sizes();
+        let lists = [
+            (Slab::WINDOW, Region::Window),
+            (Slab::PROBATION, Region::Probation),
+            (Slab::PROTECTED, Region::Protected),
+        ];
+        let mut total = 0;
+        for (head, region) in lists {
+            let keys = self.list(head);
+            for key in &keys {
+                assert_eq!(self.slab.0[self.index[key] as usize].region, region);
+            }
+            match region {
+                Region::Window => assert_eq!(keys.len(), window_len),
+                Region::Protected => assert_eq!(keys.len(), protected_len),
+                Region::Probation => {}
+            }
+            total += keys.len();
+        }
+        assert_eq!(total, self.len());
+        assert!(self.len() <= self.maximum);
+    }
+}
+
+/// A deterministic xorshift stream.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A Zipf-like key in `0..n`: rank r drawn with probability ~ 1/r.
+    fn skewed(&mut self, n: u64) -> u64 {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((n as f64).powf(u) - 1.0) as u64
+    }
+}
+
+#[test]
+fn a_new_entry_enters_the_window_and_is_found_at_once() {
+    let mut sim = Sim::new(100, true);
+    assert!(!sim.access(1));
+    assert_eq!(sim.list(Slab::WINDOW), vec![1]);
+    assert!(sim.access(1));
+    sim.check();
+}
+
+#[test]
+fn window_overflow_moves_the_oldest_window_entry_to_probation() {
+    let mut sim = Sim::new(100, true); // window of 1
+    sim.access(1);
+    sim.access(2);
+    assert_eq!(sim.list(Slab::WINDOW), vec![2]);
+    assert_eq!(sim.list(Slab::PROBATION), vec![1]);
+    sim.check();
+}
+
+#[test]
+fn a_probation_hit_is_promoted_to_protected() {
+    let mut sim = Sim::new(100, true);
+    sim.access(1);
+    sim.access(2);
+    sim.access(1);
+    assert_eq!(sim.list(Slab::PROTECTED), vec![1]);
+    assert!(sim.list(Slab::PROBATION).is_empty());
+    sim.check();
+}
+
+#[test]
+fn a_frequent_victim_beats_a_new_candidate() {
+    let mut sim = Sim::new(2, true);
+    for _ in 0..5 {
+        sim.access(1); // frequent, in main after the next key arrives
+    }
+    sim.access(2);
+    assert_eq!(sim.list(Slab::WINDOW), vec![2]);
+    sim.access(3); // candidate 2 (seen once) against victim 1 (seen 5 times)
+    assert!(sim.contains(1) && sim.contains(3) && !sim.contains(2));
+    assert_eq!((sim.evicted, sim.rejected), (0, 1));
+    sim.check();
+}
+
+#[test]
+fn a_more_frequent_candidate_replaces_the_victim() {
+    let mut sim = Sim::new(2, true);
+    sim.access(1);
+    sim.access(2); // 1 moves to probation
+    for _ in 0..5 {
+        sim.access(2);
+    }
+    sim.access(3); // candidate 2 (6 times) against victim 1 (once)
+    assert!(sim.contains(2) && sim.contains(3) && !sim.contains(1));
+    assert_eq!((sim.evicted, sim.rejected), (1, 0));
+    sim.check();
+}
+
+#[test]
+fn protected_overflow_is_demoted_to_probation() {
+    let mut sim = Sim::new(10, true); // window 1, main 9, protected at most 7
+    for key in 0..10 {
+        sim.access(key);
+    }
+    for key in 0..9 {
+        sim.access(key); // every main entry promoted in turn
+    }
+    let (_, _, protected_len, protected_max) = sim.policy().sizes();
+    assert_eq!(protected_max, 7);
+    assert_eq!(protected_len, 7);
+    assert_eq!(sim.list(Slab::PROBATION).len(), 2);
+    sim.check();
+}
+
+#[test]
+fn lists_stay_consistent_under_a_random_workload() {
+    let mut sim = Sim::new(64, true);
+    let mut random = Random(7);
+    for step in 0..50_000 {
+        sim.access(random.skewed(1000));
+        if step % 997 == 0 {
+            sim.check();
+        }
+    }
+    sim.check();
+    assert_eq!(sim.hits + sim.misses, 50_000);
+    assert_eq!(sim.misses - sim.len() as u64, sim.evicted + sim.rejected);
+}
+
+#[test]
+fn a_loop_larger_than_the_cache_still_hits_under_tinylfu_but_never_under_lru() {
+    let run = |tinylfu| {
+        let mut sim = Sim::new(100, tinylfu);
+        for _ in 0..200 {
+            for key in 0..120 {
+                sim.access(key);
+            }
+        }
+        sim.hit_rate()
+    };
+    assert_eq!(run(false), 0.0);
+    assert!(run(true) > 0.6, "{}", run(true));
+}
+
+/// Repeats `phase` until `requests` accesses, returning the window's limit.
+fn window_after(maximum: usize, requests: usize, mut next: impl FnMut(usize) -> u64) -> usize {
+    let mut sim = Sim::new(maximum, true);
+    for step in 0..requests {
+        sim.access(next(step));
+    }
+    sim.check();
+    sim.policy().sizes().1
+}
+
+#[test]
+fn the_climber_grows_the_window_under_a_recency_workload() {
+    // Each key is reused a few times shortly after it first appears, then
+    // never again: only recency predicts hits, so the window should grow.
+    let maximum = 1000;
+    let window = window_after(maximum, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
+    assert!(window > maximum / 4, "window {window} of {maximum}");
+}
+
+#[test]
+fn the_climber_shrinks_the_window_under_scans_over_a_frequent_set() {
+    // A hot set that fits, interleaved with a scan of ever-new keys: only
+    // frequency predicts hits, so the window should stay small.
+    let maximum = 1000;
+    let mut random = Random(11);
+    let window = window_after(maximum, 400_000, |step| {
+        if step % 2 == 0 {
+            random.skewed(800)
+        } else {
+            1_000_000 + step as u64
+        }
+    });
+    assert!(window <= maximum / 20, "window {window} of {maximum}");
+}
+
+/// Keys of a trace file: little-endian 64-bit integers.
+fn read_trace(path: &std::path::Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).expect("a readable trace");
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+#[test]
+#[ignore = "a benchmark: needs PGCACHE_TRACES"]
+fn replay_traces() {
+    let Ok(folder) = std::env::var("PGCACHE_TRACES") else {
+        panic!("PGCACHE_TRACES names a folder of *.u64 traces");
+    };
+    let wanted: HashMap<String, Vec<usize>> = std::env::var("PGCACHE_CAPACITIES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|item| item.split_once(':'))
+        .fold(HashMap::new(), |mut map, (name, capacity)| {
+            map.entry(name.to_string())
+                .or_default()
+                .push(capacity.parse().expect("a capacity"));
+            map
+        });
+    let mut paths: Vec<_> = std::fs::read_dir(folder)
+        .expect("a folder")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "u64"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let keys = read_trace(&path);
+        let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
+        let capacities = wanted
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| vec![distinct / 8, distinct / 2]);
+        for capacity in capacities {
+            let mut rates = Vec::new();
+            for tinylfu in [false, true] {
+                let mut sim = Sim::new(capacity.max(1), tinylfu);
+                for &key in &keys {
+                    sim.access(key);
+                }
+                rates.push(sim.hit_rate());
+                if tinylfu {
+                    let (_, window_max, _, _) = sim.policy().sizes();
+                    eprintln!(
+                        "{name:>20} @ {capacity:>6}: lru {:.3}  tinylfu {:.3}  (window {window_max})",
+                        rates[0], rates[1]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! How often a key was seen lately: TinyLFU's frequency filter. A count-min
+//! sketch of 4-bit counters, a doorkeeper in front of it and periodic halving
+//! (Einziger, Friedman and Manes, "TinyLFU: A Highly Efficient Cache Admission
+//! Policy").
+//!
+//! Layout, chosen for the hit path: a key's four counters lie in one `u64`
+//! word, one counter in each 16-bit lane, so an increment is one load, a few
+//! bit operations that skip saturated counters, and one store. The doorkeeper
+//! is a Bloom filter with two bits in one word: a key's first sighting in a
+//! sample only sets its bits, so the many keys seen once never reach the
+//! counters. Every `sample_size` increments the counters are halved and the
+//! doorkeeper is emptied, so old popularity fades.
+//!
+//! The sketch is indexed by a keyed hash (a random seed per sketch): crafted
+//! keys cannot be made to share counters with a victim they want to pin.
+//!
+//! Memory: 4 bytes of counters and 1 byte of doorkeeper per entry of capacity
+//! (at least `MIN_WORDS` words); the table is sized when the cache first
+//! fills to half its capacity, so a large, mostly empty cache does not pay.
+
+/// Bits 0, 4, 8, ... 60: the lowest bit of each counter.
+const ONES: u64 = 0x1111_1111_1111_1111;
+/// Every counter's three low bits: what survives a halving's shift.
+const HALF: u64 = 0x7777_7777_7777_7777;
+/// The smallest counter table, in words (4 KiB): small caches get more
+/// counters per entry, which costs nothing that matters and keeps them exact.
+const MIN_WORDS: usize = 512;
+/// The saturation value of a counter.
+pub const MAX_COUNT: u32 = 15;
+/// Doorkeeper bits per entry of capacity.
+const DOOR_BITS: usize = 8;
+/// Increments per entry of capacity between two halvings (TinyLFU's sample
+/// size W = 10 C, as in Caffeine).
+const SAMPLE_FACTOR: u64 = 10;
+
+/// For each byte of hash, the 4 counters it selects in a word: one counter in
+/// each 16-bit lane, two bits choosing which. Ones at each selected
+/// counter's lowest bit.
+const LANES: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut mask = 0u64;
+        let mut lane = 0;
+        while lane < 4 {
+            let counter = (byte >> (2 * lane)) & 3;
+            mask |= 1 << (16 * lane + 4 * counter);
+            lane += 1;
+        }
+        table[byte] = mask;
+        byte += 1;
+    }
+    table
+};
+
+/// `index * len / 2^32` for a 32-bit `index`: an index in `0..len` without a
+/// division or a power-of-two size (Lemire's "fast range").
+#[inline(always)]
+fn reduce(index: u64, len: usize) -> usize {
+    ((index & 0xFFFF_FFFF) * len as u64 >> 32) as usize
+}
+
+/// The counters of one key in a word: ones at the lowest bit of each.
+#[inline(always)]
+fn lanes(spread: u64) -> u64 {
+    LANES[(spread & 0xFF) as usize]
+}
+
+/// Adds one to each counter selected by `lanes` that is below 15. Branch-free:
+/// `open` has a nonzero nibble exactly where a selected counter is not 15.
+#[inline(always)]
+fn increment_word(word: u64, lanes: u64) -> u64 {
+    let nibbles = lanes * 0xF;
+    let open = (word & nibbles) ^ nibbles;
+    let open = open | (open >> 1);
+    let open = open | (open >> 2);
+    word + (open & lanes)
+}
+
+/// The smallest of the counters selected by `lanes`.
+#[inline]
+fn min_count(word: u64, lanes: u64) -> u32 {
+    let mut min = MAX_COUNT;
+    let mut rest = lanes;
+    while rest != 0 {
+        let shift = rest.trailing_zeros();
+        min = min.min(((word >> shift) & 0xF) as u32);
+        rest &= rest - 1;
+    }
+    min
+}
+
+/// A sketch of recent key frequencies, in `0..=MAX_COUNT + 1`.
+pub struct Sketch {
+    counters: Vec<u64>,
+    doorkeeper: Vec<u64>,
+    seed: u64,
+    /// Increments since the last halving (halved by it).
+    additions: u64,
+    sample_size: u64,
+}
+
+impl Sketch {
+    /// A sketch sized for `capacity` entries, with its own hashing `seed`.
+    pub fn new(capacity: usize, seed: u64) -> Self {
+        let mut sketch = Sketch {
+            counters: Vec::new(),
+            doorkeeper: Vec::new(),
+            seed,
+            additions: 0,
+            sample_size: 0,
+        };
+        sketch.resize(capacity);
+        sketch
+    }
+
+    /// Sizes the tables for `capacity` entries and forgets every count.
+    pub fn resize(&mut self, capacity: usize) {
+        let words = (capacity / 2).clamp(MIN_WORDS, u32::MAX as usize);
+        self.counters = vec![0; words];
+        self.doorkeeper = vec![0; (words * 2 * DOOR_BITS).div_ceil(64)];
+        self.additions = 0;
+        self.sample_size = (capacity.max(1) as u64).saturating_mul(SAMPLE_FACTOR);
+    }
+
+    /// How many entries the tables were sized for (at least the minimum).
+    pub fn capacity(&self) -> usize {
+        self.counters.len() * 2
+    }
+
+    /// Bytes of heap memory the tables hold.
+    pub fn heap_bytes(&self) -> usize {
+        (self.counters.len() + self.doorkeeper.len()) * 8
+    }
+
+    /// The key's table hash mixed with this sketch's seed: a multiply folded
+    /// to 64 bits, so every output bit depends on every input bit.
+    #[inline(always)]
+    fn spread(&self, hash: u64) -> u64 {
+        let product = u128::from(hash ^ self.seed) * 0x9E37_79B9_7F4A_7C15;
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    /// The doorkeeper word and bits of a spread hash.
+    #[inline(always)]
+    fn door(&self, spread: u64) -> (usize, u64) {
+        let word = reduce(spread >> 8, self.doorkeeper.len());
+        let bits = (1u64 << ((spread >> 40) & 63)) | (1u64 << ((spread >> 46) & 63));
+        (word, bits)
+    }
+
+    #[inline(always)]
+    fn counter_word(&self, spread: u64) -> usize {
+        reduce(spread >> 32, self.counters.len())
+    }
+
+    /// Records one access. The first in a sample only marks the doorkeeper.
+    #[inline(always)]
+    pub fn increment(&mut self, hash: u64) {
+        let spread = self.spread(hash);
+        let (door, bits) = self.door(spread);
+        // SAFETY: `reduce` returns an index below the table's length.
+        let seen = unsafe { self.doorkeeper.get_unchecked_mut(door) };
+        let known = *seen & bits == bits;
+        *seen |= bits;
+        if known {
+            let index = self.counter_word(spread);
+            // SAFETY: as above.
+            let word = unsafe { self.counters.get_unchecked_mut(index) };
+            *word = increment_word(*word, lanes(spread));
+        }
+        self.additions += 1;
+        if self.additions >= self.sample_size {
+            self.halve();
+        }
+    }
+
+    /// The key's estimated accesses in the recent past: its smallest counter,
+    /// plus one if the doorkeeper has seen it.
+    pub fn frequency(&self, hash: u64) -> u32 {
+        let spread = self.spread(hash);
+        let (door, bits) = self.door(spread);
+        let seen = u32::from(self.doorkeeper[door] & bits == bits);
+        min_count(self.counters[self.counter_word(spread)], lanes(spread)) + seen
+    }
+
+    /// Ages every count: counters are halved, the doorkeeper emptied.
+    #[cold]
+    #[inline(never)]
+    pub fn halve(&mut self) {
+        for word in &mut self.counters {
+            *word = (*word >> 1) & HALF;
+        }
+        self.doorkeeper.fill(0);
+        self.additions /= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sketch() -> Sketch {
+        Sketch::new(1000, 0x5EED)
+    }
+
+    #[test]
+    fn each_lane_mask_selects_one_counter_per_lane() {
+        for mask in LANES {
+            assert_eq!(mask.count_ones(), 4);
+            assert_eq!(mask & !ONES, 0);
+            for lane in 0..4 {
+                assert_eq!(((mask >> (16 * lane)) & 0xFFFF).count_ones(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn increment_word_adds_one_to_each_selected_counter() {
+        let lanes = LANES[0b11_10_01_00];
+        let word = increment_word(0, lanes);
+        assert_eq!(word, lanes);
+        assert_eq!(min_count(word, lanes), 1);
+        assert_eq!(min_count(increment_word(word, lanes), lanes), 2);
+    }
+
+    #[test]
+    fn increment_word_saturates_each_counter_at_15_without_carrying() {
+        let lanes = LANES[0];
+        let mut word = 0;
+        for _ in 0..40 {
+            word = increment_word(word, lanes);
+        }
+        assert_eq!(word, lanes * 0xF);
+        // A saturated counter does not stop the others from counting.
+        let other = LANES[0b01_01_01_01] & 0xFFFF;
+        let mixed = increment_word(lanes * 0xF & !0xF, other | (lanes & !0xF));
+        assert_eq!(mixed & 0xF0, 0x10);
+    }
+
+    #[test]
+    fn a_first_sighting_only_marks_the_doorkeeper() {
+        let mut s = sketch();
+        assert_eq!(s.frequency(42), 0);
+        s.increment(42);
+        assert_eq!(s.frequency(42), 1);
+        s.increment(42);
+        assert_eq!(s.frequency(42), 2);
+    }
+
+    #[test]
+    fn frequency_counts_increments_up_to_saturation() {
+        let mut s = sketch();
+        for n in 1..=MAX_COUNT + 1 {
+            s.increment(7);
+            assert_eq!(s.frequency(7), n);
+        }
+        for _ in 0..10 {
+            s.increment(7);
+        }
+        assert_eq!(s.frequency(7), MAX_COUNT + 1);
+    }
+
+    #[test]
+    fn halving_halves_counters_and_empties_the_doorkeeper() {
+        let mut s = sketch();
+        for _ in 0..11 {
+            s.increment(7); // doorkeeper + 10 counted
+        }
+        assert_eq!(s.frequency(7), 11);
+        s.halve();
+        assert_eq!(s.frequency(7), 5);
+        s.increment(7); // back through the doorkeeper
+        assert_eq!(s.frequency(7), 6);
+    }
+
+    #[test]
+    fn the_sample_size_triggers_halving() {
+        let mut s = Sketch::new(10, 1);
+        assert_eq!(s.sample_size, 100);
+        for _ in 0..17 {
+            s.increment(3);
+        }
+        assert_eq!(s.frequency(3), 16);
+        for key in 1000..1082 {
+            s.increment(key); // 99 increments in all
+        }
+        assert_eq!(s.frequency(3), 16);
+        s.increment(1082); // the 100th: halved
+        assert_eq!(s.frequency(3), 7);
+        assert_eq!(s.additions, 50);
+    }
+
+    #[test]
+    fn distinct_keys_rarely_share_all_counters() {
+        let mut s = Sketch::new(100_000, 99);
+        for key in 0..50_000u64 {
+            s.increment(key);
+            s.increment(key);
+        }
+        let overcounted = (0..50_000u64).filter(|&k| s.frequency(k) > 2).count();
+        assert!(overcounted < 2_500, "{overcounted} of 50,000 keys overcounted");
+    }
+
+    #[test]
+    fn the_seed_decides_which_keys_collide() {
+        let a = Sketch::new(100_000, 1);
+        let b = Sketch::new(100_000, 2);
+        let same = (0..1000u64)
+            .filter(|&k| a.counter_word(a.spread(k)) == b.counter_word(b.spread(k)))
+            .count();
+        assert!(same < 10, "{same} of 1000 keys in the same word under two seeds");
+    }
+
+    #[test]
+    fn memory_is_five_bytes_per_entry_of_capacity() {
+        let s = Sketch::new(1_000_000, 0);
+        assert_eq!(s.heap_bytes(), 4_000_000 + 500_000 / 16 * 8);
+        assert_eq!(Sketch::new(10, 0).heap_bytes(), (MIN_WORDS + MIN_WORDS / 16) * 8);
+    }
+}

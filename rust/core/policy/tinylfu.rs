@@ -1,0 +1,287 @@
+//! Adaptive W-TinyLFU, after Caffeine: three LRU lists over the store's nodes.
+//!
+//! - The window (1 % of the capacity at first) admits every new entry, so a
+//!   new entry is always stored and readable at once, and recency bursts hit.
+//! - The main region is a segmented LRU: entries enter its probation segment;
+//!   a hit there promotes to the protected segment (at most 80 % of main),
+//!   whose overflow is demoted back to probation's front.
+//! - When the cache is full, the window's least recent entry (the candidate)
+//!   and probation's least recent entry (the victim) duel on their estimated
+//!   frequencies: the more frequent one stays; on a tie the victim stays (the
+//!   candidate is *rejected*). A candidate with a warm frequency wins one tie
+//!   in 128 at random, so an attacker who raised a victim's count by hash
+//!   collisions cannot pin it (Caffeine's defence, on top of the keyed sketch).
+//! - The hill climber moves capacity between window and protected segment;
+//!   entries move between lists at most `TRANSFER_LIMIT` per call, the rest of
+//!   a step carried to the next call, so no single operation stalls.
+
+use super::climber::Climber;
+use super::sketch::Sketch;
+use super::{back, move_to_front, push_front, unlink, Nodes, Region};
+
+/// The window's share of the capacity at first.
+const WINDOW_FRACTION: f64 = 0.01;
+/// The protected segment's share of the main region.
+const PROTECTED_FRACTION: f64 = 0.8;
+/// At most this many entries change lists per call when the window is resized.
+const TRANSFER_LIMIT: usize = 1000;
+/// A candidate at least this frequent may win a tie at random.
+const WARM: u32 = 6;
+/// Caches up to this size size their sketch at once; larger ones when half full.
+const EAGER_SKETCH: usize = 1024;
+
+/// Which entry a full cache gives up for a new one, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// The main region's victim lost (or the only entry to go): an eviction.
+    Evicted(u32),
+    /// The window's candidate lost to the victim: an admission rejected.
+    Rejected(u32),
+}
+
+pub struct TinyLfu {
+    sketch: Sketch,
+    climber: Climber,
+    maximum: usize,
+    window_len: usize,
+    window_max: usize,
+    protected_len: usize,
+    protected_max: usize,
+    /// Window change decided by the climber and not yet made.
+    pending: i64,
+    /// Whether the sketch has its full size yet.
+    sized: bool,
+    /// xorshift state for the random admission of warm candidates.
+    random: u64,
+}
+
+impl TinyLfu {
+    /// A policy for `maximum` entries (at least 1) with its own sketch seed.
+    pub fn new(maximum: usize, seed: u64) -> Self {
+        let maximum = maximum.max(1);
+        let window_max = ((maximum as f64 * WINDOW_FRACTION) as usize).clamp(1, maximum);
+        let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
+        TinyLfu {
+            sketch: Sketch::new(maximum.min(EAGER_SKETCH), seed),
+            climber: Climber::new(maximum, maximum as u64 * 10),
+            maximum,
+            window_len: 0,
+            window_max,
+            protected_len: 0,
+            protected_max,
+            pending: 0,
+            sized: maximum <= EAGER_SKETCH,
+            random: seed | 1,
+        }
+    }
+
+    pub fn sketch(&self) -> &Sketch {
+        &self.sketch
+    }
+
+    /// Entries per region and the window's and protected segment's limits.
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.window_len,
+            self.window_max,
+            self.protected_len,
+            self.protected_max,
+        )
+    }
+
+    /// A hit (or an overwrite): counted in the sketch and made the most
+    /// recently used of its segment; a probation entry is promoted.
+    #[inline(always)]
+    pub fn on_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.sketch.increment(nodes.hash(index));
+        match nodes.region(index) {
+            Region::Window => move_to_front(nodes, N::WINDOW, index),
+            Region::Protected => move_to_front(nodes, N::PROTECTED, index),
+            Region::Probation => self.promote(nodes, index),
+        }
+    }
+
+    fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        unlink(nodes, index);
+        push_front(nodes, N::PROTECTED, index);
+        nodes.set_region(index, Region::Protected);
+        self.protected_len += 1;
+        if self.protected_len > self.protected_max {
+            self.demote(nodes);
+        }
+    }
+
+    /// Moves the protected segment's least recent entry to probation's front.
+    fn demote<N: Nodes>(&mut self, nodes: &mut N) {
+        if let Some(last) = back(nodes, N::PROTECTED) {
+            self.transfer(nodes, last, Region::Protected, Region::Probation);
+        }
+    }
+
+    fn transfer<N: Nodes>(&mut self, nodes: &mut N, index: u32, from: Region, to: Region) {
+        unlink(nodes, index);
+        match from {
+            Region::Window => self.window_len -= 1,
+            Region::Protected => self.protected_len -= 1,
+            Region::Probation => {}
+        }
+        let head = match to {
+            Region::Window => {
+                self.window_len += 1;
+                N::WINDOW
+            }
+            Region::Protected => {
+                self.protected_len += 1;
+                N::PROTECTED
+            }
+            Region::Probation => N::PROBATION,
+        };
+        push_front(nodes, head, index);
+        nodes.set_region(index, to);
+    }
+
+    /// A new entry (already in the slab) enters the window's front; the
+    /// window's overflow moves to probation.
+    pub fn on_insert<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.sketch.increment(nodes.hash(index));
+        push_front(nodes, N::WINDOW, index);
+        nodes.set_region(index, Region::Window);
+        self.window_len += 1;
+        if self.window_len > self.window_max {
+            if let Some(last) = back(nodes, N::WINDOW) {
+                self.transfer(nodes, last, Region::Window, Region::Probation);
+            }
+        }
+    }
+
+    /// An entry leaves (removed, expired or evicted): out of its list.
+    #[inline]
+    pub fn on_remove<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        unlink(nodes, index);
+        match nodes.region(index) {
+            Region::Window => self.window_len -= 1,
+            Region::Protected => self.protected_len -= 1,
+            Region::Probation => {}
+        }
+    }
+
+    /// Every entry left (the store reset its lists); the history is kept.
+    pub fn on_clear(&mut self) {
+        self.window_len = 0;
+        self.protected_len = 0;
+    }
+
+    /// The entry a full cache gives up to make room for a new one: the duel
+    /// between the window's oldest entry and the main region's victim. The
+    /// caller removes it (through `on_remove`). `None` only if the cache is empty.
+    pub fn evict<N: Nodes>(&mut self, nodes: &mut N) -> Option<Eviction> {
+        let candidate = back(nodes, N::WINDOW);
+        let victim = back(nodes, N::PROBATION).or_else(|| back(nodes, N::PROTECTED));
+        match (candidate, victim) {
+            (Some(candidate), Some(victim)) => {
+                if self.admit(nodes.hash(candidate), nodes.hash(victim)) {
+                    Some(Eviction::Evicted(victim))
+                } else {
+                    Some(Eviction::Rejected(candidate))
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => Some(Eviction::Evicted(only)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether the candidate should replace the victim.
+    fn admit(&mut self, candidate: u64, victim: u64) -> bool {
+        let candidate = self.sketch.frequency(candidate);
+        let victim = self.sketch.frequency(victim);
+        if candidate > victim {
+            return true;
+        }
+        if candidate < WARM {
+            return false;
+        }
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        self.random & 127 == 0
+    }
+
+    /// Housekeeping after a new entry: the sketch gets its full size when the
+    /// cache is half full, and the climber's decision (from the running totals
+    /// of hits and misses) moves the window's boundary.
+    pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, hits: u64, misses: u64) {
+        if !self.sized && len >= self.maximum / 2 {
+            self.sketch.resize(self.maximum);
+            self.sized = true;
+        }
+        let adjustment = self.climber.adjustment(hits, misses);
+        if adjustment != 0 {
+            self.pending = adjustment;
+        }
+        if self.pending > 0 {
+            self.grow_window(nodes);
+        } else if self.pending < 0 {
+            self.shrink_window(nodes);
+        }
+    }
+
+    /// Moves `pending` entries of capacity from the protected segment to the
+    /// window, with the main region's least recent entries.
+    fn grow_window<N: Nodes>(&mut self, nodes: &mut N) {
+        if self.protected_max == 0 {
+            self.pending = 0;
+            return;
+        }
+        let mut quota = (self.pending as usize).min(self.protected_max);
+        self.protected_max -= quota;
+        self.window_max += quota;
+        for _ in 0..TRANSFER_LIMIT {
+            if self.protected_len <= self.protected_max {
+                break;
+            }
+            self.demote(nodes);
+        }
+        for _ in 0..TRANSFER_LIMIT {
+            if quota == 0 {
+                break;
+            }
+            let (entry, from) = match back(nodes, N::PROBATION) {
+                Some(entry) => (entry, Region::Probation),
+                None => match back(nodes, N::PROTECTED) {
+                    Some(entry) => (entry, Region::Protected),
+                    None => break,
+                },
+            };
+            self.transfer(nodes, entry, from, Region::Window);
+            quota -= 1;
+        }
+        self.protected_max += quota;
+        self.window_max -= quota;
+        self.pending = quota as i64;
+    }
+
+    /// Moves `-pending` entries of capacity from the window to the protected
+    /// segment, with the window's least recent entries (into probation).
+    fn shrink_window<N: Nodes>(&mut self, nodes: &mut N) {
+        if self.window_max <= 1 {
+            self.pending = 0;
+            return;
+        }
+        let mut quota = (self.pending.unsigned_abs() as usize).min(self.window_max - 1);
+        self.protected_max += quota;
+        self.window_max -= quota;
+        for _ in 0..TRANSFER_LIMIT {
+            if quota == 0 {
+                break;
+            }
+            let Some(entry) = back(nodes, N::WINDOW) else {
+                break;
+            };
+            self.transfer(nodes, entry, Region::Window, Region::Probation);
+            quota -= 1;
+        }
+        self.protected_max -= quota;
+        self.window_max += quota;
+        self.pending = -(quota as i64);
+    }
+}
