@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pgcache.cli import main
+import pgcache
+from pgcache.cli import bench as bench_module, exits, main
 
 _SMALL_DEMO = ("demo", "--requests", "120", "--queries", "15", "--runs", "3")
 _COMMANDS = ("serve", "ml-service", "config", "bench", "demo")
@@ -246,12 +247,14 @@ def test_config_reads_the_env_file_given(
     assert "CACHE_MAX_SIZE=1234" in capsys.readouterr().out
 
 
-def test_config_with_a_missing_env_file_exits_1_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_config_with_a_missing_env_file_exits_2_with_one_line_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "missing.env"
-    assert main(["config", "--env-file", str(missing)]) == 1
-    assert str(missing) in capsys.readouterr().err
+    result = _pgcache("config", "--env-file", str(missing), cwd=tmp_path, env=_environment())
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("pgcache config: --env-file: ")
+    assert str(missing) in result.stderr
+    assert result.stdout == ""
 
 
 # --- help and usage -----------------------------------------------------------------------------
@@ -270,6 +273,48 @@ def test_help_of_the_installed_module_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0
     for name in _COMMANDS:
         assert name in result.stdout
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    result = _pgcache("--version", cwd=tmp_path, env=_environment(), timeout=30)
+    assert result.returncode == 0
+    assert result.stdout == f"pgcache {pgcache.__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["serve", "ml-service"])
+def test_an_unknown_log_level_is_a_usage_error_listing_the_choices(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--log-level", "verbose"]) == 2
+    error = capsys.readouterr().err
+    assert "--log-level" in error
+    assert "'verbose'" in error
+    for level in ("critical", "error", "warning", "info", "debug", "trace"):
+        assert level in error
+
+
+@pytest.mark.parametrize("command", ["serve", "ml-service"])
+def test_an_unknown_log_format_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--log-format", "xml"]) == 2
+    assert "--log-format" in capsys.readouterr().err
+
+
+def test_bench_help_shows_percent_signs_once(tmp_path: Path) -> None:
+    result = _pgcache("bench", "--help", cwd=tmp_path, env=_environment(), timeout=30)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "80% of them on 20% of the keys" in text
+    assert "%%" not in result.stdout
+
+
+def test_every_exit_code_is_listed_once_in_the_exits_docstring() -> None:
+    table = exits.__doc__ or ""
+    codes = [value for name, value in vars(exits).items() if name.startswith("EXIT_")]
+    assert sorted(codes) == [0, 1, 2, 130]
+    for code in codes:
+        assert len(re.findall(rf"^{code}\s", table, re.MULTILINE)) == 1, code
 
 
 def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -302,3 +347,73 @@ def test_bench_with_more_keys_than_room_reports_evictions(
     evictions = re.search(r"evictions\s*│\s*([\d,]+)", capsys.readouterr().out)
     assert evictions is not None
     assert int(evictions[1].replace(",", "")) > 0
+
+
+def test_bench_throughput_comes_from_the_run_not_from_the_progress_poll(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A poll far longer than the run: a throughput measured with it would show it.
+    monkeypatch.setattr(bench_module, "PROGRESS_INTERVAL", 30.0)
+    assert main(["bench", "--threads", "2", "--requests", "500", "--keys", "20"]) == 0
+    output = capsys.readouterr().out
+    lookups = re.search(r"^│ lookups\s+│\s+([\d,]+) │", output, re.MULTILINE)
+    elapsed = re.search(r"^│ elapsed\s+│\s+([\d.]+) s │", output, re.MULTILINE)
+    throughput = re.search(r"^│ throughput\s+│\s+([\d,]+) lookups/s │", output, re.MULTILINE)
+    assert lookups is not None, output
+    assert elapsed is not None, output
+    assert throughput is not None, output
+    assert int(lookups[1].replace(",", "")) == 1000
+    assert 0 < float(elapsed[1]) < 30.0
+    assert float(throughput[1].replace(",", "")) == pytest.approx(
+        1000 / float(elapsed[1]), rel=0.01
+    )
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def _interrupt_once_working(
+    args: tuple[str, ...], working: bytes, cwd: Path, env: dict[str, str]
+) -> tuple[int, str]:
+    """Run ``pgcache *args``, read its output until ``working`` shows, send SIGINT, and return
+    (exit code, stderr). The output is a terminal's (rich draws its progress bars)."""
+    env = {**env, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "pgcache", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            seen = b""
+            while working not in seen:
+                chunk = os.read(process.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+            assert working in seen, seen[-3000:]
+            process.send_signal(signal.SIGINT)
+            _, errors = process.communicate(timeout=90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return process.returncode, errors.decode()
+
+
+def test_ctrl_c_in_bench_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+    args = ("bench", "--threads", "8", "--requests", "100000000", "--keys", "1000")
+    code, errors = _interrupt_once_working(args, b"lookups", tmp_path, _environment())
+    assert errors == "pgcache bench: interrupted\n"
+    assert code == 130
+
+
+def test_ctrl_c_in_demo_traffic_prints_one_line_and_exits_130(demo_tmpdir: Path) -> None:
+    args = ("demo", "--requests", "1000000", "--queries", "15", "--runs", "3")
+    code, errors = _interrupt_once_working(
+        args, b"HTTP requests", demo_tmpdir, _environment(demo_tmpdir)
+    )
+    assert errors == "pgcache demo: interrupted\n"
+    assert "Traceback" not in errors
+    assert code == 130

@@ -223,9 +223,12 @@ def demo(args: argparse.Namespace) -> int:
     from pgcache.postgres.devserver import sigterm_as_interrupt
     from pgcache.postgres.workload import extractor_statement_calls
     from pgcache.service.app import serve_in_thread as serve_service
+    from pgcache.service.logs import configure_logging
 
     console = Console()
     environment = Settings.load()  # a bad variable stops the demo before anything starts
+    # The services' warnings in one line each; a client cut off by Ctrl-C is no warning.
+    configure_logging("warning")
     with sigterm_as_interrupt(), ExitStack() as stack:
         database_url = stack.enter_context(_database(console, environment.database_url))
         hashes = _workload(console, database_url, args)

@@ -1,4 +1,20 @@
-"""Exit codes and the one-line error a command prints instead of a traceback."""
+"""Exit codes and the one-line error a command prints instead of a traceback.
+
+Every exit code of the ``pgcache`` command:
+
+=====  ==========================================================================================
+code   meaning
+=====  ==========================================================================================
+0      success; also ``serve``, ``ml-service`` and ``demo --serve`` stopped by Ctrl-C (SIGINT) or
+       SIGTERM after a graceful shutdown, and ``--help`` / ``--version``
+1      a runtime failure: one line on stderr (``pgcache COMMAND: ...``), no traceback; also a
+       service that did not start (its log says why)
+2      a usage or configuration error: a bad option or option value (argparse's message), a bad
+       environment variable (named with its value), a missing ``--env-file``, a port in use
+130    interrupted: Ctrl-C (or SIGTERM in ``demo``) before the command finished; one line
+       ``pgcache COMMAND: interrupted``
+=====  ==========================================================================================
+"""
 
 from __future__ import annotations
 
@@ -13,6 +29,10 @@ EXIT_INTERRUPTED: Final = 130
 
 class CommandError(Exception):
     """A runtime failure the command reports in one line (exit code 1)."""
+
+
+class UsageError(CommandError):
+    """A bad argument found once parsing is over (a missing file, a port in use): exit code 2."""
 
 
 def describe(exc: BaseException) -> str:

@@ -2,19 +2,18 @@
 
 Sub-commands (``pgcache COMMAND --help`` for each one's options):
 
-* ``serve``: the pgcache HTTP service (:func:`pgcache.web.create_app`) on uvicorn, configured
-  from the environment (:class:`pgcache.config.Settings`);
-* ``ml-service``: the reference ML prediction service (:mod:`pgcache.mlservice`);
+* ``serve``: the pgcache HTTP service (:func:`pgcache.service.app.create_app`) on uvicorn, in one
+  process or ``--workers N``, configured from the environment (:class:`pgcache.config.Settings`);
+* ``ml-service``: the reference ML prediction service (:mod:`pgcache.ml.reference`);
 * ``config``: the effective configuration in ``.env`` form, the database password masked;
 * ``bench``: a load test of a :class:`pgcache.CacheManager` (threads x requests, 80/20 hot
   keys) with a table of throughput, latency, hit rates, evictions and memory;
 * ``demo``: the whole system end to end: PostgreSQL (``DATABASE_URL``, or a private server
-  from :mod:`pgcache.devdb`), a real workload, both services, HTTP traffic with hot keys, and
-  a summary of what the caches saved.
+  from :mod:`pgcache.postgres.devserver`), a real workload, both services, HTTP traffic with hot
+  keys, and a summary of what the caches saved.
 
-Exit codes: 0 success, 1 a runtime failure (one line on stderr, no traceback), 2 a usage or
-configuration error, 130 interrupted. This module is a thin shell over the library: it
-computes nothing the library or the service does not already expose.
+The exit codes are listed in :mod:`pgcache.cli.exits`. This module is a thin shell over the
+library: it computes nothing the library or the service does not already expose.
 """
 
 from __future__ import annotations
@@ -23,7 +22,16 @@ import argparse
 import importlib
 from collections.abc import Callable, Sequence
 
-from pgcache.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, describe, error
+from pgcache import __version__
+from pgcache.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    describe,
+    error,
+)
+from pgcache.service.logs import LOG_FORMATS, LOG_LEVELS
 
 # --- argument parsing -----------------------------------------------------------------------
 
@@ -48,23 +56,44 @@ def port(text: str) -> int:
     return value
 
 
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=tuple(LOG_LEVELS),
+        default="info",
+        help="log level of uvicorn's and pgcache's loggers (info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text: one line per record with time, level, logger and request id; json: one "
+        "JSON object per line (text)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgcache",
         description="pgcache: a Rust TTL + LRU cache for services that analyse PostgreSQL "
         "queries, with its HTTP service, reference ML service, demo and benchmark.",
     )
+    parser.add_argument("--version", action="version", version=f"pgcache {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
         "serve",
         help="run the pgcache HTTP service (configured from the environment)",
-        description="Run the pgcache HTTP service on uvicorn. Configuration comes from the "
-        "environment and ./.env (see `pgcache config`).",
+        description="Run the pgcache HTTP service on uvicorn (uvloop and httptools when "
+        "installed). Configuration comes from the environment and ./.env (see `pgcache "
+        "config`). Ctrl-C or SIGTERM stops every worker gracefully.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=port, default=8080, help="port to listen on (8080)")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    serve.add_argument("--port", type=port, default=8080, help="port to listen on, 0: any (8080)")
+    serve.add_argument(
+        "--workers", type=positive_int, default=1, help="worker processes sharing the port (1)"
+    )
+    _logging_options(serve)
     serve.set_defaults(run="pgcache.cli.serve:serve")
 
     ml_service = commands.add_parser(
@@ -73,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the reference ML prediction service (a formula, not a trained model).",
     )
     ml_service.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
-    ml_service.add_argument("--port", type=port, default=8081, help="port (8081)")
-    ml_service.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    ml_service.add_argument("--port", type=port, default=8081, help="port, 0: any (8081)")
+    _logging_options(ml_service)
     ml_service.set_defaults(run="pgcache.cli.serve:ml_service")
 
     config = commands.add_parser(
@@ -90,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="load-test a CacheManager and print the cache dashboard",
         description="Load test of the five caches of a CacheManager: THREADS threads each "
-        "make REQUESTS lookups (80%% of them on 20%% of the keys), a miss stores a value. "
+        "make REQUESTS lookups (80% of them on 20% of the keys), a miss stores a value. "
         "Prints throughput, p50/p99 latency, hit rate per cache, evictions and memory.",
     )
     bench.add_argument("--threads", type=positive_int, default=100, help="threads (100)")
@@ -149,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except ConfigError as exc:
         error(args.command, f"configuration error: {exc}")
+        return EXIT_USAGE
+    except UsageError as exc:
+        error(args.command, describe(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         error(args.command, "interrupted")
