@@ -1,4 +1,9 @@
-"""A circuit breaker: fail fast after consecutive transient failures, probe once to recover."""
+"""A circuit breaker: fail fast after consecutive transient failures, probe once to recover.
+
+The ML client fails fast with :class:`pgcache.CircuitOpenError` from
+:meth:`CircuitBreaker.before_attempt`; the Redis tier asks :meth:`CircuitBreaker.allow_attempt`
+and answers without Redis instead.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,9 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from pgcache._validate import check_seconds
 from pgcache.errors import CircuitOpenError
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- circuit breaker -------------------------------------------------------------------------
 
@@ -30,10 +30,12 @@ class CircuitState(StrEnum):
 class CircuitBreaker:
     """Fails fast after ``failure_threshold`` consecutive transient failures.
 
-    Counted as failures: attempts that ended in a retryable way (5xx 500/502/503/504, 429,
-    connection errors, timeouts, resets). A 4xx or any other answer proves the service is up and
-    counts as a success; local problems (pool saturation, cancellation) count as neither.
-    When open, attempts raise :class:`CircuitOpenError` until ``reset_timeout`` has passed;
+    The ML client counts as failures the attempts that ended in a retryable way (5xx
+    500/502/503/504, 429, connection errors, timeouts, resets); a 4xx or any other answer proves
+    the service is up and counts as a success; local problems (pool saturation, cancellation)
+    count as neither. The Redis tier counts connection errors and timeouts as failures.
+    When open, attempts are refused (:meth:`allow_attempt` is False, :meth:`before_attempt`
+    raises :class:`CircuitOpenError`) until ``reset_timeout`` has passed;
     then exactly one probe attempt goes through (half-open): its success closes the breaker,
     its failure opens it for another ``reset_timeout``. Thread-safe; ``clock`` is injectable
     (e.g. ``pgcache.ManualClock().now``) so tests need not sleep.
@@ -84,16 +86,27 @@ class CircuitBreaker:
     def _seconds_until_probe(self) -> float:
         return max(0.0, self.reset_timeout - (self._clock() - self._opened_at))
 
-    def before_attempt(self, endpoint: str) -> None:
-        """Let an attempt through, or raise :class:`CircuitOpenError`."""
+    def allow_attempt(self) -> bool:
+        """Whether an attempt may go now (closed, or the one probe of half-open); never raises.
+
+        For callers that fall back instead of failing (the Redis tier skips Redis while open):
+        a ``True`` must be followed by one of the ``record_*`` methods.
+        """
         with self._lock:
             if self._state is CircuitState.CLOSED:
-                return
+                return True
             if self._state is CircuitState.OPEN and self._cooled_down():
                 self._state = CircuitState.HALF_OPEN
             if self._state is CircuitState.HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
-                return
+                return True
+            return False
+
+    def before_attempt(self, endpoint: str) -> None:
+        """Let an attempt through, or raise :class:`CircuitOpenError`."""
+        if self.allow_attempt():
+            return
+        with self._lock:
             wait = self._seconds_until_probe() if self._state is CircuitState.OPEN else 0.0
         raise CircuitOpenError(
             f"circuit breaker open after {self.failure_threshold} consecutive transient"

@@ -1,0 +1,529 @@
+"""The two-tier cache: an in-process :class:`pgcache.Cache` (L1) in front of Redis (L2).
+
+:class:`TieredCache` reads L1, then L2 (a hit is copied into L1), then the loader, and writes
+through both. An L2 entry expires with its cache's TTL (``PX``); an L1 copy never outlives the
+L2 entry it came from (its TTL is what the entry had left, counted from before the read).
+Every write and delete also tells the other instances (:mod:`pgcache.caching.invalidation`),
+so none keeps an old copy in its L1.
+
+One load per key: threads of one process share one load per key (as
+:meth:`pgcache.Cache.get_or_set`), tasks of one event loop too (as ``@cached``), and
+instances share one through a short lock in Redis (``SET NX PX``, released by a
+compare-and-delete script): the others poll L2 for the value with back-off, up to the lock's
+lifetime, then load themselves. A dead lock holder costs only the lock's expiry.
+
+Redis down, slow or holding junk never reaches a caller: the read is a miss, the write is
+skipped, all counted (:class:`pgcache.caching.tier_stats.TierMetrics`). A load that overlaps an
+invalidation of the same cache stores nothing (its value may predate the invalidation).
+Without a :class:`pgcache.caching.redis_tier.RedisTier` a ``TieredCache`` is its L1 alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+
+from pgcache._core import Cache, CacheMetrics
+from pgcache._validate import check_optional_seconds
+from pgcache.caching.invalidation import Invalidation
+from pgcache.caching.singleflight import AsyncSingleFlight
+from pgcache.caching.tier_stats import TierCounters, TierMetrics
+from pgcache.keys import encode_key, query_hash_of
+
+if TYPE_CHECKING:
+    from pgcache.caching.redis_tier import Found, RedisTier
+
+logger = logging.getLogger("pgcache.tiered")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_T = TypeVar("_T")
+
+_MISSING: Final[Any] = object()
+_FIRST_PAUSE: Final = 0.002
+_MAX_PAUSE: Final = 0.05
+
+
+class _Call:
+    __slots__ = ("done", "error", "owner", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.owner = threading.get_ident()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _ThreadFlights:
+    """One running load per key for concurrent threads; the others wait and share its result."""
+
+    __slots__ = ("_calls", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _Call] = {}
+
+    def run(self, key: Hashable, work: Callable[[], _T]) -> _T:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if not leader:
+            if call.owner == threading.get_ident():
+                raise RuntimeError(f"the loader of key {key!r} asked for the same key again")
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            return cast(_T, call.value)
+        try:
+            call.value = work()
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+        return cast(_T, call.value)
+
+
+class TieredCache(Generic[K, V]):
+    """A :class:`pgcache.Cache` (L1) in front of Redis (L2, a shared :class:`RedisTier`).
+
+    ``l1`` needs a ``name`` (it names the cache in Redis) and, with a tier, a TTL or
+    ``l2_ttl`` (entries in Redis always expire). ``l2_ttl`` (seconds or timedelta) is how long
+    entries live in Redis (default: L1's TTL); L1 copies live at most that long too.
+    ``keyed_by_query_hash``: the keys are query hashes (ints), so invalidating a query deletes
+    one key instead of scanning L1. Values go to Redis through the tier's codec; one it cannot
+    encode stays in L1 only (counted). Sync methods use the tier's sync client, ``a``-methods
+    (``aget``, ``aset``, ...) its asyncio client. Keys must have a text form
+    (:func:`pgcache.keys.encode_key`) to reach Redis; other keys stay in L1.
+    """
+
+    def __init__(
+        self,
+        l1: Cache[K, V],
+        tier: RedisTier | None = None,
+        *,
+        l2_ttl: float | timedelta | None = None,
+        keyed_by_query_hash: bool = False,
+    ) -> None:
+        if not isinstance(l1, Cache):
+            raise TypeError(f"l1={l1!r}: expected a pgcache.Cache")
+        self.l1 = l1
+        self.tier = tier
+        self.name: str = l1.name or ""
+        self.l2_ttl = check_optional_seconds("l2_ttl", l2_ttl) or l1.ttl
+        self._keyed_by_query_hash = bool(keyed_by_query_hash)
+        self._generation = 0  # moved by every invalidation: a load that overlaps one stores nothing
+        self._guard = threading.Lock()
+        self._flights = _ThreadFlights()
+        self._async_flights: AsyncSingleFlight[Hashable, Any] = AsyncSingleFlight()
+        self._warned: set[str] = set()
+        if tier is not None:
+            if self.l2_ttl is None:
+                raise ValueError(
+                    f"cache {self.name!r}: entries in Redis must expire; give the cache a TTL "
+                    "or an l2_ttl"
+                )
+            self._counters = tier.attach(self.name, self)
+        else:
+            self._counters = TierCounters()
+
+    def __repr__(self) -> str:
+        where = "L1 only" if self.tier is None else f"L2 {self.tier!r}"
+        return f"<TieredCache {self.name!r} {where}>"
+
+    @property
+    def ttl(self) -> float | None:
+        """The L1 cache's default TTL."""
+        return self.l1.ttl
+
+    def __len__(self) -> int:
+        return len(self.l1)
+
+    def metrics(self) -> CacheMetrics:
+        """L1's counters (hits, misses, evictions, expirations, size)."""
+        return self.l1.metrics()
+
+    def tier_metrics(self) -> TierMetrics:
+        """What the second tier did for this cache (L2 hits, misses, errors, latency, ...)."""
+        return self._counters.snapshot()
+
+    # --- what the sync and async paths share ------------------------------------------------
+
+    def _entry(self, key: object) -> str | None:
+        if self.tier is None:
+            return None
+        entry = self.tier.keys.entry(self.name, key)
+        if entry is None:
+            self._count_once("unencodable", f"key type {type(key).__name__}", "key")
+        return entry
+
+    def _count_once(self, counter: str, kind: str, what: str) -> None:
+        self._counters.add(counter)
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning("cache %r: %s: %s (logged once)", self.name, what, kind)
+
+    def _ttls(self, ttl: float | timedelta | None) -> tuple[float | None, float | None]:
+        """(L1 TTL, L2 TTL) of a write: ``ttl`` for both, or the caches' own."""
+        seconds = check_optional_seconds("ttl", ttl)
+        if seconds is not None:
+            return seconds, seconds
+        l1 = self.l1.ttl
+        l2 = self.l2_ttl
+        return (l1 if l2 is None or (l1 is not None and l1 <= l2) else l2), l2
+
+    def _accept(self, key: K, found: Found, generation: int) -> Any:
+        """The value of an L2 read (copied into L1), or _MISSING."""
+        if found is False:
+            return _MISSING  # counted as an error or a bypass by the tier
+        if found is None:
+            self._counters.add("l2_misses")
+            return _MISSING
+        raw, left = found
+        assert self.tier is not None
+        try:
+            value = self.tier.codec.decode(raw)
+        except ValueError as exc:
+            self._count_once("undecodable", type(exc).__name__, f"undecodable entry ({exc})")
+            return _MISSING
+        self._counters.add("l2_hits")
+        l1_ttl = self._ttls(None)[0]
+        if left is not None and (l1_ttl is None or left < l1_ttl):
+            l1_ttl = left
+        self._store_local(key, value, l1_ttl, generation)
+        return value
+
+    def _store_local(self, key: K, value: V, ttl: float | None, generation: int) -> bool:
+        with self._guard:
+            if generation != self._generation:
+                return False
+            self.l1.set(key, value, ttl)
+        return True
+
+    def _invalidated(self) -> None:
+        with self._guard:
+            self._generation += 1
+
+    def _encoded(self, value: object) -> bytes | None:
+        assert self.tier is not None
+        try:
+            return self.tier.codec.encode(value)
+        except TypeError as exc:
+            self._count_once("unencodable", type(value).__name__, f"kept in L1 only ({exc})")
+            return None
+
+    def _prepare_writes(
+        self, items: Iterable[tuple[K, V]], ttl: float | None
+    ) -> tuple[list[tuple[str, bytes, float, int | None]], list[str], list[str]]:
+        """(writes for Redis, entries to delete instead, encoded keys to announce)."""
+        writes: list[tuple[str, bytes, float, int | None]] = []
+        deletes: list[str] = []
+        announced: list[str] = []
+        for key, value in items:
+            entry = self._entry(key)
+            if entry is None:
+                continue
+            raw = self._encoded(value)
+            if raw is None or ttl is None:
+                deletes.append(entry)  # an older value in Redis must not outlive this one
+            else:
+                writes.append((entry, raw, ttl, query_hash_of(key)))
+            announced.append(cast(str, encode_key(key)))
+        return writes, deletes, announced
+
+    def _announcement(self, keys: list[str]) -> Invalidation:
+        return Invalidation("delete", self.name, tuple(keys))
+
+    # --- invalidation from elsewhere (the listener, the tier): L1 only ----------------------
+
+    def drop_local(self, keys: Iterable[object]) -> None:
+        """Remove ``keys`` from L1 only (another instance changed them)."""
+        self._invalidated()
+        for key in keys:
+            self.l1.delete(cast(K, key))
+
+    def drop_local_query(self, query_hash: int) -> int:
+        """Remove every L1 entry of one query; how many."""
+        self._invalidated()
+        if self._keyed_by_query_hash:
+            return int(self.l1.delete(cast(K, query_hash)))
+        removed = 0
+        for key in list(self.l1.keys()):  # a snapshot: safe to delete from
+            if query_hash_of(key) == query_hash:
+                removed += self.l1.delete(key)
+        return removed
+
+    def clear_local(self) -> None:
+        """Empty L1 only (a missed invalidation, another instance's clear)."""
+        self._invalidated()
+        self.l1.clear()
+
+    # --- sync API ---------------------------------------------------------------------------
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """The value of ``key`` from L1, else from L2 (then kept in L1), else ``default``."""
+        value = self.l1.get(key, _MISSING)
+        if value is not _MISSING or self.tier is None:
+            return default if value is _MISSING else value
+        entry = self._entry(key)
+        if entry is None:
+            return default
+        generation = self._generation
+        value = self._accept(key, self.tier.read(self._counters, entry), generation)
+        return default if value is _MISSING else value
+
+    def get_many(self, keys: Iterable[K]) -> dict[K, V]:
+        """The values found of ``keys`` (L1, then one L2 round trip for the rest)."""
+        wanted = list(dict.fromkeys(keys))
+        found = self.l1.get_many(wanted)
+        missing = [
+            (key, entry) for key in wanted if key not in found if (entry := self._entry(key))
+        ]
+        if missing and self.tier is not None:
+            generation = self._generation
+            reads = self.tier.read_many(self._counters, [entry for _, entry in missing])
+            for (key, _), read in zip(missing, reads, strict=True):
+                if (value := self._accept(key, read, generation)) is not _MISSING:
+                    found[key] = value
+        return found
+
+    def set(self, key: K, value: V, ttl: float | timedelta | None = None) -> None:
+        """Store ``value`` in both tiers (``ttl``: seconds, default each tier's own TTL)."""
+        self.set_many([(key, value)], ttl)
+
+    def set_many(
+        self, items: Mapping[K, V] | Iterable[tuple[K, V]], ttl: float | timedelta | None = None
+    ) -> None:
+        """Store many values in both tiers (one Redis round trip) and announce them."""
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        l1_ttl, l2_ttl = self._ttls(ttl)
+        self._invalidated()
+        self.l1.set_many(pairs, l1_ttl)
+        if self.tier is None:
+            return
+        writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
+        if writes:
+            self.tier.write(self._counters, writes)
+        if deletes:
+            self.tier.delete(self._counters, deletes)
+        if announced:
+            self.tier.publish(self._announcement(announced))
+
+    def delete(self, key: K) -> bool:
+        """Remove ``key`` from both tiers and from every instance's L1; whether it was there."""
+        entry = self._entry(key)
+        removed = 0
+        if entry is not None and self.tier is not None:
+            removed = self.tier.delete(self._counters, [entry])
+        self._invalidated()
+        removed += self.l1.delete(key)
+        if entry is not None and self.tier is not None:
+            self.tier.publish(self._announcement([cast(str, encode_key(key))]))
+        return removed > 0
+
+    def clear(self) -> None:
+        """Empty this cache in both tiers and in every instance's L1."""
+        if self.tier is not None:
+            self.tier.clear_cache(self._counters, self.name)
+        self.clear_local()
+        if self.tier is not None:
+            self.tier.publish(Invalidation("clear", self.name))
+
+    def get_or_set(
+        self, key: K, factory: Callable[[], V], ttl: float | timedelta | None = None
+    ) -> V:
+        """The value of ``key`` from L1, L2, or ``factory()`` (stored in both): one load per key
+        across threads and instances. Errors of ``factory`` propagate and are never stored."""
+        value = self.l1.get(key, _MISSING)
+        if value is not _MISSING:
+            return cast(V, value)
+        if self.tier is None:
+            return self.l1.get_or_set(key, factory, ttl)
+        return self._flights.run(key, lambda: self._fill(key, factory, ttl))
+
+    def _fill(self, key: K, factory: Callable[[], V], ttl: float | timedelta | None) -> V:
+        assert self.tier is not None
+        generation = self._generation
+        l1_ttl, l2_ttl = self._ttls(ttl)
+        entry = self._entry(key)
+        if entry is None:
+            return self._loaded(key, factory(), l1_ttl, generation)
+        value = self._accept(key, self.tier.read(self._counters, entry), generation)
+        if value is not _MISSING:
+            return cast(V, value)
+        token, waited, pause = uuid.uuid4().hex, False, _FIRST_PAUSE
+        deadline = time.monotonic() + self.tier.lock_ttl
+        while (taken := self.tier.try_lock(self._counters, entry, token)) is False:
+            if not waited:
+                self._counters.add("lock_waits")
+                waited = True
+            if time.monotonic() >= deadline:
+                self._counters.add("lock_timeouts")
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+            value = self._accept(key, self.tier.read(self._counters, entry), generation)
+            if value is not _MISSING:
+                return cast(V, value)
+        try:
+            if taken:  # the previous holder may have stored it just before releasing
+                value = self._accept(key, self.tier.read(self._counters, entry), generation)
+                if value is not _MISSING:
+                    return cast(V, value)
+            loaded = self._loaded(key, factory(), l1_ttl, generation)
+            raw = None if l2_ttl is None else self._encoded(loaded)
+            if raw is not None and l2_ttl is not None and generation == self._generation:
+                self.tier.write(self._counters, [(entry, raw, l2_ttl, query_hash_of(key))])
+            return loaded
+        finally:
+            if taken:
+                self.tier.unlock(self._counters, entry, token)
+
+    def _loaded(self, key: K, value: V, l1_ttl: float | None, generation: int) -> V:
+        self._counters.add("loads")
+        self._store_local(key, value, l1_ttl, generation)
+        return value
+
+    # --- asyncio API: the same, with the tier's asyncio client -------------------------------
+
+    async def aget(self, key: K, default: Any = None) -> Any:
+        """:meth:`get` with the asyncio client."""
+        value = self.l1.get(key, _MISSING)
+        if value is not _MISSING or self.tier is None:
+            return default if value is _MISSING else value
+        entry = self._entry(key)
+        if entry is None:
+            return default
+        generation = self._generation
+        value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
+        return default if value is _MISSING else value
+
+    async def aget_many(self, keys: Iterable[K]) -> dict[K, V]:
+        """:meth:`get_many` with the asyncio client."""
+        wanted = list(dict.fromkeys(keys))
+        found = self.l1.get_many(wanted)
+        missing = [
+            (key, entry) for key in wanted if key not in found if (entry := self._entry(key))
+        ]
+        if missing and self.tier is not None:
+            generation = self._generation
+            reads = await self.tier.aread_many(self._counters, [entry for _, entry in missing])
+            for (key, _), read in zip(missing, reads, strict=True):
+                if (value := self._accept(key, read, generation)) is not _MISSING:
+                    found[key] = value
+        return found
+
+    async def aset(self, key: K, value: V, ttl: float | timedelta | None = None) -> None:
+        """:meth:`set` with the asyncio client."""
+        await self.aset_many([(key, value)], ttl)
+
+    async def aset_many(
+        self, items: Mapping[K, V] | Iterable[tuple[K, V]], ttl: float | timedelta | None = None
+    ) -> None:
+        """:meth:`set_many` with the asyncio client."""
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        l1_ttl, l2_ttl = self._ttls(ttl)
+        self._invalidated()
+        self.l1.set_many(pairs, l1_ttl)
+        if self.tier is None:
+            return
+        writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
+        if writes:
+            await self.tier.awrite(self._counters, writes)
+        if deletes:
+            await self.tier.adelete(self._counters, deletes)
+        if announced:
+            await self.tier.apublish(self._announcement(announced))
+
+    async def adelete(self, key: K) -> bool:
+        """:meth:`delete` with the asyncio client."""
+        entry = self._entry(key)
+        removed = 0
+        if entry is not None and self.tier is not None:
+            removed = await self.tier.adelete(self._counters, [entry])
+        self._invalidated()
+        removed += self.l1.delete(key)
+        if entry is not None and self.tier is not None:
+            await self.tier.apublish(self._announcement([cast(str, encode_key(key))]))
+        return removed > 0
+
+    async def aclear(self) -> None:
+        """:meth:`clear` with the asyncio client."""
+        if self.tier is not None:
+            await self.tier.aclear_cache(self._counters, self.name)
+        self.clear_local()
+        if self.tier is not None:
+            await self.tier.apublish(Invalidation("clear", self.name))
+
+    async def aget_or_set(
+        self, key: K, factory: Callable[[], Awaitable[V]], ttl: float | timedelta | None = None
+    ) -> V:
+        """:meth:`get_or_set` for an async ``factory``: one load per key across the tasks of
+        one event loop and across instances."""
+        value = self.l1.get(key, _MISSING)
+        if value is not _MISSING:
+            return cast(V, value)
+        result: V = await self._async_flights.run(key, lambda: self._afill(key, factory, ttl))
+        return result
+
+    async def _afill(
+        self, key: K, factory: Callable[[], Awaitable[V]], ttl: float | timedelta | None
+    ) -> V:
+        generation = self._generation
+        l1_ttl, l2_ttl = self._ttls(ttl)
+        entry = self._entry(key)
+        if entry is None or self.tier is None:
+            return self._loaded(key, await factory(), l1_ttl, generation)
+        value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
+        if value is not _MISSING:
+            return cast(V, value)
+        token, waited, pause = uuid.uuid4().hex, False, _FIRST_PAUSE
+        deadline = time.monotonic() + self.tier.lock_ttl
+        while (taken := await self.tier.atry_lock(self._counters, entry, token)) is False:
+            if not waited:
+                self._counters.add("lock_waits")
+                waited = True
+            if time.monotonic() >= deadline:
+                self._counters.add("lock_timeouts")
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+            value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
+            if value is not _MISSING:
+                return cast(V, value)
+        try:
+            if taken:
+                value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
+                if value is not _MISSING:
+                    return cast(V, value)
+            loaded = self._loaded(key, await factory(), l1_ttl, generation)
+            raw = None if l2_ttl is None else self._encoded(loaded)
+            if raw is not None and l2_ttl is not None and generation == self._generation:
+                await self.tier.awrite(self._counters, [(entry, raw, l2_ttl, query_hash_of(key))])
+            return loaded
+        finally:
+            if taken:
+                await self.tier.aunlock(self._counters, entry, token)
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once L1 is closed."""
+        return self.l1.closed
+
+    def close(self) -> None:
+        """Close L1 and leave the tier (the tier itself stays open for its other caches)."""
+        if self.tier is not None:
+            self.tier.detach(self.name)
+        self.l1.close()
