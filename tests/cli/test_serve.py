@@ -1,0 +1,415 @@
+"""``pgcache serve`` and ``pgcache ml-service`` as real subprocesses: their log lines (text and
+JSON, with the request id), a port in use, a graceful stop by signal, ``--workers 2`` (two
+processes answering on one port, all stopped by SIGTERM), and a database outage in one line."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_TEXT_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+) "
+    r"\[(?P<request_id>[^\]]+)\] (?P<message>.*)$"
+)
+_LISTENING = re.compile(r"on http://(?P<host>[^:]+):(?P<port>\d+): (?P<workers>\d+) worker")
+
+
+def _environment(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() != "DATABASE_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(variables)
+    return env
+
+
+class _Command:
+    """``python -m pgcache ARGS`` in the background, its stderr collected line by line."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pgcache", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        """The first log line matching ``pattern`` (fails if none comes, or the process ends)."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if match := compiled.search(line):
+                    return match
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(5)
+                pytest.fail(f"no log line matches {pattern!r}:\n" + "\n".join(self.lines))
+            time.sleep(0.02)
+
+    def listening(self) -> tuple[str, int]:
+        match = self.wait_for(_LISTENING.pattern)
+        return match["host"], int(match["port"])
+
+    def stop(self, stop_signal: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``stop_signal``; the exit code once it (and the log reader) ended."""
+        if self.process.poll() is None:
+            self.process.send_signal(stop_signal)
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@contextmanager
+def _serve(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[_Command]:
+    command = _Command("serve", "--port", "0", *args, cwd=cwd, env=env or _environment())
+    try:
+        yield command
+    finally:
+        command.kill()
+
+
+def _get(
+    host: str, port: int, path: str, request_id: str | None = None
+) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.request("GET", path, headers={"X-Request-ID": request_id} if request_id else {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+# --- log lines ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def text_served(tmp_path: Path) -> Iterator[_Command]:
+    with _serve(cwd=tmp_path) as served:
+        yield served
+
+
+def test_serve_logs_text_lines_with_time_level_logger_and_request_id(
+    text_served: _Command,
+) -> None:
+    host, port = text_served.listening()
+    assert _get(host, port, "/healthz", "text-42").status == 200
+    for logger in ("uvicorn.access", "pgcache.service"):
+        line = text_served.wait_for(rf" {re.escape(logger)} \[text-42\] ").string
+        match = _TEXT_LINE.match(line)
+        assert match is not None, line
+        assert match["level"] == "INFO"
+    assert text_served.stop() == 0
+    assert text_served.lines, "no log at all"
+    for line in text_served.lines:
+        assert _TEXT_LINE.match(line), line
+    loggers = {m["logger"] for m in map(_TEXT_LINE.match, text_served.lines) if m}
+    assert {"uvicorn.error", "uvicorn.access", "pgcache.service", "pgcache.cli"} <= loggers
+
+
+def test_serve_log_format_json_is_one_object_per_line(tmp_path: Path) -> None:
+    with _serve("--log-format", "json", cwd=tmp_path) as served:
+        match = served.wait_for(r'"message": "[^"]*on http://')
+        entry = json.loads(match.string)
+        listening = _LISTENING.search(entry["message"])
+        assert listening is not None
+        host, port = listening["host"], int(listening["port"])
+        assert _get(host, port, "/healthz", "json-7").status == 200
+        served.wait_for(r'"logger": "pgcache.service", "request_id": "json-7"')
+        assert served.stop() == 0
+        entries = [json.loads(line) for line in served.lines]
+        for entry in entries:
+            assert {"time", "level", "logger", "request_id", "message"} <= set(entry)
+        by_request = [e for e in entries if e["request_id"] == "json-7"]
+        assert {e["logger"] for e in by_request} == {"uvicorn.access", "pgcache.service"}
+        assert all(e["request_id"] is None for e in entries if e["logger"] == "uvicorn.error")
+
+
+def test_serve_at_warning_logs_no_request_lines(tmp_path: Path) -> None:
+    with _serve("--log-level", "warning", cwd=tmp_path) as served:
+        env_port = _free_port_listened_by(served)
+        assert _get("127.0.0.1", env_port, "/healthz", "quiet").status == 200
+        assert served.stop() == 0
+        assert not [line for line in served.lines if "quiet" in line]
+
+
+def _free_port_listened_by(served: _Command) -> int:
+    """The port of a service whose start-up line is not logged (found through /proc)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ports = _listening_ports(served.process.pid)
+        if ports:
+            port = ports[0]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return port
+            except OSError:
+                pass
+        time.sleep(0.05)
+    pytest.fail("the service never listened")
+
+
+# --- ports and signals --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another socket listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["serve", "ml-service"])
+def test_a_port_in_use_exits_2_with_one_line_naming_host_and_port(
+    command: str, busy_port: int, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pgcache", command, "--port", str(busy_port)],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pgcache {command}: cannot listen on 127.0.0.1:{busy_port}: Address already in use\n"
+    )
+
+
+def test_serve_with_a_bad_variable_exits_2_before_listening(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pgcache", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=_environment(FEATURE_CACHE_TTL="soon"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("pgcache serve: configuration error: ")
+    assert "FEATURE_CACHE_TTL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stopped_by_a_signal_shuts_down_and_exits_0(
+    stop_signal: signal.Signals, text_served: _Command
+) -> None:
+    host, port = text_served.listening()
+    text_served.wait_for("Application startup complete")
+    assert _get(host, port, "/healthz").status == 200
+    assert text_served.stop(stop_signal) == 0
+    assert any("Finished server process" in line for line in text_served.lines)
+    assert not any("Traceback" in line for line in text_served.lines)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ml_service_stopped_by_a_signal_exits_0(
+    stop_signal: signal.Signals, tmp_path: Path
+) -> None:
+    command = _Command("ml-service", "--port", "0", cwd=tmp_path, env=_environment())
+    try:
+        host, port = command.listening()
+        assert _get(host, port, "/api/health").status == 200
+        assert command.stop(stop_signal) == 0
+    finally:
+        command.kill()
+
+
+# --- --workers ----------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _tcp_sockets() -> list[dict[str, Any]]:
+    """The IPv4 TCP sockets of /proc/net/tcp: local and remote port, state, inode."""
+    sockets = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        sockets.append(
+            {
+                "local_port": int(fields[1].split(":")[1], 16),
+                "remote_port": int(fields[2].split(":")[1], 16),
+                "listening": fields[3] == "0A",
+                "inode": int(fields[9]),
+            }
+        )
+    return sockets
+
+
+def _listening_ports(pid: int) -> list[int]:
+    inodes = _socket_inodes(pid)
+    return [s["local_port"] for s in _tcp_sockets() if s["listening"] and s["inode"] in inodes]
+
+
+def _owner_of(server_port: int, client_port: int, candidates: list[int]) -> int | None:
+    """Which of ``candidates`` holds the server side of the connection from ``client_port``."""
+    for entry in _tcp_sockets():
+        if entry["local_port"] == server_port and entry["remote_port"] == client_port:
+            for pid in candidates:
+                if entry["inode"] in _socket_inodes(pid):
+                    return pid
+    return None
+
+
+def _answering_workers(host: str, port: int, workers: list[int], attempts: int = 200) -> set[int]:
+    """The workers that answered ``attempts`` connections at most (until two have answered)."""
+    answered: set[int] = set()
+    open_connections: list[http.client.HTTPConnection] = []
+    try:
+        for _ in range(attempts):
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            open_connections.append(connection)  # kept open: its server side stays visible
+            assert connection.sock is not None
+            owner = _owner_of(port, connection.sock.getsockname()[1], workers)
+            if owner is not None:
+                answered.add(owner)
+            if len(answered) == len(workers):
+                break
+    finally:
+        for connection in open_connections:
+            connection.close()
+    return answered
+
+
+def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    with _serve("--workers", "2", cwd=tmp_path) as served:
+        match = served.wait_for(_LISTENING.pattern + r".*event loop (\S+), HTTP parser (\S+)")
+        assert match["workers"] == "2"
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+        assert match.group(4, 5) == (loop, http)
+        host, port = match["host"], int(match["port"])
+        deadline = time.monotonic() + 60
+        while sum("Application startup complete" in line for line in served.lines) < 2:
+            assert time.monotonic() < deadline, "\n".join(served.lines)
+            time.sleep(0.05)
+
+        parent = served.process.pid
+        listening = {
+            s["inode"] for s in _tcp_sockets() if s["listening"] and s["local_port"] == port
+        }
+        workers = [pid for pid in _children(parent) if _socket_inodes(pid) & listening]
+        assert len(workers) == 2, (workers, _children(parent))
+        assert _answering_workers(host, port, workers) == set(workers)
+
+        assert served.stop(signal.SIGTERM) == 0
+        assert not [pid for pid in workers if _alive(pid)]
+        assert sum("Finished server process" in line for line in served.lines) == 2
+        assert not any("Traceback" in line for line in served.lines)
+
+
+# --- a database outage through the command ---------------------------------------------------
+
+
+def test_serve_logs_a_database_outage_once_however_many_retries(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    env = _environment(
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port}/nothing",
+        MAX_IDLE_DATABASE_CONNS="2",
+        MAX_DATABASE_CONNS="4",
+    )
+    with _serve(cwd=tmp_path, env=env) as served:
+        host, port = served.listening()
+        pattern = re.compile(
+            r'^pgcache_db_pool_connections_errors_total\{pool="pgcache"\} (\S+)$', re.M
+        )
+
+        def failed_attempts() -> float:
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.request("GET", "/metrics")
+            body = connection.getresponse().read().decode()
+            connection.close()
+            match = pattern.search(body)
+            return float(match[1]) if match else 0.0
+
+        deadline = time.monotonic() + 60
+        while failed_attempts() < 6:
+            assert time.monotonic() < deadline, "the pool did not retry"
+            time.sleep(0.1)
+        assert served.stop() == 0
+        outage = [line for line in served.lines if "psycopg.pool" in line]
+        assert len(outage) == 1, outage
+        assert "WARNING psycopg.pool [-] pool 'pgcache' cannot connect to the database" in outage[0]
+        assert not any("error connecting" in line for line in served.lines)
