@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from tests.support.caches import WaitUntil
-from tests.support.redis import MakeTier, MakeTiered
+from tests.support.redis import MakeTier, MakeTiered, delivered
 
 from pgcache import Cache, ManualClock
 from pgcache.caching.redis_tier import RedisTier
@@ -125,11 +125,12 @@ def test_an_l1_copy_never_outlives_its_l2_entry(
 
 
 def test_get_many_reads_what_l1_lacks_in_one_round_trip(
-    pair: tuple[TieredCache[Any, Any], ...],
+    pair: tuple[TieredCache[Any, Any], ...], wait_until: WaitUntil
 ) -> None:
     first, second = pair
     first.set_many({1: "one", 2: "two", 3: "three"})
     second.set(4, "four")
+    assert wait_until(lambda: delivered(first, second))
     assert second.get(1) == "one"
     before = second.tier_metrics().l2_operations
     assert second.get_many([1, 2, 3, 4, 5]) == {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -197,6 +198,7 @@ def test_a_delete_in_one_instance_is_honoured_by_the_other(
 ) -> None:
     first, second = pair
     first.set(-42, PLAN)
+    assert wait_until(lambda: delivered(first, second))
     assert second.get(-42) == PLAN
     assert first.delete(-42) is True
     assert wait_until(lambda: second.l1.get(-42) is None)
@@ -208,6 +210,7 @@ def test_a_write_in_one_instance_replaces_the_other_instances_copy(
 ) -> None:
     first, second = pair
     first.set(-42, PLAN)
+    assert wait_until(lambda: delivered(first, second))
     assert second.get(-42) == PLAN
     first.set(-42, NEW_PLAN)
     assert wait_until(lambda: second.get(-42) == NEW_PLAN)
@@ -218,6 +221,7 @@ def test_a_clear_in_one_instance_empties_the_cache_everywhere(
 ) -> None:
     first, second = pair
     first.set_many({1: "one", 2: "two"})
+    assert wait_until(lambda: delivered(first, second))
     assert second.get_many([1, 2]) == {1: "one", 2: "two"}
     first.clear()
     assert wait_until(lambda: len(second) == 0)
@@ -233,6 +237,7 @@ def test_invalidating_a_query_removes_its_entries_in_every_cache_and_instance(
     plans[0].set(-42, PLAN)
     features[0].set_many({"features:-42:current": "f1", "features:-42:peak": "f2"})
     features[0].set("features:7:current", "other query")
+    assert wait_until(lambda: delivered(*features))
     assert features[1].get_many(["features:-42:current", "features:-42:peak"])
 
     assert tiers[0].invalidate_query(-42) == 3

@@ -9,8 +9,12 @@
 * ``key_prefix``: a namespace prefix of the test's own, so that no two tests see each other's
   keys or invalidations, even on one shared server.
 * ``make_tier``: builds :class:`RedisTier` objects with short timeouts, closed at teardown.
+* ``amake_tier``: the same for asyncio tests: also closes each tier's asyncio client on the
+  test's event loop.
 * ``make_tiered``: builds :class:`TieredCache` objects (an L1 of a given name and TTL on a
   tier), closed at teardown; two tiers on one URL and prefix are two instances.
+* :func:`delivered`: whether every instance has applied every invalidation the others sent
+  (a write announces itself to the others, which drop their copy: wait for it before reading).
 * :func:`instance_main`: one instance in a process of its own, driven through its stdin (for
   the tests of two OS processes sharing one Redis).
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 import atexit
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -115,6 +119,20 @@ def make_tier(redis_url: str, key_prefix: str) -> Iterator[MakeTier]:
 
 
 @pytest.fixture
+async def amake_tier(make_tier: MakeTier) -> AsyncIterator[MakeTier]:
+    created: list[RedisTier] = []
+
+    def make(url: str | None = None, **options: Any) -> RedisTier:
+        tier = make_tier(url, **options)
+        created.append(tier)
+        return tier
+
+    yield make
+    for tier in created:
+        await tier.aclose()
+
+
+@pytest.fixture
 def make_tiered() -> Iterator[MakeTiered]:
     """``make_tiered(tier, name="plans", ttl=60.0, clock=None, **options)``: a tiered cache."""
     created: list[TieredCache[Any, Any]] = []
@@ -134,6 +152,17 @@ def make_tiered() -> Iterator[MakeTiered]:
     yield make
     for tiered in created:
         tiered.close()
+
+
+def delivered(*caches: TieredCache[Any, Any]) -> bool:
+    """Whether the tier of each cache has applied every message the tiers of the others sent."""
+    tiers = {id(cache.tier): cache.tier for cache in caches if cache.tier is not None}
+    statuses = {key: tier.status() for key, tier in tiers.items()}
+    sent = sum(status.invalidations_sent for status in statuses.values())
+    return all(
+        status.invalidations_received == sent - status.invalidations_sent
+        for status in statuses.values()
+    )
 
 
 def instance_main() -> None:
