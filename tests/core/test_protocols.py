@@ -92,7 +92,7 @@ def test_a_refused_copy_leaves_the_cache_unchanged_and_usable(cache: Cache[str, 
     with pytest.raises(TypeError):
         copy.copy(cache)
     cache.set("b", 2)
-    assert cache.items() == [("b", 2), ("a", 1)]
+    assert sorted(cache.items()) == [("a", 1), ("b", 2)]
 
 
 def test_the_suggested_copy_of_the_entries_works(cache: Cache[str, int]) -> None:
