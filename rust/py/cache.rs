@@ -424,6 +424,7 @@ impl Cache {
         let me = thread_token(py);
         let mut released = Released::new();
         let probe = Probe::new(&self.shared, key);
+        let mut replaced = None;
         let load = {
             let mut store = self.shared.lock(py)?;
             let found = store
@@ -439,21 +440,26 @@ impl Cache {
             }
             let running = store
                 .find_load(hash, &mut probe.eq())
-                .map_err(StoreFailed::into_err)?;
+                .map_err(StoreFailed::into_err)?
+                .cloned();
             match running {
+                // A load that finished without unregistering (its thread could not
+                // take the lock again, e.g. interrupted by a signal) is replaced.
+                Some(stale) if stale.is_finished() => {
+                    let stale_key = store.end_load(|l| Arc::ptr_eq(l, &stale));
+                    released.extend(stale_key.map(Garbage::Key));
+                    replaced = Some(stale); // holds its outcome: dropped after the lock
+                    let load = Arc::new(Load::new(me));
+                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
+                    Ok(load)
+                }
                 Some(load) if load.owner == me => {
                     return Err(PyRuntimeError::new_err(
                         "get_or_set: the factory for this key asked for the same key again",
                     ));
                 }
-                // A load that finished without unregistering (its thread could not
-                // take the lock again, e.g. interrupted by a signal) is replaced.
-                Some(load) if !load.is_finished() => Err(Arc::clone(load)),
-                stale => {
-                    if stale.is_some() {
-                        let stale_key = store.end_load(|l| l.is_finished());
-                        released.extend(stale_key.map(Garbage::Key));
-                    }
+                Some(load) => Err(load),
+                None => {
                     let load = Arc::new(Load::new(me));
                     store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
                     Ok(load)
@@ -461,6 +467,7 @@ impl Cache {
             }
         };
         release(released);
+        drop(replaced);
         let load = match load {
             Ok(mine) => mine,
             Err(theirs) => return theirs.wait(py),

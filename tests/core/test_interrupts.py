@@ -178,3 +178,51 @@ def test_an_interrupted_waiter_changes_nothing_and_the_next_call_succeeds() -> N
     assert result.returncode == 0, result.stderr
     # One miss for the loader and one for the interrupted waiter (it looked before waiting).
     assert result.stdout.splitlines() == ["loaded 0 2 1"]
+
+
+def test_a_load_interrupted_while_storing_its_result_does_not_block_its_key() -> None:
+    # The loader itself is interrupted while it waits for the lock to store the result: its
+    # load ends without being unregistered, and the next call for the key must replace it.
+    result = run_python(
+        """
+        cache = Cache()
+        inside, leave = threading.Event(), threading.Event()
+        slow = False
+
+        class Key:
+            def __hash__(self):
+                return 7
+            def __eq__(self, other):
+                if slow:
+                    inside.set()
+                    leave.wait()
+                return self is other
+
+        def factory():
+            global slow
+            slow = True
+            threading.Thread(target=lambda: cache.get(Key())).start()
+            inside.wait()             # the store step will wait for this thread's lock
+            armed.set()
+            return "value"
+
+        def on_sigint(signum, frame):
+            if armed.is_set() and frame is not None and frame.f_code is not factory.__code__:
+                seen.set()
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        cache[Key()] = "stored"
+        try:
+            cache.get_or_set("k", factory)
+        except KeyboardInterrupt:
+            print("interrupted while storing", flush=True)
+        armed.clear()
+        slow = False
+        leave.set()
+        print(cache.get_or_set("k", lambda: "loaded again"), flush=True)
+        """,
+        "kill",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["interrupted while storing", "loaded again"]
