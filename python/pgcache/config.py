@@ -10,8 +10,8 @@ Four example files (development, production, performance testing, debugging)
 ship inside the package; :meth:`Settings.for_mode` loads one.
 
 This module only reads and checks configuration: it builds no cache, pool or
-client (see :mod:`pgcache.manager` and :mod:`pgcache.db` for that), and it never
-prints the password of ``DATABASE_URL``.
+client (see :mod:`pgcache.caching.manager` and :mod:`pgcache.postgres.pools` for that), and it
+never prints the password of ``DATABASE_URL`` or ``REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pgcache.caching.redis_url import check_redis_url, mask_redis_url
 from pgcache.errors import CONFIG_ERROR_TYPE, ConfigError
+from pgcache.keys import CACHE_NAMES, DEFAULT_KEY_PREFIX, check_key_prefix
 
 Mode = Literal["development", "production", "performance", "debugging"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -182,6 +184,35 @@ def _mask_by_pattern(url: str) -> str:
     return _CONNINFO_PASSWORD_RE.sub(lambda m: m[1] + m[2] + _MASK, url)
 
 
+_CACHE_TTLS_HINT: Final = (
+    "expected cache=duration pairs separated by commas, like features=1h,anomalies=10m"
+    f" (caches: {', '.join(CACHE_NAMES)})"
+)
+
+
+def parse_cache_ttls(value: object) -> dict[str, timedelta]:
+    """``{cache: TTL}`` from ``"features=1h,anomalies=10m"`` (or such a mapping); ``ValueError``
+    for an unknown cache, a bad or non-positive duration, or anything else."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not equals for _, equals, _ in pairs):
+            raise ValueError(_CACHE_TTLS_HINT)
+        items: list[tuple[object, object]] = [(k.strip(), d.strip()) for k, _, d in pairs]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        raise ValueError(_CACHE_TTLS_HINT)
+    ttls: dict[str, timedelta] = {}
+    for name, duration in items:
+        if name not in CACHE_NAMES or not isinstance(duration, str | int | float | timedelta):
+            raise ValueError(_CACHE_TTLS_HINT)
+        ttl = parse_duration(duration)
+        if ttl <= timedelta(0):
+            raise ValueError(f"durations must be positive; {_CACHE_TTLS_HINT}")
+        ttls[str(name)] = ttl
+    return ttls
+
+
 def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
     """The one error for a bad variable: its name, its value, what is accepted."""
     return PydanticCustomError(
@@ -202,6 +233,8 @@ _DURATION_FIELDS: Final = (
     "http_idle_conn_timeout",
     "http_dial_timeout",
     "retry_initial_backoff",
+    "redis_socket_timeout",
+    "redis_connect_timeout",
 )
 _POSITIVE_INT_FIELDS: Final = (
     "cache_max_size",
@@ -297,6 +330,25 @@ class Settings(BaseSettings):
     retry_initial_backoff: timedelta = Field(
         default=timedelta(milliseconds=100), description="wait before the first retry"
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the shared second tier (redis://, rediss://, unix://, "
+        "redis+cluster:// for a cluster); unset: each process caches alone",
+    )
+    redis_key_prefix: str = Field(
+        default=DEFAULT_KEY_PREFIX, description="namespace prefix of every key in Redis"
+    )
+    redis_socket_timeout: timedelta = Field(
+        default=timedelta(milliseconds=250), description="longest wait for one Redis reply"
+    )
+    redis_connect_timeout: timedelta = Field(
+        default=timedelta(seconds=1), description="longest wait for a Redis connection"
+    )
+    redis_cache_ttls: str = Field(
+        default="",
+        description="how long entries live in Redis, per cache, e.g. features=1h,anomalies=10m"
+        " (a cache not named: its own TTL)",
+    )
 
     @field_validator(*_DURATION_FIELDS, mode="before")
     @classmethod
@@ -373,6 +425,40 @@ class Settings(BaseSettings):
             raise _invalid(str(info.field_name), repr(value), hint)
         return url
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _check_redis_url(cls, value: object, info: ValidationInfo) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # as in an env file: REDIS_URL= (unset)
+        try:
+            check_redis_url(value)
+        except (TypeError, ValueError) as exc:
+            shown = repr(mask_redis_url(value)) if isinstance(value, str) else repr(value)
+            raise _invalid(str(info.field_name), shown, str(exc).partition(": ")[2]) from None
+        assert isinstance(value, str)
+        return value.strip()
+
+    @field_validator("redis_key_prefix", mode="before")
+    @classmethod
+    def _check_key_prefix(cls, value: object, info: ValidationInfo) -> str:
+        try:
+            return check_key_prefix(value)
+        except (TypeError, ValueError):
+            raise _invalid(
+                str(info.field_name),
+                repr(value),
+                "expected at most 100 printable characters without spaces, like pgcache:",
+            ) from None
+
+    @field_validator("redis_cache_ttls", mode="before")
+    @classmethod
+    def _check_cache_ttls(cls, value: object, info: ValidationInfo) -> str:
+        try:
+            ttls = parse_cache_ttls(value)
+        except ValueError as exc:
+            raise _invalid(str(info.field_name), repr(value), str(exc)) from None
+        return ",".join(f"{name}={format_duration(ttl)}" for name, ttl in ttls.items())
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _check_database_url(cls, value: object, info: ValidationInfo) -> str | None:
@@ -410,6 +496,10 @@ class Settings(BaseSettings):
     def _mask_database_url_in_json(self, value: str | None) -> str | None:
         return None if value is None else mask_database_url(value)
 
+    @field_serializer("redis_url", when_used="json")
+    def _mask_redis_url_in_json(self, value: str | None) -> str | None:
+        return None if value is None else mask_redis_url(value)
+
     @classmethod
     def load(cls, **overrides: Any) -> Self:
         """``Settings(**overrides)``, raising :class:`ConfigError` (one line per bad variable)."""
@@ -444,6 +534,10 @@ class Settings(BaseSettings):
         with as_file(files("pgcache") / "env" / f"{mode}.env.example") as path:
             return cls.from_env_file(path, **overrides)
 
+    def redis_ttls(self) -> dict[str, timedelta]:
+        """``REDIS_CACHE_TTLS`` as ``{cache name: TTL in Redis}`` (only the caches it names)."""
+        return parse_cache_ttls(self.redis_cache_ttls)
+
     def describe(self) -> dict[str, str | None]:
         """Every variable by its environment name, as it would be written in a ``.env`` file.
 
@@ -454,6 +548,8 @@ class Settings(BaseSettings):
             value = getattr(self, field)
             if field == "database_url":
                 shown = None if value is None else mask_database_url(value)
+            elif field == "redis_url":
+                shown = None if value is None else mask_redis_url(value)
             elif isinstance(value, bool):
                 shown = "true" if value else "false"
             elif isinstance(value, timedelta):
@@ -472,5 +568,7 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             if name == "database_url" and isinstance(value, str):
                 yield name, mask_database_url(value)
+            elif name == "redis_url" and isinstance(value, str):
+                yield name, mask_redis_url(value)
             else:
                 yield name, value

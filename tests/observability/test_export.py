@@ -522,3 +522,72 @@ def test_collector_exports_the_ml_clients_calls_requests_and_latency(
     assert samples["pgcache_ml_call_duration_seconds_count"][""] == 2
     assert samples["pgcache_ml_call_duration_seconds_sum"][""] > 0
     assert _types(registry)["pgcache_ml_call_duration_seconds"] == "histogram"
+
+
+# --- the shared tier: L2 metrics per cache and the Redis connection ----------------------------
+
+
+@pytest.fixture
+def tiered_manager(redis_url: str, key_prefix: str) -> Iterator[CacheManager]:
+    settings = Settings(redis_url=redis_url, redis_key_prefix=key_prefix, cache_max_size=100)
+    with CacheManager.from_settings(settings) as manager:
+        yield manager
+
+
+def test_without_a_shared_tier_the_json_keeps_the_original_shape(manager: CacheManager) -> None:
+    document = calculate_metrics_snapshot(manager).model_dump(mode="json")
+    assert "shared_tier" not in document
+    assert "l2" not in document["feature_cache"]
+
+
+def test_the_snapshot_reports_l2_per_cache_and_the_redis_connection(
+    tiered_manager: CacheManager,
+) -> None:
+    tiered_manager.set_explain_plan(QUERY, {"Plan": {}})
+    tiered_manager.cache("explain_plans").clear()  # L1 forgets: the next read is an L2 hit
+    assert tiered_manager.get_explain_plan(QUERY) == {"Plan": {}}
+    assert tiered_manager.get_anomaly(QUERY) is None  # a miss in both tiers
+
+    snapshot = calculate_metrics_snapshot(tiered_manager)
+    assert snapshot.explain_plan_cache.l2 is not None
+    assert snapshot.explain_plan_cache.l2.hits == 1
+    assert snapshot.anomaly_cache.l2 is not None
+    assert (snapshot.anomaly_cache.l2.misses, snapshot.anomaly_cache.l2.hits) == (1, 0)
+    assert snapshot.shared_tier is not None
+    assert (snapshot.shared_tier.redis, snapshot.shared_tier.subscribed) == ("ok", True)
+    document = snapshot.model_dump(mode="json")
+    assert list(document)[-1] == "shared_tier"
+    assert list(document["explain_plan_cache"])[-1] == "l2"
+    assert CacheMetricsSnapshot.model_validate_json(snapshot.model_dump_json()) == snapshot
+
+
+def test_the_collector_exports_the_second_tier_only_when_there_is_one(
+    manager: CacheManager, tiered_manager: CacheManager
+) -> None:
+    single, tiered = CollectorRegistry(), CollectorRegistry()
+    single.register(PgCacheCollector(manager))
+    tiered.register(PgCacheCollector(tiered_manager))
+    assert not [name for name in _types(single) if "l2" in name or "redis" in name]
+    types = _types(tiered)
+    assert types["pgcache_l2_hits"] == "counter"
+    assert types["pgcache_l2_latency_seconds"] == "histogram"
+    assert types["pgcache_redis_degraded"] == "gauge"
+    assert types["pgcache_invalidations_received"] == "counter"
+
+
+def test_the_collector_counts_l2_hits_and_misses_per_cache(
+    tiered_manager: CacheManager, registry: CollectorRegistry
+) -> None:
+    registry.register(PgCacheCollector(tiered_manager))
+    tiered_manager.set_fingerprint(QUERY, "grouped")
+    tiered_manager.cache("fingerprints").clear()
+    tiered_manager.get_fingerprint(QUERY)
+    tiered_manager.get_fingerprint(7)
+    samples = _scrape(registry)
+    assert samples["pgcache_l2_hits_total"]["fingerprints"] == 1.0
+    assert samples["pgcache_l2_misses_total"]["fingerprints"] == 1.0
+    assert samples["pgcache_l2_latency_seconds_count"]["fingerprints"] >= 3.0
+    assert samples["pgcache_redis_degraded"] == {"": 0.0}
+    text = generate_latest(registry).decode()
+    assert 'pgcache_redis_breaker_state{state="closed"} 1.0' in text
+    assert 'pgcache_redis_breaker_state{state="open"} 0.0' in text

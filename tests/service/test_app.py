@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -604,3 +605,117 @@ def test_load_of_20_clients_has_no_errors_and_a_hit_rate_over_80_percent(
     assert result.statuses == {200: 20 * 200}
     hit_rate = (hits - hits_before) / ((hits - hits_before) + (misses - misses_before))
     assert hit_rate > 0.8
+
+
+# --- the shared tier (REDIS_URL): two services, one Redis -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiered_services(
+    postgres_url: str, ml_service: MLServiceHandle, redis_url: str
+) -> Iterator[tuple[ServiceHandle, ServiceHandle]]:
+    """Two services on one database, one ML service and one Redis namespace: two instances."""
+    settings = _settings(
+        database_url=postgres_url,
+        ml_service_url=ml_service.url,
+        redis_url=redis_url,
+        redis_key_prefix=f"pgcache-test-{uuid.uuid4().hex[:12]}:",
+    )
+    with serve_in_thread(settings) as first, serve_in_thread(settings) as second:
+        yield first, second
+
+
+def _shared_tier_settled(*services: ServiceHandle) -> bool:
+    """Every service applied every invalidation the others sent."""
+    statuses = [service.state.manager.shared_tier_status() for service in services]
+    sent = sum(status.invalidations_sent for status in statuses if status is not None)
+    return all(
+        status is not None and status.invalidations_received == sent - status.invalidations_sent
+        for status in statuses
+    )
+
+
+def test_readyz_names_redis_when_it_is_configured(
+    tiered_services: tuple[ServiceHandle, ServiceHandle],
+) -> None:
+    with httpx.Client(base_url=tiered_services[0].url, timeout=30.0) as http:
+        response = http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "ml_service": "ok", "redis": "ok"}
+
+
+def test_readyz_says_redis_is_degraded_and_the_service_stays_ready(
+    postgres_url: str, ml_service: MLServiceHandle
+) -> None:
+    settings = _settings(
+        database_url=postgres_url,
+        ml_service_url=ml_service.url,
+        redis_url=f"redis://127.0.0.1:{_dead_port()}/0",
+        redis_connect_timeout="200ms",
+    )
+    with (
+        serve_in_thread(settings) as handle,
+        httpx.Client(base_url=handle.url, timeout=30.0) as http,
+    ):
+        response = http.get("/readyz")
+        metrics = http.get("/api/v1/metrics/cache").json()["metrics"]
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+    assert response.json()["checks"]["redis"].startswith("degraded: unreachable or slow")
+    assert metrics["shared_tier"]["redis"] == "degraded"
+
+
+def test_an_invalidation_sent_to_one_service_is_honoured_by_the_other(
+    tiered_services: tuple[ServiceHandle, ServiceHandle], wait_until: WaitUntil
+) -> None:
+    first, second = tiered_services
+    query_hash = -4221331203398113
+    first.state.manager.set_explain_plan(query_hash, {"Plan": {"Node Type": "Seq Scan"}})
+    assert wait_until(lambda: _shared_tier_settled(first, second))
+    assert second.state.manager.get_explain_plan(query_hash) is not None  # an L2 hit
+    with httpx.Client(base_url=first.url, timeout=30.0) as http:
+        response = http.post("/api/v1/cache/invalidate", json={"query_hash": query_hash})
+    assert response.status_code == 200
+    assert wait_until(lambda: second.state.manager.cache("explain_plans").get(query_hash) is None)
+    assert second.state.manager.get_explain_plan(query_hash) is None
+
+
+def test_deleting_a_cache_on_one_service_empties_it_on_the_other(
+    tiered_services: tuple[ServiceHandle, ServiceHandle], wait_until: WaitUntil
+) -> None:
+    first, second = tiered_services
+    first.state.manager.set_anomaly(7, {"anomalous": False})
+    assert wait_until(lambda: _shared_tier_settled(first, second))
+    assert second.state.manager.get_anomaly(7) == {"anomalous": False}
+    with httpx.Client(base_url=first.url, timeout=30.0) as http:
+        assert http.delete("/api/v1/cache/anomalies").status_code == 200
+    assert wait_until(lambda: len(second.state.manager.cache("anomalies")) == 0)
+    assert second.state.manager.get_anomaly(7) is None
+
+
+def test_cache_metrics_report_the_second_tier_and_the_redis_connection(
+    tiered_services: tuple[ServiceHandle, ServiceHandle],
+) -> None:
+    first, second = tiered_services
+    first.state.manager.set_fingerprint(11, "grouped")
+    with httpx.Client(base_url=second.url, timeout=30.0) as http:
+        second.state.manager.get_fingerprint(11)
+        metrics = http.get("/api/v1/metrics/cache").json()["metrics"]
+    assert set(metrics["query_results_cache"]["l2"]) >= {"hits", "misses", "errors", "bypassed"}
+    assert metrics["query_results_cache"]["l2"]["hits"] >= 1
+    assert metrics["shared_tier"]["redis"] == "ok"
+    assert metrics["shared_tier"]["subscribed"] is True
+
+
+def test_prometheus_exports_the_second_tier_per_cache(
+    tiered_services: tuple[ServiceHandle, ServiceHandle],
+) -> None:
+    with httpx.Client(base_url=tiered_services[0].url, timeout=30.0) as http:
+        text = http.get("/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["pgcache_l2_hits"].type == "counter"
+    assert families["pgcache_l2_latency_seconds"].type == "histogram"
+    assert {sample.labels["cache"] for sample in families["pgcache_l2_hits"].samples} == {
+        "features", "predictions", "fingerprints", "explain_plans", "anomalies"
+    }  # fmt: skip
+    assert families["pgcache_redis_degraded"].samples[0].value == 0.0

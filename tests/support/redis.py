@@ -34,8 +34,8 @@ from typing import Any
 import pytest
 
 from pgcache import Cache, ManualClock
-from pgcache.caching.redis_client import check_redis_url
 from pgcache.caching.redis_tier import RedisTier
+from pgcache.caching.redis_url import check_redis_url
 from pgcache.caching.redisserver import RedisClusterServers, RedisServer
 from pgcache.caching.tiered import TieredCache
 

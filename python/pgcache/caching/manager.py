@@ -12,6 +12,12 @@ Keys come from :mod:`pgcache.keys`, the scheme shared with
 :class:`pgcache.CachedFeatureExtractor` and :class:`pgcache.CachedPredictor`: an extractor or a
 predictor given this manager and the manager's own accessors see the same entries.
 
+With a shared tier (a :class:`pgcache.caching.redis_tier.RedisTier`, built by
+:meth:`CacheManager.from_settings` when ``REDIS_URL`` is set) each cache is the L1 of a
+:class:`pgcache.caching.tiered.TieredCache` (:meth:`CacheManager.tier`): the accessors read L1,
+then Redis; the setters write through; invalidation and clears reach every instance. Without
+one, the tiers are the caches alone and everything behaves as a single process always did.
+
 What it deliberately does not do: it holds no values of its own outside the five caches (no
 secondary index that could drift from what the caches evict or expire), does not load missing
 values (see :mod:`pgcache.postgres.cached_features` and :func:`pgcache.cached`), and does not
@@ -20,25 +26,31 @@ export metrics (see :mod:`pgcache.observability`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from pgcache._core import Cache, CacheMetrics, ManualClock
 from pgcache._validate import check_model_id, check_query_hash, check_scenario, check_seconds
+from pgcache.caching.tier_stats import SharedTierStatus, TierMetrics
+from pgcache.caching.tiered import TieredCache
 from pgcache.keys import (
     CACHE_NAMES,
     PredictionKey,
     feature_key,
     prediction_key,
-    query_hash_of,
     query_key,
 )
 
 if TYPE_CHECKING:
+    from pgcache.caching.redis_tier import RedisTier
     from pgcache.config import Settings
     from pgcache.postgres.features import QueryFeatures
+
+# The caches whose keys are query hashes: invalidating a query deletes one key, no scan.
+_KEYED_BY_QUERY_HASH: Final = frozenset({"fingerprints", "explain_plans", "anomalies"})
 
 
 def prediction_cache_key(query_hash: int, scenario: str, model_id: str | None) -> PredictionKey:
@@ -62,10 +74,15 @@ class CacheManager:
     tests. With ``enabled=False`` the setters store nothing and every getter misses (the misses
     still show in :meth:`metrics`); :meth:`cache` still returns the underlying caches.
     A bad argument raises ``TypeError`` or ``ValueError`` naming it, before any cache exists.
+
+    ``shared_tier`` (a :class:`pgcache.caching.redis_tier.RedisTier`, closed with the manager)
+    puts Redis behind every cache; ``l2_ttls`` (``{cache name: seconds or timedelta}``) sets
+    how long entries live there (default: each cache's TTL). A disabled manager uses no tier.
     """
 
     __slots__ = ("_anomalies", "_caches", "_enabled", "_explain_plans", "_features",
-                 "_fingerprints", "_max_size", "_predictions")  # fmt: skip
+                 "_fingerprints", "_max_size", "_owned_tier", "_predictions", "_shared",
+                 "_tiers")  # fmt: skip
 
     def __init__(
         self,
@@ -78,6 +95,8 @@ class CacheManager:
         cleanup_interval: float | timedelta = 1.0,
         enabled: bool = True,
         clock: ManualClock | None = None,
+        shared_tier: RedisTier | None = None,
+        l2_ttls: Mapping[str, float | timedelta] | None = None,
     ) -> None:
         if type(max_size) is not int:
             raise TypeError(
@@ -97,8 +116,15 @@ class CacheManager:
             "anomalies": check_seconds("anomaly_ttl", anomaly_ttl),
         }
         interval = check_seconds("cleanup_interval", cleanup_interval)
+        l2 = dict(l2_ttls or {})
+        unknown = sorted(set(l2) - set(CACHE_NAMES))
+        if unknown:
+            raise ValueError(f"l2_ttls names no cache {unknown}; the caches: {list(CACHE_NAMES)}")
+        l2_seconds = {name: check_seconds(f"l2_ttls[{name!r}]", ttl) for name, ttl in l2.items()}
+        tier = shared_tier if enabled else None
 
         caches: dict[str, Cache[Any, Any]] = {}
+        tiers: dict[str, TieredCache[Any, Any]] = {}
         try:
             for name in CACHE_NAMES:
                 caches[name] = Cache(
@@ -108,35 +134,65 @@ class CacheManager:
                     clock=clock,
                     name=name,
                 )
+                tiers[name] = TieredCache(
+                    caches[name],
+                    tier,
+                    l2_ttl=l2_seconds.get(name),
+                    keyed_by_query_hash=name in _KEYED_BY_QUERY_HASH,
+                )
         except BaseException:
             # max_size above what Cache supports: Cache's own error names it; leak nothing.
+            for tiered in tiers.values():
+                tiered.close()
             for cache in caches.values():
                 cache.close()
             raise
         self._enabled = enabled
         self._max_size = max_size
         self._caches: Mapping[str, Cache[Any, Any]] = MappingProxyType(caches)
-        self._features: Cache[str, QueryFeatures] = caches["features"]
-        self._predictions: Cache[PredictionKey, object] = caches["predictions"]
-        self._fingerprints: Cache[int, object] = caches["fingerprints"]
-        self._explain_plans: Cache[int, object] = caches["explain_plans"]
-        self._anomalies: Cache[int, object] = caches["anomalies"]
+        self._tiers: Mapping[str, TieredCache[Any, Any]] = MappingProxyType(tiers)
+        self._shared = tier
+        self._owned_tier = shared_tier  # closed with the manager, even when unused (disabled)
+        self._features: TieredCache[str, QueryFeatures] = tiers["features"]
+        self._predictions: TieredCache[PredictionKey, object] = tiers["predictions"]
+        self._fingerprints: TieredCache[int, object] = tiers["fingerprints"]
+        self._explain_plans: TieredCache[int, object] = tiers["explain_plans"]
+        self._anomalies: TieredCache[int, object] = tiers["anomalies"]
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: ManualClock | None = None) -> Self:
         """A manager configured from :class:`pgcache.config.Settings` (the ``CACHE_*`` and
-        ``*_CACHE_TTL`` variables); ``clock`` is for tests."""
-        return cls(
-            max_size=settings.cache_max_size,
-            feature_ttl=settings.feature_cache_ttl,
-            prediction_ttl=settings.prediction_cache_ttl,
-            fingerprint_ttl=settings.fingerprint_cache_ttl,
-            explain_plan_ttl=settings.explain_plan_cache_ttl,
-            anomaly_ttl=settings.anomaly_cache_ttl,
-            cleanup_interval=settings.cache_cleanup_interval,
-            enabled=settings.cache_enabled,
-            clock=clock,
-        )
+        ``*_CACHE_TTL`` variables); with ``REDIS_URL`` set (and caching enabled), on a
+        :class:`pgcache.caching.redis_tier.RedisTier` built from the ``REDIS_*`` variables
+        (needs ``pgcache[redis]``). ``clock`` is for tests."""
+        tier: RedisTier | None = None
+        if settings.redis_url and settings.cache_enabled:
+            from pgcache.caching.redis_tier import RedisTier
+
+            tier = RedisTier(
+                settings.redis_url,
+                key_prefix=settings.redis_key_prefix,
+                socket_timeout=settings.redis_socket_timeout.total_seconds(),
+                connect_timeout=settings.redis_connect_timeout.total_seconds(),
+            )
+        try:
+            return cls(
+                max_size=settings.cache_max_size,
+                feature_ttl=settings.feature_cache_ttl,
+                prediction_ttl=settings.prediction_cache_ttl,
+                fingerprint_ttl=settings.fingerprint_cache_ttl,
+                explain_plan_ttl=settings.explain_plan_cache_ttl,
+                anomaly_ttl=settings.anomaly_cache_ttl,
+                cleanup_interval=settings.cache_cleanup_interval,
+                enabled=settings.cache_enabled,
+                clock=clock,
+                shared_tier=tier,
+                l2_ttls=settings.redis_ttls(),
+            )
+        except BaseException:
+            if tier is not None:
+                tier.close()
+            raise
 
     # --- configuration -------------------------------------------------------------------
 
@@ -169,9 +225,37 @@ class CacheManager:
                 f"name must be one of {', '.join(map(repr, CACHE_NAMES))}, got {name!r}"
             ) from None
 
+    @property
+    def tiers(self) -> Mapping[str, TieredCache[Any, Any]]:
+        """The five tiered caches by name (each its cache alone without a shared tier)."""
+        return self._tiers
+
+    def tier(self, name: str) -> TieredCache[Any, Any]:
+        """The tiered cache called ``name`` (one of :data:`CACHE_NAMES`); ``KeyError``
+        otherwise. Its L1 is :meth:`cache` ``(name)``."""
+        self.cache(name)  # the KeyError naming the caches
+        return self._tiers[name]
+
+    @property
+    def shared_tier(self) -> RedisTier | None:
+        """The Redis tier behind the caches, or None (single tier)."""
+        return self._shared
+
+    def tier_metrics(self) -> dict[str, TierMetrics] | None:
+        """What the shared tier did per cache (L2 hits, misses, errors, latency, ...), in
+        :data:`CACHE_NAMES` order; None without a shared tier."""
+        if self._shared is None:
+            return None
+        return {name: tiered.tier_metrics() for name, tiered in self._tiers.items()}
+
+    def shared_tier_status(self) -> SharedTierStatus | None:
+        """The Redis connection now (degraded? subscribed? invalidations); None without one."""
+        return None if self._shared is None else self._shared.status()
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("enabled" if self._enabled else "disabled")
-        return f"<CacheManager {state} max_size={self._max_size}>"
+        tier = "" if self._shared is None else f" shared_tier={self._shared!r}"
+        return f"<CacheManager {state} max_size={self._max_size}{tier}>"
 
     # --- typed accessors -----------------------------------------------------------------
 
@@ -235,42 +319,57 @@ class CacheManager:
     def invalidate_query(self, query_hash: int) -> int:
         """Remove every cached item of one query from all five caches; return how many.
 
+        With a shared tier, its entries in Redis go too (one script on the query's index) and
+        every other instance removes them from its L1; the count is of this instance's L1.
         Cost: the three caches keyed by the query hash alone take one delete each; features
-        and predictions hold one entry per scenario (and model), which no index tracks, so
-        their keys are scanned once (a snapshot of each, without holding its lock while
+        and predictions hold one entry per scenario (and model), which no index tracks in L1,
+        so their keys are scanned once (a snapshot of each, without holding its lock while
         filtering): linear in the number of entries of those two caches, about 2 ms
         for 10,000 each. Entries set concurrently for the same query may survive.
         """
         query_hash = check_query_hash(query_hash)
-        removed = 0
-        by_hash: tuple[Cache[Any, Any], ...] = (
-            self._fingerprints,
-            self._explain_plans,
-            self._anomalies,
-        )
-        for cache in by_hash:
-            removed += cache.delete(query_key(query_hash))
-        by_more: tuple[Cache[Any, Any], ...] = (self._features, self._predictions)
-        for cache in by_more:
-            keys: Sequence[object] = cache.keys()  # a snapshot: safe to delete from
-            for key in keys:
-                if query_hash_of(key) == query_hash:
-                    removed += cache.delete(key)
-        return removed
+        if self._shared is not None:
+            return self._shared.invalidate_query(query_hash)
+        return sum(tiered.drop_local_query(query_hash) for tiered in self._tiers.values())
+
+    async def ainvalidate_query(self, query_hash: int) -> int:
+        """:meth:`invalidate_query` with the shared tier's asyncio client."""
+        query_hash = check_query_hash(query_hash)
+        if self._shared is not None:
+            return await self._shared.ainvalidate_query(query_hash)
+        return sum(tiered.drop_local_query(query_hash) for tiered in self._tiers.values())
 
     def clear(self) -> None:
-        """Empty all five caches (their metrics are kept)."""
-        for cache in self._caches.values():
-            cache.clear()
+        """Empty all five caches, in every tier and instance (their metrics are kept)."""
+        for tiered in self._tiers.values():
+            tiered.clear()
+
+    async def aclear(self) -> None:
+        """:meth:`clear` with the shared tier's asyncio client."""
+        for tiered in self._tiers.values():
+            await tiered.aclear()
 
     def metrics(self) -> dict[str, CacheMetrics]:
         """A metrics snapshot of each cache, by name, in :data:`CACHE_NAMES` order."""
         return {name: cache.metrics() for name, cache in self._caches.items()}
 
     def close(self) -> None:
-        """Close all five caches (idempotent); any later use raises CacheClosedError."""
-        for cache in self._caches.values():
-            cache.close()
+        """Close all five caches and the shared tier (idempotent); any later use raises
+        CacheClosedError. Close an asyncio client of the shared tier first with :meth:`aclose`
+        (``async with`` does)."""
+        for tiered in self._tiers.values():
+            tiered.close()
+        if self._owned_tier is not None:
+            self._owned_tier.close()
+
+    async def aclose(self) -> None:
+        """Close the shared tier's asyncio client of this event loop, then :meth:`close`.
+
+        The shared tier stops its listener thread, which takes up to a poll interval: that
+        wait runs in a worker thread, not on the event loop."""
+        if self._owned_tier is not None:
+            await self._owned_tier.aclose()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Self:
         return self
@@ -292,4 +391,4 @@ class CacheManager:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -34,6 +33,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from pgcache._validate import check_seconds
+from pgcache.caching.redis_url import check_redis_url, mask_redis_url
 from pgcache.caching.tier_stats import TierCounters
 from pgcache.resilience.breaker import CircuitBreaker
 
@@ -41,49 +41,11 @@ logger = logging.getLogger("pgcache.redis")
 
 T = TypeVar("T")
 
-SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-"""The URL schemes of ``REDIS_URL``; ``+cluster`` means a Redis Cluster."""
-
 DEFAULT_SOCKET_TIMEOUT: Final = 0.25
 DEFAULT_CONNECT_TIMEOUT: Final = 1.0
 # Errors that say Redis is unreachable or unwell (breaker failures); other errors are replies.
 _OUTAGES: Final = (RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException,
                    OSError)  # fmt: skip
-
-
-def mask_redis_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (``redis://:***@host:6379/0``)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def check_redis_url(url: object) -> tuple[str, bool]:
-    """``(URL for redis-py, whether it names a cluster)`` of a ``REDIS_URL``; ``ValueError``
-    naming the problem (the password masked)."""
-    hint = f"expected a URL with scheme {', '.join(s + '://' for s in SCHEMES)}"
-    if not isinstance(url, str):
-        raise TypeError(f"url={url!r}: {hint}")
-    shown = repr(mask_redis_url(url))
-    try:
-        parts = urlsplit(url.strip())
-        _ = parts.port  # a port that is not a number raises ValueError
-    except ValueError as exc:
-        raise ValueError(f"url={shown}: {exc}; {hint}") from None
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"url={shown}: {hint}")
-    if parts.scheme == "unix" and not parts.path:
-        raise ValueError(f"url={shown}: a unix:// URL needs a socket path")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"url={shown}: no host; {hint}")
-    cluster = parts.scheme.endswith("+cluster")
-    return urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+cluster"))), cluster
 
 
 class RedisConnection:

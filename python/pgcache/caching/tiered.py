@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast, overload
 
 from pgcache._core import Cache, CacheMetrics
 from pgcache._validate import check_optional_seconds
@@ -43,6 +43,7 @@ logger = logging.getLogger("pgcache.tiered")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+D = TypeVar("D")
 _T = TypeVar("_T")
 
 _MISSING: Final[Any] = object()
@@ -270,6 +271,10 @@ class TieredCache(Generic[K, V]):
 
     # --- sync API ---------------------------------------------------------------------------
 
+    @overload
+    def get(self, key: K, default: None = None) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | D) -> V | D: ...
     def get(self, key: K, default: Any = None) -> Any:
         """The value of ``key`` from L1, else from L2 (then kept in L1), else ``default``."""
         value = self.l1.get(key, _MISSING)
@@ -396,6 +401,10 @@ class TieredCache(Generic[K, V]):
 
     # --- asyncio API: the same, with the tier's asyncio client -------------------------------
 
+    @overload
+    async def aget(self, key: K, default: None = None) -> V | None: ...
+    @overload
+    async def aget(self, key: K, default: V | D) -> V | D: ...
     async def aget(self, key: K, default: Any = None) -> Any:
         """:meth:`get` with the asyncio client."""
         value = self.l1.get(key, _MISSING)

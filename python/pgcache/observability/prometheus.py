@@ -1,10 +1,10 @@
-"""The Prometheus collector: caches, database pool, ML client."""
+"""The Prometheus collector: caches (and their shared Redis tier), database pool, ML client."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,11 +20,9 @@ from pgcache.observability.snapshot import (
     MLClientLike,
     caches_by_name,
     hit_rate,
+    shared_tier_status_of,
+    tier_metrics_of,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 _POOL_GAUGES: Final[tuple[tuple[str, str, str], ...]] = (
     ("pool_min", "pgcache_db_pool_min_size", "Connections the pool keeps open at least."),
@@ -76,8 +74,17 @@ class PgCacheCollector(Collector):
     ``pgcache_ml_calls_total``, ``pgcache_ml_requests_total`` (HTTP attempts),
     ``pgcache_ml_retries_total``, ``pgcache_ml_failures_total``,
     ``pgcache_ml_circuit_rejections_total`` and the histogram
-    ``pgcache_ml_call_duration_seconds`` (per call, retries included). Everything is read at
-    scrape time.
+    ``pgcache_ml_call_duration_seconds`` (per call, retries included). With a shared tier
+    (``REDIS_URL``), per cache: counters ``pgcache_l2_hits_total``, ``pgcache_l2_misses_total``,
+    ``pgcache_l2_errors_total``, ``pgcache_l2_undecodable_total``,
+    ``pgcache_l2_unencodable_total``, ``pgcache_l2_bypassed_total``, ``pgcache_loads_total``,
+    ``pgcache_l2_lock_waits_total``, ``pgcache_l2_lock_timeouts_total`` and the histogram
+    ``pgcache_l2_latency_seconds``; for the connection: gauges ``pgcache_redis_degraded``,
+    ``pgcache_redis_subscribed``, ``pgcache_redis_breaker_state`` (label ``state``) and the
+    counters ``pgcache_redis_breaker_opened_total``,
+    ``pgcache_redis_subscription_losses_total``, ``pgcache_l1_flushes_total``,
+    ``pgcache_invalidations_sent_total``, ``pgcache_invalidations_received_total``,
+    ``pgcache_invalidation_errors_total``. Everything is read at scrape time.
     """
 
     def __init__(
@@ -100,6 +107,8 @@ class PgCacheCollector(Collector):
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         yield from self._cache_families(with_samples=with_samples)
+        if getattr(self._manager, "shared_tier", None) is not None:
+            yield from self._tier_families(with_samples=with_samples)
         if self._pool is not None:
             yield from self._pool_families(self._pool, with_samples=with_samples)
         if self._ml_client is not None:
@@ -143,6 +152,46 @@ class PgCacheCollector(Collector):
                     ttl.add_metric([name], cache.ttl)
         yield from (hits, misses, evictions, expirations, size, max_size, hit_ratio, ttl, enabled)
 
+    def _tier_families(self, *, with_samples: bool) -> Iterator[Metric]:
+        tiers = (tier_metrics_of(self._manager) or {}) if with_samples else {}
+        labels = ["cache"]
+        for field, name, help_text in _TIER_COUNTERS:
+            counter = CounterMetricFamily(name, help_text, labels=labels)
+            for cache, metrics in tiers.items():
+                counter.add_metric([cache], getattr(metrics, field))
+            yield counter
+        latency = HistogramMetricFamily(
+            "pgcache_l2_latency_seconds", "Duration of Redis round trips.", labels=labels
+        )
+        for cache, metrics in tiers.items():
+            latency.add_metric(
+                [cache],
+                buckets=[(_bucket_bound(b), count) for b, count in metrics.l2_latency_buckets],
+                sum_value=metrics.l2_latency_seconds_sum,
+            )
+        yield latency
+        status = shared_tier_status_of(self._manager) if with_samples else None
+        degraded = GaugeMetricFamily(
+            "pgcache_redis_degraded", "1 while the caches answer without Redis, else 0."
+        )
+        subscribed = GaugeMetricFamily(
+            "pgcache_redis_subscribed", "1 while invalidations from other instances arrive."
+        )
+        breaker = GaugeMetricFamily(
+            "pgcache_redis_breaker_state", "1 for the breaker's state now.", labels=["state"]
+        )
+        if status is not None:
+            degraded.add_metric([], 1.0 if status.degraded else 0.0)
+            subscribed.add_metric([], 1.0 if status.subscribed else 0.0)
+            for state in ("closed", "open", "half_open"):
+                breaker.add_metric([state], 1.0 if status.breaker == state else 0.0)
+        yield from (degraded, subscribed, breaker)
+        for field, name, help_text in _REDIS_COUNTERS:
+            counter = CounterMetricFamily(name, help_text)
+            if status is not None:
+                counter.add_metric([], getattr(status, field))
+            yield counter
+
     @staticmethod
     def _ml_families(client: MLClientLike, *, with_samples: bool) -> Iterator[Metric]:
         stats = client.stats() if with_samples else None
@@ -185,6 +234,35 @@ _ML_COUNTERS: Final = (
     ("retries", "HTTP requests that retried a failed one."),
     ("failures", "ML client calls that raised an error."),
     ("circuit_rejections", "ML client calls refused by the open circuit breaker."),
+)
+
+
+_TIER_COUNTERS: Final = (
+    ("l2_hits", "pgcache_l2_hits", "L1 misses found in Redis."),
+    ("l2_misses", "pgcache_l2_misses", "L1 misses not found in Redis either."),
+    ("l2_errors", "pgcache_l2_errors", "Redis operations that failed or timed out."),
+    ("undecodable", "pgcache_l2_undecodable", "Entries in Redis that were not pgcache values."),
+    ("unencodable", "pgcache_l2_unencodable", "Values kept in L1 only (no faithful form)."),
+    ("bypassed", "pgcache_l2_bypassed", "Redis operations skipped: circuit breaker open."),
+    ("loads", "pgcache_loads", "Loader calls: misses in both tiers."),
+    ("lock_waits", "pgcache_l2_lock_waits", "Loads left to another instance's lock."),
+    ("lock_timeouts", "pgcache_l2_lock_timeouts", "Waits for another instance that ran out."),
+)
+_REDIS_COUNTERS: Final = (
+    ("breaker_opened", "pgcache_redis_breaker_opened", "Times the Redis breaker opened."),
+    (
+        "subscription_losses",
+        "pgcache_redis_subscription_losses",
+        "Lost invalidation subscriptions.",
+    ),
+    ("l1_flushes", "pgcache_l1_flushes", "Times L1 was emptied: invalidations may be missed."),
+    ("invalidations_sent", "pgcache_invalidations_sent", "Invalidations sent to the others."),
+    (
+        "invalidations_received",
+        "pgcache_invalidations_received",
+        "Invalidations from other instances applied.",
+    ),
+    ("invalidation_errors", "pgcache_invalidation_errors", "Unreadable invalidation messages."),
 )
 
 

@@ -1,14 +1,22 @@
-"""The JSON metrics snapshot of the caches."""
+"""The JSON metrics snapshot of the caches (and of their shared tier, when there is one)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from pgcache._core import CacheMetrics
+from pgcache.caching.tier_stats import SharedTierStatus, TierMetrics
 
 if TYPE_CHECKING:
     from pgcache.ml.stats import MLClientStats
@@ -60,8 +68,104 @@ class MLClientLike(Protocol):
     def stats(self) -> MLClientStats: ...
 
 
+def tier_metrics_of(source: object) -> Mapping[str, TierMetrics] | None:
+    """The per-cache shared-tier metrics of a manager (``CacheManager.tier_metrics``); None
+    for a manager without a shared tier, or a source that has none."""
+    read = getattr(source, "tier_metrics", None)
+    return read() if callable(read) else None
+
+
+def shared_tier_status_of(source: object) -> SharedTierStatus | None:
+    """The shared tier's status of a manager (``CacheManager.shared_tier_status``), or None."""
+    read = getattr(source, "shared_tier_status", None)
+    return read() if callable(read) else None
+
+
+class L2Metrics(BaseModel):
+    """What one cache's second tier (Redis) did: present only when there is one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hits: int = Field(ge=0, description="L1 misses found in Redis")
+    misses: int = Field(ge=0, description="L1 misses not in Redis either")
+    errors: int = Field(ge=0, description="Redis operations that failed or timed out")
+    undecodable: int = Field(ge=0, description="entries in Redis that were not pgcache values")
+    unencodable: int = Field(ge=0, description="values kept in L1 only (no faithful form)")
+    bypassed: int = Field(ge=0, description="operations skipped: circuit breaker open")
+    loads: int = Field(ge=0, description="loader calls (a miss in both tiers)")
+    lock_waits: int = Field(ge=0, description="loads left to another instance's lock")
+    lock_timeouts: int = Field(ge=0, description="waits for another instance that ran out")
+    operations: int = Field(ge=0, description="Redis round trips completed")
+    latency_seconds_sum: float = Field(ge=0, description="their total time")
+    hit_rate: float = Field(ge=0, le=100, description="100 * hits / (hits + misses); 0 if none")
+
+    @classmethod
+    def from_tier_metrics(cls, metrics: TierMetrics) -> L2Metrics:
+        """The JSON form of :class:`pgcache.caching.tier_stats.TierMetrics`."""
+        return cls(
+            hits=metrics.l2_hits,
+            misses=metrics.l2_misses,
+            errors=metrics.l2_errors,
+            undecodable=metrics.undecodable,
+            unencodable=metrics.unencodable,
+            bypassed=metrics.bypassed,
+            loads=metrics.loads,
+            lock_waits=metrics.lock_waits,
+            lock_timeouts=metrics.lock_timeouts,
+            operations=metrics.l2_operations,
+            latency_seconds_sum=metrics.l2_latency_seconds_sum,
+            hit_rate=hit_rate(metrics.l2_hits, metrics.l2_misses),
+        )
+
+
+class SharedTierMetrics(BaseModel):
+    """The Redis connection shared by the caches: present only when ``REDIS_URL`` is set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis: str = Field(description="ok, or degraded: answering from L1 and loaders only")
+    url: str = Field(description="REDIS_URL, password masked")
+    cluster: bool
+    breaker: str = Field(description="closed, open or half_open")
+    breaker_opened: int = Field(ge=0, description="times the circuit breaker opened")
+    subscribed: bool = Field(description="whether invalidations from other instances arrive")
+    subscription_losses: int = Field(ge=0)
+    l1_flushes: int = Field(ge=0, description="times L1 was emptied after a lost subscription")
+    invalidations_sent: int = Field(ge=0)
+    invalidations_received: int = Field(ge=0)
+    invalidation_errors: int = Field(ge=0)
+
+    @classmethod
+    def from_status(cls, status: SharedTierStatus) -> SharedTierMetrics:
+        """The JSON form of :class:`pgcache.caching.tier_stats.SharedTierStatus`."""
+        return cls(
+            redis="degraded" if status.degraded else "ok",
+            url=status.url,
+            cluster=status.cluster,
+            breaker=status.breaker,
+            breaker_opened=status.breaker_opened,
+            subscribed=status.subscribed,
+            subscription_losses=status.subscription_losses,
+            l1_flushes=status.l1_flushes,
+            invalidations_sent=status.invalidations_sent,
+            invalidations_received=status.invalidations_received,
+            invalidation_errors=status.invalidation_errors,
+        )
+
+
+def _without_absent(
+    model: BaseModel, handler: SerializerFunctionWrapHandler, field: str
+) -> dict[str, Any]:
+    """The model's dict without ``field`` when it is None (single tier: the original shape)."""
+    data: dict[str, Any] = handler(model)
+    if getattr(model, field) is None:
+        data.pop(field, None)
+    return data
+
+
 class CacheDetailedMetrics(BaseModel):
-    """One cache's counters and configuration, as the original's JSON reports them."""
+    """One cache's counters and configuration, as the original's JSON reports them; with a
+    shared tier, ``l2`` too (absent otherwise)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,10 +177,15 @@ class CacheDetailedMetrics(BaseModel):
     size: int = Field(ge=0, description="live entries now")
     max_size: int | None = Field(ge=1, description="entry limit (null: unbounded)")
     ttl_seconds: float | None = Field(gt=0, description="default TTL; None: entries never expire")
+    l2: L2Metrics | None = Field(default=None, description="the shared tier (Redis) of this cache")
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_l2(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_absent(self, handler, "l2")
 
     @classmethod
-    def from_cache(cls, cache: _CacheLike) -> CacheDetailedMetrics:
-        """The metrics of ``cache`` now."""
+    def from_cache(cls, cache: _CacheLike, tier: TierMetrics | None = None) -> CacheDetailedMetrics:
+        """The metrics of ``cache`` now (``tier``: its shared tier's, if it has one)."""
         metrics = cache.metrics()
         return cls(
             hits=metrics.hits,
@@ -87,6 +196,7 @@ class CacheDetailedMetrics(BaseModel):
             size=metrics.size,
             max_size=metrics.max_size,
             ttl_seconds=cache.ttl,
+            l2=None if tier is None else L2Metrics.from_tier_metrics(tier),
         )
 
 
@@ -108,6 +218,13 @@ class CacheMetricsSnapshot(BaseModel):
         ge=0, le=100, description="100 * total hits / total lookups; 0 if none"
     )
     taken_at: AwareDatetime = Field(description="when the snapshot was taken (UTC)")
+    shared_tier: SharedTierMetrics | None = Field(
+        default=None, description="the Redis tier shared by the caches (absent without one)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_shared_tier(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_absent(self, handler, "shared_tier")
 
 
 class CacheStatusResponse(BaseModel):
@@ -157,10 +274,13 @@ def calculate_metrics_snapshot(manager: MetricsSource) -> CacheMetricsSnapshot:
     """Every cache's metrics and the totals, read from ``manager`` now.
 
     ``overall_hit_rate`` is the hit rate over all lookups of all five caches (not
-    the mean of the five rates: a busy cache weighs more than an idle one).
+    the mean of the five rates: a busy cache weighs more than an idle one), in L1. With a
+    shared tier, each cache also reports ``l2`` and the snapshot ``shared_tier``.
     """
+    tiers = tier_metrics_of(manager) or {}
+    status = shared_tier_status_of(manager)
     per_cache = {
-        _SNAPSHOT_FIELDS[name]: CacheDetailedMetrics.from_cache(cache)
+        _SNAPSHOT_FIELDS[name]: CacheDetailedMetrics.from_cache(cache, tiers.get(name))
         for name, cache in caches_by_name(manager).items()
     }
     hits = sum(metrics.hits for metrics in per_cache.values())
@@ -171,6 +291,7 @@ def calculate_metrics_snapshot(manager: MetricsSource) -> CacheMetricsSnapshot:
         total_cache_misses=misses,
         overall_hit_rate=hit_rate(hits, misses),
         taken_at=datetime.now(UTC),
+        shared_tier=None if status is None else SharedTierMetrics.from_status(status),
     )
 
 

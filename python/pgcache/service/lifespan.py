@@ -1,8 +1,10 @@
-"""What the service holds while it runs: the cache manager, the database pool and the ML client,
-opened by :func:`pgcache_lifespan` and put on ``app.state.pgcache`` (a :class:`PgCacheState`)."""
+"""What the service holds while it runs: the cache manager (on the shared Redis tier when
+``REDIS_URL`` is set), the database pool and the ML client, opened by :func:`pgcache_lifespan`
+and put on ``app.state.pgcache`` (a :class:`PgCacheState`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -82,8 +84,10 @@ async def pgcache_lifespan(
     settings = Settings.load() if settings is None else settings
     db_timeout = check_seconds("db_timeout", db_timeout)
     async with AsyncExitStack() as stack:
-        manager = CacheManager.from_settings(settings)
-        stack.callback(manager.close)
+        # With REDIS_URL, building the manager waits (up to REDIS_CONNECT_TIMEOUT) for its
+        # invalidation subscription: in a worker thread, not on the event loop.
+        manager = await asyncio.to_thread(CacheManager.from_settings, settings)
+        stack.push_async_callback(manager.aclose)
         ml_client = AsyncMLClient(settings)
         stack.push_async_callback(ml_client.aclose)
         pool: AsyncConnectionPool[Any] | None = None

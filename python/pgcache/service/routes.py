@@ -180,12 +180,37 @@ async def _check_ml_service(state: PgCacheState) -> str:
     return "ok"
 
 
+async def _check_redis(state: PgCacheState) -> str | None:
+    """None without a shared tier; else ``ok`` or ``degraded: ...`` (never "not ready": the
+    caches answer from L1 and the loaders while Redis is away)."""
+    tier = state.manager.shared_tier
+    if tier is None:
+        return None
+    answers = await tier.aping()
+    status = tier.status()
+    if answers and not status.degraded:
+        return "ok"
+    reasons = [] if answers else ["unreachable or slow"]
+    if status.breaker != "closed":
+        reasons.append(f"circuit breaker {status.breaker}")
+    if not status.subscribed:
+        reasons.append("invalidations not subscribed")
+    return f"degraded: {', '.join(reasons)}; answering from L1 and the loaders"
+
+
 async def _readyz(request: Request) -> Response:
-    """GET /readyz: 200 when the database and the ML service answer, else 503 naming which."""
+    """GET /readyz: 200 when the database and the ML service answer, else 503 naming which.
+
+    With ``REDIS_URL``, ``checks.redis`` says ``ok`` or why it is degraded; Redis never makes
+    the service not ready (it is an optimisation)."""
     state = pgcache_state(request)
-    database, ml_service = await asyncio.gather(_check_database(state), _check_ml_service(state))
+    database, ml_service, redis = await asyncio.gather(
+        _check_database(state), _check_ml_service(state), _check_redis(state)
+    )
     checks = {"database": database, "ml_service": ml_service}
     ready = all(result == "ok" for result in checks.values())
+    if redis is not None:
+        checks["redis"] = redis
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,
@@ -216,14 +241,15 @@ async def _predict(request: Request) -> Response:
     return Response(prediction.model_dump_json(), media_type="application/json", headers=_NO_STORE)
 
 
-def _clear_cache(state: PgCacheState, name: str) -> int:
+async def _clear_cache(state: PgCacheState, name: str) -> int:
+    """Empty one cache in every tier and instance; how many entries this instance's L1 held."""
     if name not in CACHE_NAMES:
         raise ProblemError(
             404, "unknown_cache", f"cache={name!r}: expected one of {', '.join(CACHE_NAMES)}"
         )
-    cache = state.manager.cache(name)
-    removed = len(cache)
-    cache.clear()
+    tiered = state.manager.tier(name)
+    removed = len(tiered)
+    await tiered.aclear()
     return removed
 
 
@@ -244,17 +270,17 @@ async def _invalidate(request: Request) -> Response:
                 "invalid_body",
                 f"query_hash={body.query_hash}: outside the signed 64-bit range of a queryid",
             )
-        removed = state.manager.invalidate_query(body.query_hash)
+        removed = await state.manager.ainvalidate_query(body.query_hash)
         return JSONResponse({"query_hash": body.query_hash, "removed": removed}, headers=_NO_STORE)
     assert body.cache is not None
-    removed = _clear_cache(state, body.cache)
+    removed = await _clear_cache(state, body.cache)
     return JSONResponse({"cache": body.cache, "removed": removed}, headers=_NO_STORE)
 
 
 async def _delete_cache(request: Request) -> Response:
     """DELETE /api/v1/cache/{name}: empty one cache (its metrics are kept)."""
     name: str = request.path_params["name"]
-    removed = _clear_cache(pgcache_state(request), name)
+    removed = await _clear_cache(pgcache_state(request), name)
     return JSONResponse({"cache": name, "removed": removed}, headers=_NO_STORE)
 
 
