@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import GenericAlias, TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, final, overload
+from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -45,7 +45,11 @@ class CacheMetrics:
     @property
     def misses(self) -> int: ...
     @property
-    def evictions(self) -> int: ...
+    def evictions(self) -> int:
+        """Entries given up to make room (LRU's oldest; W-TinyLFU's main-region victims)."""
+    @property
+    def rejections(self) -> int:
+        """W-TinyLFU only: new entries turned away as less useful than the main region's victim."""
     @property
     def expirations(self) -> int: ...
     @property
@@ -61,9 +65,12 @@ class CacheMetrics:
 
 @final
 class Cache(Generic[_K, _V]):
-    """A thread-safe TTL + LRU cache. See the README for the semantics.
+    """A thread-safe TTL cache with a bounded size. See the README for the semantics.
 
-    ``max_size=None`` means unbounded (as ``functools.lru_cache(maxsize=None)``):
+    A full cache makes room by its ``policy``: ``"tinylfu"`` (the default, adaptive
+    W-TinyLFU: the entry predicted least useful from recency and frequency leaves) or
+    ``"lru"`` (the least recently used entry leaves). A new entry is always stored and
+    readable at once. ``max_size=None`` means unbounded (as ``functools.lru_cache(maxsize=None)``):
     nothing is evicted; a new key beyond the 4,294,966,972 entries its index holds
     raises ``OverflowError``. A cache can be weakly referenced; ``pickle`` and
     ``copy`` raise ``TypeError`` (copy the entries instead:
@@ -77,6 +84,7 @@ class Cache(Generic[_K, _V]):
         cleanup_interval: float | timedelta = 1.0,
         clock: ManualClock | None = None,
         name: str | None = None,
+        policy: Literal["tinylfu", "lru"] = "tinylfu",
     ) -> Cache[_K, _V]: ...
     def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     @property
@@ -86,6 +94,8 @@ class Cache(Generic[_K, _V]):
         """The entry limit; None for an unbounded cache."""
     @property
     def name(self) -> str | None: ...
+    @property
+    def policy(self) -> Literal["tinylfu", "lru"]: ...
     @property
     def cleanup_interval(self) -> float: ...
     @property

@@ -15,6 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::clock::Clock;
 use super::metrics::{Metrics, MetricsSnapshot};
+use super::policy::PolicyKind;
 use super::store::{Store, NEVER};
 
 pub struct Cache<K, V, F = ()> {
@@ -28,10 +29,16 @@ pub struct Cache<K, V, F = ()> {
 impl<K, V, F> Cache<K, V, F> {
     /// `max_size` must be in `1..=MAX_CAPACITY`, or `None` for unbounded (up
     /// to `MAX_CAPACITY`); `default_ttl_ns` of `None` means entries never
-    /// expire unless given a TTL of their own.
-    pub fn new(max_size: Option<usize>, default_ttl_ns: Option<u64>, clock: Clock) -> Self {
+    /// expire unless given a TTL of their own; `policy` decides which entry a
+    /// full cache gives up.
+    pub fn new(
+        max_size: Option<usize>,
+        default_ttl_ns: Option<u64>,
+        clock: Clock,
+        policy: PolicyKind,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let store = Store::new(max_size, Arc::clone(&metrics), clock.now_ns());
+        let store = Store::new(max_size, policy, Arc::clone(&metrics), clock.now_ns());
         Cache {
             store: Mutex::new(store),
             metrics,
@@ -103,7 +110,12 @@ mod tests {
 
     #[test]
     fn threads_share_one_cache_without_losing_entries() {
-        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(Some(1000), None, Clock::Monotonic));
+        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(
+            Some(1000),
+            None,
+            Clock::Monotonic,
+            PolicyKind::TinyLfu,
+        ));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let cache = Arc::clone(&cache);
@@ -142,17 +154,23 @@ mod tests {
     #[test]
     fn default_ttl_and_override_set_the_deadline() {
         let clock = ManualClock::new(1000);
-        let cache: Cache<u64, u64> = Cache::new(Some(10), Some(50), Clock::Manual(clock.clone()));
+        let cache: Cache<u64, u64> = Cache::new(
+            Some(10),
+            Some(50),
+            Clock::Manual(clock.clone()),
+            PolicyKind::Lru,
+        );
         assert_eq!(cache.expires_at(cache.now(), None), 1050);
         assert_eq!(cache.expires_at(cache.now(), Some(5)), 1005);
-        let forever: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Manual(clock));
+        let forever: Cache<u64, u64> =
+            Cache::new(Some(10), None, Clock::Manual(clock), PolicyKind::Lru);
         assert_eq!(forever.expires_at(0, None), NEVER);
         assert_eq!(forever.expires_at(u64::MAX - 1, Some(10)), u64::MAX);
     }
 
     #[test]
     fn try_lock_fails_while_held() {
-        let cache: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Monotonic);
+        let cache: Cache<u64, u64> = Cache::new(Some(10), None, Clock::Monotonic, PolicyKind::Lru);
         let held = cache.lock();
         assert!(cache.try_lock().is_none());
         assert!(cache.try_lock_for(Duration::from_millis(1)).is_none());

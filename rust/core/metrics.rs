@@ -11,6 +11,7 @@ pub struct Metrics {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    rejections: AtomicU64,
     expirations: AtomicU64,
     size: AtomicU64,
 }
@@ -20,7 +21,12 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     pub hits: u64,
     pub misses: u64,
+    /// Entries the policy gave up to make room: the least recently used one,
+    /// or under W-TinyLFU the main region's victim.
     pub evictions: u64,
+    /// W-TinyLFU only: new entries that left the window for a new key because
+    /// they were judged less useful than the main region's victim.
+    pub rejections: u64,
     pub expirations: u64,
     pub size: u64,
 }
@@ -60,6 +66,18 @@ impl Metrics {
         bump(&self.evictions, 1);
     }
     #[inline]
+    pub(crate) fn rejected(&self) {
+        bump(&self.rejections, 1);
+    }
+    /// The running totals of hits and misses (for the policy's climber).
+    #[inline]
+    pub(crate) fn lookups(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+    #[inline]
     pub(crate) fn expired(&self, count: u64) {
         if count > 0 {
             bump(&self.expirations, count);
@@ -72,7 +90,13 @@ impl Metrics {
 
     /// Zeroes the event counters (not the size). Call with the store lock held.
     pub(crate) fn reset(&self) {
-        for counter in [&self.hits, &self.misses, &self.evictions, &self.expirations] {
+        for counter in [
+            &self.hits,
+            &self.misses,
+            &self.evictions,
+            &self.rejections,
+            &self.expirations,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -82,6 +106,7 @@ impl Metrics {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
             size: self.size.load(Ordering::Relaxed),
         }

@@ -3,11 +3,11 @@
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDelta, PyDeltaAccess, PyFloat, PyInt};
+use pyo3::types::{PyBool, PyDelta, PyDeltaAccess, PyFloat, PyInt, PyString};
 
 use std::time::Duration;
 
-use crate::core::MAX_CAPACITY;
+use crate::core::{PolicyKind, MAX_CAPACITY};
 
 /// Seconds from a number or a `datetime.timedelta`; `arg` names the argument in errors.
 pub(crate) fn seconds(value: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
@@ -95,6 +95,31 @@ pub(crate) fn max_size(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
             value.repr()?
         ))),
     }
+}
+
+/// `Cache(policy=...)`: `"tinylfu"` or `"lru"`.
+pub(crate) fn policy(value: &Bound<'_, PyAny>) -> PyResult<PolicyKind> {
+    let name = value.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "policy must be a str ({}), not {}",
+            quoted_policies(),
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |t| t.to_string())
+        ))
+    })?;
+    PolicyKind::parse(name.to_str()?).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "policy must be one of {}, got {}",
+            quoted_policies(),
+            value.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+        ))
+    })
+}
+
+fn quoted_policies() -> String {
+    PolicyKind::NAMES.map(|n| format!("{n:?}")).join(" or ")
 }
 
 /// A finite duration of at least zero, in nanoseconds (a clock's start or step).

@@ -26,7 +26,7 @@ use super::shared::{
     release, same_object, table_hash, thread_token, Key, Load, Probe, PyReleased, PyStore, Shared,
     StoreFailed, Value,
 };
-use crate::core::{self, Clock, Garbage, Released, Removed};
+use crate::core::{self, Clock, Garbage, PolicyKind, Released, Removed};
 
 const DEFAULT_MAX_SIZE: usize = 10_000;
 const DEFAULT_CLEANUP_INTERVAL: f64 = 1.0;
@@ -41,12 +41,15 @@ fn not_copyable(verb: &str) -> PyErr {
     ))
 }
 
-/// A thread-safe TTL + LRU cache.
+/// A thread-safe TTL cache with a bounded size.
 ///
 /// `ttl`: seconds (or a `timedelta`) an entry lives after it was last set;
 /// None: entries never expire unless `set` gives them a TTL. `max_size`: the
-/// entry limit, 10,000 by default; a new key into a full cache evicts the
-/// least recently used entry. `max_size=None` means unbounded (as
+/// entry limit, 10,000 by default; a new key into a full cache makes room by
+/// the `policy`: `"tinylfu"` (the default: adaptive W-TinyLFU, which gives up
+/// the entry it predicts least useful from recency and frequency) or `"lru"`
+/// (the least recently used entry). A new entry is always stored and readable
+/// at once. `max_size=None` means unbounded (as
 /// `functools.lru_cache(maxsize=None)`): nothing is evicted, and a new key
 /// beyond the 4,294,966,972 entries its 32-bit index holds raises OverflowError.
 /// `cleanup_interval`: how often the shared background thread removes expired
@@ -59,6 +62,7 @@ pub struct Cache {
     ttl: Option<f64>,
     cleanup_interval: f64,
     name: Option<String>,
+    policy: PolicyKind,
 }
 
 impl Cache {
@@ -117,8 +121,8 @@ impl Cache {
 impl Cache {
     #[new]
     #[pyo3(
-        signature = (ttl = None, max_size = Some(DEFAULT_MAX_SIZE), cleanup_interval = None, clock = None, name = None),
-        text_signature = "(ttl=None, max_size=10000, cleanup_interval=1.0, clock=None, name=None)"
+        signature = (ttl = None, max_size = Some(DEFAULT_MAX_SIZE), cleanup_interval = None, clock = None, name = None, policy = None),
+        text_signature = "(ttl=None, max_size=10000, cleanup_interval=1.0, clock=None, name=None, policy='tinylfu')"
     )]
     fn new(
         ttl: Option<&Bound<'_, PyAny>>,
@@ -126,7 +130,9 @@ impl Cache {
         cleanup_interval: Option<&Bound<'_, PyAny>>,
         clock: Option<&Bound<'_, PyAny>>,
         name: Option<&Bound<'_, PyAny>>,
+        policy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let policy = policy.map_or(Ok(PolicyKind::default()), args::policy)?;
         let ttl_ns = optional_ttl_ns(ttl)?;
         let ttl_secs = match ttl {
             Some(t) if ttl_ns.is_some() => Some(seconds(t, "ttl")?),
@@ -163,13 +169,15 @@ impl Cache {
             })?),
             _ => None,
         };
-        let shared = Arc::new(Shared::new(core::Cache::new(max_size, ttl_ns, clock)));
+        let core = core::Cache::new(max_size, ttl_ns, clock, policy);
+        let shared = Arc::new(Shared::new(core));
         expiry::register(&shared, interval);
         Ok(Cache {
             shared,
             ttl: ttl_secs,
             cleanup_interval,
             name,
+            policy,
         })
     }
 
@@ -196,6 +204,13 @@ impl Cache {
     #[getter]
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// Which entry a full cache gives up: "tinylfu" or "lru" (an unbounded
+    /// cache never evicts, whatever its policy).
+    #[getter]
+    fn policy(&self) -> &'static str {
+        self.policy.name()
     }
 
     #[getter]

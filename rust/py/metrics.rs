@@ -14,8 +14,14 @@ pub struct CacheMetrics {
     hits: u64,
     #[pyo3(get)]
     misses: u64,
+    /// Entries given up to make room for new ones (LRU's least recently used;
+    /// W-TinyLFU's main-region victims).
     #[pyo3(get)]
     evictions: u64,
+    /// W-TinyLFU only: new entries turned away from the main region because
+    /// they were predicted less useful than its victim.
+    #[pyo3(get)]
+    rejections: u64,
     #[pyo3(get)]
     expirations: u64,
     #[pyo3(get)]
@@ -34,6 +40,7 @@ impl CacheMetrics {
             hits: snapshot.hits,
             misses: snapshot.misses,
             evictions: snapshot.evictions,
+            rejections: snapshot.rejections,
             expirations: snapshot.expirations,
             size: snapshot.size,
             max_size: max_size.map(|m| m as u64),
@@ -44,11 +51,12 @@ impl CacheMetrics {
 
 impl CacheMetrics {
     /// The integer counters by name, in display order (max_size and hit_rate come last).
-    fn counters(&self) -> [(&'static str, u64); 5] {
+    fn counters(&self) -> [(&'static str, u64); 6] {
         [
             ("hits", self.hits),
             ("misses", self.misses),
             ("evictions", self.evictions),
+            ("rejections", self.rejections),
             ("expirations", self.expirations),
             ("size", self.size),
         ]

@@ -130,7 +130,7 @@ def test_hit_rate_is_0_when_every_lookup_misses(make_cache: Any) -> None:
 
 
 def test_evictions_count_each_evicted_entry(make_cache: Any) -> None:
-    c = make_cache(max_size=2)
+    c = make_cache(max_size=2, policy="lru")
     for i in range(5):
         c.set(i, i)
     assert c.metrics().evictions == 3
@@ -256,7 +256,7 @@ def test_max_size_metric_reports_configured_max_size(make_cache: Any) -> None:
 
 
 def test_reset_metrics_zeroes_counters_but_keeps_size(make_cache: Any, clock: ManualClock) -> None:
-    c = make_cache(max_size=2, ttl=1)
+    c = make_cache(max_size=2, ttl=1, policy="lru")
     c.set_many({"a": 1, "b": 2, "c": 3})
     c.get("c")
     c.get("absent")
@@ -285,7 +285,7 @@ def test_counting_resumes_after_reset_metrics(make_cache: Any) -> None:
 
 
 def test_clear_keeps_counters_and_sets_size_to_zero(make_cache: Any) -> None:
-    c = make_cache(max_size=2)
+    c = make_cache(max_size=2, policy="lru")
     c.set_many({"a": 1, "b": 2, "c": 3})
     c.get("c")
     c.get("a")

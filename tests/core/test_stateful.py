@@ -169,7 +169,9 @@ class CacheMachine(RuleBasedStateMachine):
     )
     def create(self, max_size: int, ttl: int | None) -> None:
         self.clock = ManualClock()
-        self.cache = Cache(ttl=ttl, max_size=max_size, cleanup_interval=3600, clock=self.clock)
+        self.cache = Cache(
+            ttl=ttl, max_size=max_size, cleanup_interval=3600, clock=self.clock, policy="lru"
+        )
         self.model = Model(max_size, None if ttl is None else float(ttl))
 
     def teardown(self) -> None:

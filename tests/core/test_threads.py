@@ -528,7 +528,7 @@ RELEASES = [
 def test_value_del_may_use_the_cache_when_released(
     make_cache: Any, clock: ManualClock, release: Callable[..., None]
 ) -> None:
-    c = make_cache(max_size=2)
+    c = make_cache(max_size=2, policy="lru")
     outcomes: list[tuple[str, object]] = []
     release(c, clock, outcomes)
     assert len(outcomes) == 1, "the released value was not dropped"

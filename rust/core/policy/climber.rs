@@ -1,144 +1,339 @@
-//! The hill climber that sizes W-TinyLFU's admission window from the hit
-//! rate it observes ("Adaptive Software Cache Management", Einziger, Eytan,
-//! Friedman and Manes, and Caffeine's reactive climber).
+//! The climber that sizes W-TinyLFU's admission window.
 //!
-//! Every sample of requests it compares the sample's hit rate with the
-//! previous one: if it did not fall, the last step was good and is repeated;
-//! otherwise the direction reverses. Steps decay geometrically, so the window
-//! settles; a jump in the hit rate (a new workload) restarts them at full
-//! size. A larger window favours recency (new keys are kept longer before the
-//! frequency filter judges them), a smaller one favours frequency.
+//! A larger window favours recency (a new key is kept longer before the
+//! frequency filter judges it), a smaller one favours frequency. Every sample
+//! of `SAMPLE_FACTOR` requests per entry of capacity, once the cache is full,
+//! the climber weighs two measurements taken within that sample:
+//!
+//! 1. Densities (Caffeine's law for its large caches): the hits per entry
+//!    earned by the window and by probation, the main region's least valuable
+//!    segment (its entries are the next victims, so its hits per entry are
+//!    what the main region loses per entry of capacity it gives up). Capacity
+//!    moves towards the denser region by a step proportional to the logarithm
+//!    of their ratio, at most 30 % of the capacity.
+//! 2. Returning rejects: a ghost list remembers the candidates the window
+//!    recently lost (their hash and when). A rejected key that is requested
+//!    again `age` window departures later would have been a hit had the window
+//!    been `age` entries larger. If, for some growth `x`, those hits exceed
+//!    `LOSS_WEIGHT` times what the main region would lose by giving up `x`
+//!    entries (`x` times probation's density), the window grows by `x`. This
+//!    sees what densities cannot: a window too small to earn any hit at all
+//!    while new keys are reused a little later than it can hold them.
+//!
+//! The ghost list holds at most `GHOST_MAX` keys: a large cache remembers a
+//! sample of its rejects (keys whose hash falls in one of `2^k` classes) and
+//! scales what it counts.
+//!
+//! Why not the classic hill climber, which compares each sample's hit rate
+//! with the previous one's and keeps or reverses its direction: on recorded
+//! traces the hit rate moves more between samples with the workload than with
+//! the window, and it wandered. Both measurements here compare alternatives
+//! within one sample, so workload phases do not mislead them.
 //!
 //! It only decides how much to move the window; `TinyLfu` moves the entries.
 
-/// A change of the hit rate this large between samples reads as a new workload.
-const RESTART_THRESHOLD: f64 = 0.05;
-/// A restarted step, as a fraction of the capacity.
-const STEP_FRACTION: f64 = 0.0625;
-/// Each step is this fraction of the previous one, so the window settles.
-const STEP_DECAY: f64 = 0.98;
-/// The smallest restarted step, so small caches can move at all.
-const MIN_STEP: f64 = 2.0;
-/// Caches up to this size start by growing their window of a few entries;
-/// larger ones start by shrinking it.
-const SMALL: usize = 512;
+use std::collections::{HashMap, VecDeque};
+
+/// Requests per sample, per entry of capacity.
+const SAMPLE_FACTOR: u64 = 4;
+/// Entries moved per unit of log density ratio, as a fraction of the capacity.
+const GAIN: f64 = 0.03;
+/// The largest step, as a fraction of the capacity.
+const MAX_STEP: f64 = 0.3;
+/// The smallest growth the ghost list judges, as a fraction of the capacity;
+/// it also judges twice, four times ... this, up to the capacity.
+const GROWTH_UNIT: f64 = 0.0625;
+/// How much the returning rejects must outweigh the main region's estimated
+/// loss: its density is an average, and growth should be worth its risk.
+const LOSS_WEIGHT: f64 = 4.0;
+/// The most keys the ghost list holds.
+const GHOST_MAX: usize = 4096;
+/// Growth steps judged: `GROWTH_UNIT` times 1, 2, 4, ... 2^(STEPS - 1).
+const STEPS: usize = 24;
+
+/// Recently rejected candidates: for each, the departure count when it left.
+struct Ghosts {
+    left_at: HashMap<u64, u64>,
+    order: VecDeque<(u64, u64)>,
+    /// Keys whose mixed hash has these bits clear are remembered.
+    sample_mask: u64,
+    /// How many window departures back the list reaches.
+    reach: u64,
+}
+
+impl Ghosts {
+    fn new(maximum: usize) -> Self {
+        let classes = maximum.div_ceil(GHOST_MAX).next_power_of_two() as u64;
+        Ghosts {
+            left_at: HashMap::new(),
+            order: VecDeque::new(),
+            sample_mask: classes - 1,
+            reach: maximum as u64,
+        }
+    }
+
+    /// How many keys each remembered one stands for.
+    fn scale(&self) -> f64 {
+        (self.sample_mask + 1) as f64
+    }
+
+    #[inline]
+    fn sampled(&self, hash: u64) -> bool {
+        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & self.sample_mask == 0
+    }
+
+    fn remember(&mut self, hash: u64, now: u64) {
+        if !self.sampled(hash) {
+            return;
+        }
+        self.left_at.insert(hash, now);
+        self.order.push_back((hash, now));
+        while let Some(&(oldest, at)) = self.order.front() {
+            if now - at < self.reach && self.order.len() <= GHOST_MAX {
+                break;
+            }
+            self.order.pop_front();
+            if self.left_at.get(&oldest) == Some(&at) {
+                self.left_at.remove(&oldest);
+            }
+        }
+    }
+
+    /// How many departures ago the key was rejected, if it is remembered.
+    fn recall(&mut self, hash: u64, now: u64) -> Option<u64> {
+        if !self.sampled(hash) {
+            return None;
+        }
+        let at = self.left_at.remove(&hash)?;
+        Some(now - at).filter(|&age| age < self.reach)
+    }
+}
 
 pub struct Climber {
     /// Requests per sample.
     period: u64,
     maximum: usize,
-    /// The running totals of hits and misses when the current sample began.
-    start: (u64, u64),
-    previous_rate: f64,
-    /// The next step, in entries: positive grows the window.
-    step: f64,
+    /// Running total of requests when the current sample began.
+    start: u64,
+    window_hits: u64,
+    probation_hits: u64,
+    ghosts: Ghosts,
+    /// New entries so far: each one makes the window's oldest entry leave it.
+    departures: u64,
+    /// Returning rejects of this sample by age: `[k]` counts ages below
+    /// `unit * 2^k` and at least half that (`[0]`: below `unit`).
+    returns: [u64; STEPS],
+    unit: u64,
 }
 
 impl Climber {
-    /// A climber for a cache of `maximum` entries, sampling every `period` requests.
-    pub fn new(maximum: usize, period: u64) -> Self {
-        let magnitude = restart_magnitude(maximum);
+    /// A climber for a cache of `maximum` entries.
+    pub fn new(maximum: usize) -> Self {
         Climber {
-            period: period.max(1),
+            period: (maximum as u64).saturating_mul(SAMPLE_FACTOR).max(1),
             maximum,
-            start: (0, 0),
-            previous_rate: 0.0,
-            step: if maximum <= SMALL { magnitude } else { -magnitude },
+            start: 0,
+            window_hits: 0,
+            probation_hits: 0,
+            ghosts: Ghosts::new(maximum),
+            departures: 0,
+            returns: [0; STEPS],
+            unit: ((maximum as f64 * GROWTH_UNIT) as u64).max(1),
         }
     }
 
-    /// Given the running totals of hits and misses, the window change (in
-    /// entries, positive to grow it) when a sample has just completed, else 0.
-    /// Totals that went backwards (counters were reset) start a new sample.
-    pub fn adjustment(&mut self, hits: u64, misses: u64) -> i64 {
-        let (start_hits, start_misses) = self.start;
-        if hits < start_hits || misses < start_misses {
-            self.start = (hits, misses);
-            return 0;
-        }
-        let (sample_hits, sample_misses) = (hits - start_hits, misses - start_misses);
-        let requests = sample_hits + sample_misses;
-        if requests < self.period {
-            return 0;
-        }
-        self.start = (hits, misses);
-        let rate = sample_hits as f64 / requests as f64;
-        let change = rate - self.previous_rate;
-        self.previous_rate = rate;
-        let amount = if change >= 0.0 { self.step } else { -self.step };
-        self.step = if change.abs() >= RESTART_THRESHOLD {
-            restart_magnitude(self.maximum).copysign(amount)
-        } else {
-            STEP_DECAY * amount
-        };
-        amount as i64
+    #[inline(always)]
+    pub fn window_hit(&mut self) {
+        self.window_hits += 1;
     }
-}
 
-fn restart_magnitude(maximum: usize) -> f64 {
-    (STEP_FRACTION * maximum as f64).max(MIN_STEP)
+    #[inline(always)]
+    pub fn probation_hit(&mut self) {
+        self.probation_hits += 1;
+    }
+
+    /// The window's candidate (of this key hash) lost its duel and left.
+    pub fn rejected(&mut self, hash: u64) {
+        self.ghosts.remember(hash, self.departures);
+    }
+
+    /// A new key (of this hash) entered the window.
+    pub fn inserted(&mut self, hash: u64) {
+        self.departures += 1;
+        if let Some(age) = self.ghosts.recall(hash, self.departures) {
+            let step = (64 - (age / self.unit).leading_zeros()) as usize;
+            self.returns[step.min(STEPS - 1)] += 1;
+        }
+    }
+
+    /// Starts a new sample at `requests` (the running total of lookups).
+    pub fn restart(&mut self, requests: u64) {
+        self.start = requests;
+        self.window_hits = 0;
+        self.probation_hits = 0;
+        self.returns = [0; STEPS];
+    }
+
+    /// Given the running total of lookups and the regions' current sizes, the
+    /// window change (in entries, positive to grow it) when a sample has just
+    /// completed, else 0. A total that went backwards (counters were reset)
+    /// starts a new sample.
+    pub fn adjustment(&mut self, requests: u64, window: usize, probation: usize) -> i64 {
+        if requests < self.start {
+            self.restart(requests);
+            return 0;
+        }
+        if requests - self.start < self.period {
+            return 0;
+        }
+        // One imagined hit keeps an idle region's density finite and nonzero.
+        let window_density = (self.window_hits + 1) as f64 / window.max(1) as f64;
+        let probation_density = self.probation_hits as f64 / probation.max(1) as f64;
+        let growth = self.growth(window, probation_density);
+        let error = (window_density / (probation_density + 1.0 / probation.max(1) as f64)).ln();
+        self.restart(requests);
+        let maximum = self.maximum as f64;
+        if growth > 0 {
+            return growth.min((MAX_STEP * maximum) as usize) as i64;
+        }
+        let step = (error.abs() * GAIN * maximum).min(MAX_STEP * maximum);
+        step.copysign(error) as i64
+    }
+
+    /// The window growth the returning rejects justify best, or 0.
+    fn growth(&self, window: usize, probation_density: f64) -> usize {
+        let room = self.maximum.saturating_sub(window) as u64;
+        let mut returned = 0.0;
+        let mut best = (0.0, 0);
+        for (step, count) in self.returns.iter().enumerate() {
+            let size = self.unit << step;
+            if size > room {
+                break;
+            }
+            returned += *count as f64 * self.ghosts.scale();
+            let net = returned - LOSS_WEIGHT * size as f64 * probation_density;
+            if net > best.0 {
+                best = (net, size as usize);
+            }
+        }
+        best.1
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Feeds `samples` samples of `period` requests at the given hit rates.
-    fn run(climber: &mut Climber, totals: &mut (u64, u64), rates: &[f64]) -> Vec<i64> {
-        rates
-            .iter()
-            .map(|rate| {
-                let hits = (rate * climber.period as f64) as u64;
-                totals.0 += hits;
-                totals.1 += climber.period - hits;
-                climber.adjustment(totals.0, totals.1)
-            })
-            .collect()
+    /// One full sample with these hits; returns the adjustment.
+    fn sample(
+        c: &mut Climber,
+        window_hits: u64,
+        probation_hits: u64,
+        sizes: (usize, usize),
+    ) -> i64 {
+        let start = c.start;
+        for _ in 0..window_hits {
+            c.window_hit();
+        }
+        for _ in 0..probation_hits {
+            c.probation_hit();
+        }
+        c.adjustment(start + c.period, sizes.0, sizes.1)
     }
 
     #[test]
     fn nothing_moves_before_a_sample_completes() {
-        let mut c = Climber::new(10_000, 1000);
-        assert_eq!(c.adjustment(500, 499), 0);
-        assert_ne!(c.adjustment(500, 500), 0);
+        let mut c = Climber::new(1000);
+        for _ in 0..500 {
+            c.window_hit();
+        }
+        assert_eq!(c.adjustment(c.period - 1, 10, 200), 0);
+        assert!(c.adjustment(c.period, 10, 200) > 0);
     }
 
     #[test]
-    fn a_large_cache_first_shrinks_its_window_and_keeps_going_while_it_helps() {
-        let mut c = Climber::new(10_000, 1000);
-        let steps = run(&mut c, &mut (0, 0), &[0.5, 0.52, 0.53]);
-        assert_eq!(steps[0], -625);
-        assert!(steps[1] < 0 && steps[2] < 0);
+    fn a_window_earning_more_per_entry_grows() {
+        let mut c = Climber::new(1000);
+        assert!(sample(&mut c, 500, 100, (10, 200)) > 0);
     }
 
     #[test]
-    fn a_falling_hit_rate_reverses_the_direction() {
-        let mut c = Climber::new(10_000, 1000);
-        let steps = run(&mut c, &mut (0, 0), &[0.5, 0.48]);
-        assert!(steps[0] < 0);
-        assert!(steps[1] > 0);
+    fn a_window_earning_nothing_shrinks() {
+        let mut c = Climber::new(1000);
+        assert!(sample(&mut c, 0, 300, (100, 200)) < 0);
     }
 
     #[test]
-    fn steps_decay_while_the_rate_is_steady() {
-        let mut c = Climber::new(10_000, 1000);
-        let steps = run(&mut c, &mut (0, 0), &[0.5, 0.5, 0.5, 0.5]);
-        let sizes: Vec<i64> = steps.iter().map(|s| s.abs()).collect();
-        assert!(sizes.windows(2).skip(1).all(|w| w[1] < w[0]), "{sizes:?}");
+    fn equal_densities_hold_still() {
+        let mut c = Climber::new(1000);
+        assert_eq!(sample(&mut c, 99, 199, (100, 200)), 0);
     }
 
     #[test]
-    fn a_small_cache_first_grows_its_window() {
-        let mut c = Climber::new(100, 1000);
-        assert_eq!(run(&mut c, &mut (0, 0), &[0.3]), vec![6]);
+    fn the_step_grows_with_the_imbalance_up_to_a_cap() {
+        let mut c = Climber::new(1000);
+        let mild = sample(&mut c, 200, 100, (100, 200));
+        let strong = sample(&mut c, 2000, 100, (100, 200));
+        let extreme = sample(&mut c, 1_000_000, 0, (1, 1000));
+        assert!(0 < mild && mild < strong, "{mild} {strong}");
+        assert_eq!(extreme, 300);
     }
 
     #[test]
-    fn reset_counters_start_a_new_sample() {
-        let mut c = Climber::new(10_000, 1000);
-        assert_eq!(c.adjustment(900, 0), 0);
-        assert_eq!(c.adjustment(10, 5), 0); // went backwards: a new sample from here
-        assert_eq!(c.adjustment(900, 5), 0);
-        assert_ne!(c.adjustment(1010, 5), 0);
+    fn counts_start_over_with_each_sample_and_after_a_reset() {
+        let mut c = Climber::new(1000);
+        assert!(sample(&mut c, 500, 0, (10, 200)) > 0);
+        assert_eq!(c.window_hits, 0);
+        c.window_hit();
+        assert_eq!(c.adjustment(5, 10, 200), 0); // went backwards: a new sample from 5
+        assert_eq!((c.start, c.window_hits), (5, 0));
+    }
+
+    /// Rejects `keys`, then lets `later` other keys in, then brings `keys` back.
+    fn rejects_return(c: &mut Climber, keys: std::ops::Range<u64>, later: u64) {
+        for key in keys.clone() {
+            c.rejected(key);
+            c.inserted(1_000_000 + key);
+        }
+        for other in 0..later {
+            c.inserted(2_000_000 + other);
+        }
+        for key in keys {
+            c.inserted(key);
+        }
+    }
+
+    #[test]
+    fn rejects_that_return_soon_grow_a_window_that_earns_nothing() {
+        let mut c = Climber::new(1000);
+        rejects_return(&mut c, 0..300, 100); // back 401 departures after leaving
+        assert_eq!(sample(&mut c, 0, 10, (10, 500)), 300); // the cap of one step
+    }
+
+    #[test]
+    fn rejects_are_not_worth_a_dense_main_region() {
+        let mut c = Climber::new(1000);
+        rejects_return(&mut c, 0..300, 100);
+        assert!(sample(&mut c, 0, 5000, (10, 500)) < 0);
+    }
+
+    #[test]
+    fn rejects_beyond_the_capacity_are_forgotten() {
+        let mut c = Climber::new(1000);
+        rejects_return(&mut c, 0..100, 2000);
+        assert_eq!(c.returns.iter().sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_large_cache_remembers_a_bounded_sample_of_rejects() {
+        let mut c = Climber::new(1_000_000);
+        for key in 0..1_000_000 {
+            c.rejected(key);
+            c.inserted(u64::MAX - key);
+        }
+        assert!(c.ghosts.left_at.len() <= GHOST_MAX);
+        assert!(c.ghosts.order.len() <= GHOST_MAX);
+        assert!(c.ghosts.left_at.len() > GHOST_MAX / 4);
+        assert_eq!(c.ghosts.scale(), 256.0);
     }
 }

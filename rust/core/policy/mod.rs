@@ -14,9 +14,9 @@
 //! and unlinking never branch on "is this the head".
 
 pub mod climber;
-pub mod sketch;
 #[cfg(test)]
 mod simulate;
+pub mod sketch;
 mod tinylfu;
 
 pub use tinylfu::{Eviction, TinyLfu};
@@ -142,6 +142,6 @@ pub fn back<N: Nodes>(nodes: &mut N, head: u32) -> Option<u32> {
 /// advanced for every new `RandomState`): no two caches share one.
 pub fn random_seed() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0x7067_6361_6368_65); // "pgcache"
+    hasher.write_u64(0x0070_6763_6163_6865); // "pgcache"
     hasher.finish()
 }

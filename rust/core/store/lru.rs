@@ -1,7 +1,7 @@
 //! The slab of nodes and the intrusive LRU list threaded through it: where an
 //! entry's node comes from, how it leaves, and how it moves to the front.
 
-use super::{Link, Node, Store, LRU, NEVER, NIL};
+use super::{key_hash, Link, Node, Store, LRU, NEVER, NIL, UNLINKED};
 
 impl<K, V, F> Store<K, V, F> {
     pub(super) fn allocate(&mut self, hash: u64, key: K, value: V, expires_at: u64) -> u32 {
@@ -9,8 +9,8 @@ impl<K, V, F> Store<K, V, F> {
             entry: Some((key, value)),
             hash,
             expires_at,
-            lru: Link::UNLINKED,
-            timer: Link::UNLINKED,
+            lru: UNLINKED,
+            timer: UNLINKED,
         };
         if self.free != NIL {
             let index = self.free;
@@ -25,7 +25,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// Takes an entry out of the index, both lists and the slab.
     pub(super) fn unlink_entry(&mut self, index: u32) -> (K, V) {
-        let hash = self.nodes[index as usize].hash;
+        let hash = key_hash(self.nodes[index as usize].hash);
         if let Ok(slot) = self.table.find_entry(hash, |&i| i == index) {
             slot.remove();
         }
@@ -34,7 +34,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// Takes an entry already out of the index out of both lists and the slab.
     pub(super) fn free_node(&mut self, index: u32) -> (K, V) {
-        self.lru_unlink(index);
+        self.on_leave(index);
         self.wheel_unschedule(index);
         let free = self.free;
         let node = &mut self.nodes[index as usize];
@@ -59,7 +59,7 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     #[inline(always)]
-    fn lru_unlink(&mut self, index: u32) {
+    pub(super) fn lru_unlink(&mut self, index: u32) {
         let Link { prev, next } = *self.link(index);
         self.link(prev).next = next;
         self.link(next).prev = prev;

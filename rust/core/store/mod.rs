@@ -1,16 +1,20 @@
 //! The single-threaded heart of the cache: a hash index over a slab of nodes,
-//! an intrusive LRU list (`lru.rs`) and an intrusive hierarchical timer wheel
-//! (`wheel.rs`), all one type, [`Store`]. It knows nothing of locks, Python or
-//! clocks: callers pass the current time and a key-equality function that may
-//! fail. This file holds the types and the operations; the two lists live
-//! beside it.
+//! intrusive access-order lists (`lru.rs`; `order.rs` dispatches between the
+//! LRU and W-TinyLFU policies of `core::policy`) and an intrusive hierarchical
+//! timer wheel (`wheel.rs`), all one type, [`Store`]. It knows nothing of
+//! locks, Python or clocks: callers pass the current time and a key-equality
+//! function that may fail. This file holds the types and the operations; the
+//! lists live beside it.
 //!
 //! Layout: every node lives in one `Vec`; list links are `u32` indices into it.
-//! Index 0 is the LRU list's sentinel and the next `wheel::SENTINELS` indices
-//! are the timer buckets' sentinels, so unlinking never branches on "is this
-//! the head". A node costs 48 bytes plus about 10 bytes of hash index.
+//! Index 0 is the LRU list's sentinel (W-TinyLFU's window), the next
+//! `wheel::SENTINELS` indices are the timer buckets' sentinels, then come
+//! W-TinyLFU's probation and protected sentinels, so unlinking never branches
+//! on "is this the head". A node costs 48 bytes plus about 10 bytes of hash
+//! index; W-TinyLFU's region tag lives in two bits of the node's hash.
 
 mod lru;
+mod order;
 #[cfg(test)]
 mod tests;
 mod wheel;
@@ -19,48 +23,55 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::metrics::Metrics;
+use super::policy::{random_seed, Link, PolicyKind};
+use order::Policy;
 use std::sync::Arc;
 use wheel::Wheel;
 
-/// "No index": a node that is not on the timer wheel, or the end of the free list.
-const NIL: u32 = u32::MAX;
+/// "No index": a node that is not on the timer wheel, or the end of the free
+/// list. Index 0, the LRU sentinel, is never free and never on the wheel, so it
+/// can stand for "none" and every `u32` above it can index an entry.
+const NIL: u32 = 0;
 /// `expires_at` of an entry without a TTL.
 pub const NEVER: u64 = u64::MAX;
-/// The LRU list's sentinel: `next` is the most recently used node, `prev` the least.
+/// The LRU list's sentinel: `next` is the most recently used node, `prev` the
+/// least. Under W-TinyLFU, the window's.
 const LRU: u32 = 0;
+/// W-TinyLFU's probation and protected segments' sentinels.
+const PROBATION: u32 = 1 + wheel::SENTINELS as u32;
+const PROTECTED: u32 = PROBATION + 1;
 /// First index of a node that holds an entry.
-const FIRST_ENTRY: u32 = 1 + wheel::SENTINELS as u32;
+const FIRST_ENTRY: u32 = PROTECTED + 1;
 /// Upper bound for `max_size`, and the most an unbounded store holds
 /// (indices are `u32`, sentinels come first).
-pub const MAX_CAPACITY: usize = (u32::MAX - 1 - FIRST_ENTRY) as usize;
+pub const MAX_CAPACITY: usize = (1 << 32) - FIRST_ENTRY as usize;
+/// Bits of a node's hash that hold its W-TinyLFU region. Every hash is masked
+/// when it enters the store, so these bits never distinguish keys (hashbrown
+/// reads the low bits for the position and the top seven for its tags).
+const REGION_SHIFT: u32 = 55;
+const REGION_MASK: u64 = 3 << REGION_SHIFT;
+
+/// A table hash as the store keeps it: without the region bits.
+#[inline(always)]
+fn key_hash(hash: u64) -> u64 {
+    hash & !REGION_MASK
+}
 
 /// An unbounded store already holds `MAX_CAPACITY` live entries: a new key
 /// cannot be added (a bounded store evicts instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Full;
 
-#[derive(Clone, Copy, Debug)]
-struct Link {
-    prev: u32,
-    next: u32,
-}
-
-impl Link {
-    const fn to_self(index: u32) -> Self {
-        Link {
-            prev: index,
-            next: index,
-        }
-    }
-    const UNLINKED: Link = Link {
-        prev: NIL,
-        next: NIL,
-    };
-}
+/// The links of a node on no list.
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
 
 pub struct Node<K, V> {
     /// `None` for sentinels and free slots.
     entry: Option<(K, V)>,
+    /// The key's table hash, its bits `REGION_MASK` holding the W-TinyLFU region.
     hash: u64,
     expires_at: u64,
     lru: Link,
@@ -136,6 +147,7 @@ pub struct Store<K, V, F = ()> {
     flights: Vec<Flight<K, F>>,
     metrics: Arc<Metrics>,
     closed: bool,
+    policy: Policy,
 }
 
 /// The hash-table predicate for "this slot holds a key equal to the probe".
@@ -149,7 +161,7 @@ fn matcher<'a, K, V, E>(
 ) -> impl FnMut(&u32) -> bool + 'a {
     move |&index| {
         let node = &nodes[index as usize];
-        if node.hash != hash {
+        if key_hash(node.hash) != hash {
             return false;
         }
         let Some((key, _)) = &node.entry else {
@@ -166,8 +178,15 @@ fn matcher<'a, K, V, E>(
 }
 
 impl<K, V, F> Store<K, V, F> {
-    /// `max_size` in `1..=MAX_CAPACITY`, or `None` for unbounded.
-    pub fn new(max_size: Option<usize>, metrics: Arc<Metrics>, now: u64) -> Self {
+    /// `max_size` in `1..=MAX_CAPACITY`, or `None` for unbounded (which
+    /// keeps LRU order whatever `policy` says: it never evicts). A W-TinyLFU
+    /// store's sketch gets a random seed.
+    pub fn new(
+        max_size: Option<usize>,
+        policy: PolicyKind,
+        metrics: Arc<Metrics>,
+        now: u64,
+    ) -> Self {
         assert!(max_size.is_none_or(|m| (1..=MAX_CAPACITY).contains(&m)));
         let nodes = (0..FIRST_ENTRY).map(Node::sentinel).collect();
         Store {
@@ -181,6 +200,7 @@ impl<K, V, F> Store<K, V, F> {
             flights: Vec::new(),
             metrics,
             closed: false,
+            policy: Policy::new(policy, max_size, random_seed()),
         }
     }
 
@@ -215,6 +235,7 @@ impl<K, V, F> Store<K, V, F> {
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
     ) -> Result<Option<u32>, E> {
+        let hash = key_hash(hash);
         let mut error = None;
         let found = self
             .table
@@ -288,7 +309,7 @@ impl<K, V, F> Store<K, V, F> {
         match self.find_live(hash, eq, now, released)? {
             Some(index) => {
                 self.metrics.hit();
-                self.lru_move_to_front(index);
+                self.on_access(index);
                 Ok(self.nodes[index as usize].entry.as_ref().map(|(_, v)| v))
             }
             None => {
@@ -311,12 +332,15 @@ impl<K, V, F> Store<K, V, F> {
 
     // ---- writes -----------------------------------------------------------
 
-    /// Stores `value` under `key` as the most recently used entry, expiring at
-    /// `expires_at` (`NEVER` for none). An existing live key keeps its key
-    /// object (the new one and the replaced value go to `released`); an
-    /// expired one is removed (counted as an expiration) and replaced. A new key into a full store first
-    /// removes every expired entry, then evicts the least recently used one
-    /// (an unbounded store at `MAX_CAPACITY` fails with `Full` instead).
+    /// Stores `value` under `key` as the most recently used entry (of the
+    /// W-TinyLFU window, for a new key), expiring at `expires_at` (`NEVER` for
+    /// none). An existing live key keeps its key object (the new one and the
+    /// replaced value go to `released`); an expired one is removed (counted as
+    /// an expiration) and replaced. A new key into a full store first removes
+    /// every expired entry, then the entry the policy gives up: the least
+    /// recently used one, or W-TinyLFU's duel loser (an eviction or a
+    /// rejection); the new entry itself always stays (an unbounded store at
+    /// `MAX_CAPACITY` fails with `Full` instead).
     /// `make_key` is called only when a new entry is created. On failure the
     /// store is unchanged and `value` is in `released`.
     #[allow(clippy::too_many_arguments)]
@@ -333,6 +357,7 @@ impl<K, V, F> Store<K, V, F> {
     where
         E: From<Full>,
     {
+        let hash = key_hash(hash);
         let mut found = match self.find(hash, eq) {
             Ok(found) => found,
             Err(e) => {
@@ -360,7 +385,7 @@ impl<K, V, F> Store<K, V, F> {
                 self.wheel_unschedule(index);
                 self.wheel_schedule(index);
             }
-            self.lru_move_to_front(index);
+            self.on_access(index);
             return Ok(());
         }
         if self.len >= self.limit {
@@ -371,18 +396,17 @@ impl<K, V, F> Store<K, V, F> {
                 released.push(Garbage::Value(value));
                 return Err(Full.into());
             }
-            let lru = self.nodes[LRU as usize].lru.prev;
-            self.metrics.evicted();
-            let (k, v) = self.unlink_entry(lru);
+            let victim = self.victim();
+            let (k, v) = self.unlink_entry(victim);
             released.push(Garbage::Entry(k, v));
         }
         let index = self.allocate(hash, make_key(), value, expires_at);
         let nodes = &self.nodes;
         self.table
-            .insert_unique(hash, index, |&i| nodes[i as usize].hash);
-        self.lru_push_front(index);
+            .insert_unique(hash, index, |&i| key_hash(nodes[i as usize].hash));
         self.wheel_schedule(index);
         self.len += 1;
+        self.on_new(index);
         self.metrics.set_size(self.len);
         Ok(())
     }
@@ -417,6 +441,7 @@ impl<K, V, F> Store<K, V, F> {
         now: u64,
         released: &mut Released<K, V>,
     ) -> Result<Removed<K, V>, E> {
+        let hash = key_hash(hash);
         let mut error = None;
         let found = self
             .table
@@ -463,6 +488,7 @@ impl<K, V, F> Store<K, V, F> {
         self.free = NIL;
         self.len = 0;
         self.wheel = Wheel::new(now);
+        self.on_clear();
         self.metrics.set_size(0);
         taken
     }
@@ -489,13 +515,21 @@ impl<K, V, F> Store<K, V, F> {
         entries.chain(loading)
     }
 
-    /// Live entries, most recently used first; expired ones are skipped.
+    /// Live entries, most recently used first (under W-TinyLFU: the window's,
+    /// then the protected segment's, then probation's); expired ones are skipped.
     pub fn iter_live(&self, now: u64) -> impl Iterator<Item = (&K, &V)> + '_ {
         let nodes = &self.nodes;
-        let mut index = nodes[LRU as usize].lru.next;
+        let heads = self.list_heads();
+        let mut list = 0;
+        let mut index = nodes[heads[0] as usize].lru.next;
         std::iter::from_fn(move || loop {
-            if index == LRU {
-                return None;
+            if index == heads[list] {
+                list += 1;
+                if list == heads.len() {
+                    return None;
+                }
+                index = nodes[heads[list] as usize].lru.next;
+                continue;
             }
             let node = &nodes[index as usize];
             index = node.lru.next;

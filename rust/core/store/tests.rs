@@ -17,11 +17,16 @@ impl From<Full> for Failure {
 }
 
 fn store(max_size: usize) -> TestStore {
-    Store::new(Some(max_size), Arc::new(Metrics::default()), 0)
+    Store::new(
+        Some(max_size),
+        PolicyKind::Lru,
+        Arc::new(Metrics::default()),
+        0,
+    )
 }
 
 fn unbounded() -> TestStore {
-    Store::new(None, Arc::new(Metrics::default()), 0)
+    Store::new(None, PolicyKind::Lru, Arc::new(Metrics::default()), 0)
 }
 
 fn eq(key: u64) -> impl FnMut(&u64) -> Result<bool, Failure> {
@@ -243,7 +248,8 @@ fn clear_keeps_counters_and_empties() {
 
 #[test]
 fn loads_in_progress_are_found_by_key_and_ended_by_handle() {
-    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
+    let mut s: Store<u64, &str, u32> =
+        Store::new(Some(4), PolicyKind::Lru, Arc::new(Metrics::default()), 0);
     s.begin_load(hash(7), 7, 70);
     assert_eq!(s.find_load(hash(7), &mut eq(7)).unwrap(), Some(&70));
     assert_eq!(s.find_load(hash(8), &mut eq(8)).unwrap(), None);
@@ -315,7 +321,8 @@ fn make_room_is_free_when_bounded_and_expires_first_when_unbounded() {
 
 #[test]
 fn held_lists_every_entry_and_loading_key() {
-    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
+    let mut s: Store<u64, &str, u32> =
+        Store::new(Some(4), PolicyKind::Lru, Arc::new(Metrics::default()), 0);
     let mut released = Released::new();
     s.insert(hash(1), || 1, "a", 10, &mut eq(1), 0, &mut released)
         .unwrap();
@@ -335,7 +342,8 @@ fn held_lists_every_entry_and_loading_key() {
 
 #[test]
 fn abandon_loads_keeps_only_the_chosen_ones() {
-    let mut s: Store<u64, &str, u32> = Store::new(Some(4), Arc::new(Metrics::default()), 0);
+    let mut s: Store<u64, &str, u32> =
+        Store::new(Some(4), PolicyKind::Lru, Arc::new(Metrics::default()), 0);
     s.begin_load(hash(7), 7, 70);
     s.begin_load(hash(8), 8, 80);
     assert_eq!(s.abandon_loads(|h| *h == 80), vec![(7, 70)]);

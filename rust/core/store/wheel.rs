@@ -10,7 +10,7 @@
 //! current finest bucket is scanned on every advance, so `expire(now)` is
 //! exact: no entry with `expires_at <= now` survives it.
 
-use super::{Link, Store, NEVER, NIL};
+use super::{Link, Store, NEVER, NIL, UNLINKED};
 
 const LEVELS: usize = 5;
 const BUCKET_BITS: u32 = 6;
@@ -58,7 +58,7 @@ impl<K, V, F> Store<K, V, F> {
     pub(super) fn wheel_schedule(&mut self, index: u32) {
         let expires_at = self.nodes[index as usize].expires_at;
         if expires_at == NEVER {
-            self.nodes[index as usize].timer = Link::UNLINKED;
+            self.nodes[index as usize].timer = UNLINKED;
             return;
         }
         let head = sentinel(bucket_for(self.wheel.time, expires_at));
@@ -79,7 +79,7 @@ impl<K, V, F> Store<K, V, F> {
         }
         self.nodes[prev as usize].timer.next = next;
         self.nodes[next as usize].timer.prev = prev;
-        self.nodes[index as usize].timer = Link::UNLINKED;
+        self.nodes[index as usize].timer = UNLINKED;
     }
 
     /// Moves the wheel to `now`; returns the nodes that are due, already off
@@ -120,7 +120,7 @@ impl<K, V, F> Store<K, V, F> {
         while index != head {
             let node = &mut self.nodes[index as usize];
             let next = node.timer.next;
-            node.timer = Link::UNLINKED;
+            node.timer = UNLINKED;
             if node.expires_at <= now {
                 due.push(index);
             } else {

@@ -1,0 +1,162 @@
+//! The store's side of the eviction policy: which list a node is in, how a
+//! hit, a new entry and a departure move it, and which entry a full store
+//! gives up. `lru` keeps one list (the LRU list in `lru.rs`); `tinylfu`
+//! threads the same links through three lists (`policy/tinylfu.rs`), its
+//! region tag kept in two bits of the node's hash (see `REGION_MASK`).
+
+use super::{Link, Node, Store, LRU, PROBATION, PROTECTED, REGION_MASK, REGION_SHIFT};
+use crate::core::policy::{Eviction, Nodes, PolicyKind, Region, TinyLfu};
+
+/// The policy state of a store. Kept inline (no box): the hit path reads it,
+/// and there is one per cache.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Policy {
+    Lru,
+    TinyLfu(TinyLfu),
+}
+
+impl Policy {
+    /// The policy for a store of `max_size` entries (`None`: unbounded, where
+    /// nothing is evicted and plain LRU order is kept whatever was asked).
+    pub(super) fn new(kind: PolicyKind, max_size: Option<usize>, seed: u64) -> Self {
+        match (kind, max_size) {
+            (PolicyKind::TinyLfu, Some(maximum)) => Policy::TinyLfu(TinyLfu::new(maximum, seed)),
+            _ => Policy::Lru,
+        }
+    }
+
+    pub(super) fn kind(&self) -> PolicyKind {
+        match self {
+            Policy::Lru => PolicyKind::Lru,
+            Policy::TinyLfu(_) => PolicyKind::TinyLfu,
+        }
+    }
+}
+
+/// The slab as the policy sees it.
+pub(super) struct Slab<'a, K, V>(pub(super) &'a mut [Node<K, V>]);
+
+impl<K, V> Slab<'_, K, V> {
+    #[inline(always)]
+    fn node(&self, index: u32) -> &Node<K, V> {
+        debug_assert!((index as usize) < self.0.len());
+        // SAFETY: indices come from the hash index or the list links, which
+        // only hold indices of nodes in the slab (see `Store::link`).
+        unsafe { self.0.get_unchecked(index as usize) }
+    }
+
+    #[inline(always)]
+    fn node_mut(&mut self, index: u32) -> &mut Node<K, V> {
+        debug_assert!((index as usize) < self.0.len());
+        // SAFETY: as in `node`.
+        unsafe { self.0.get_unchecked_mut(index as usize) }
+    }
+}
+
+impl<K, V> Nodes for Slab<'_, K, V> {
+    const WINDOW: u32 = LRU;
+    const PROBATION: u32 = PROBATION;
+    const PROTECTED: u32 = PROTECTED;
+
+    #[inline(always)]
+    fn link(&mut self, index: u32) -> &mut Link {
+        &mut self.node_mut(index).lru
+    }
+
+    #[inline(always)]
+    fn region(&self, index: u32) -> Region {
+        Region::from_bits((self.node(index).hash >> REGION_SHIFT) as u8 & 3)
+    }
+
+    #[inline(always)]
+    fn set_region(&mut self, index: u32, region: Region) {
+        let node = self.node_mut(index);
+        node.hash = (node.hash & !REGION_MASK) | (u64::from(region as u8) << REGION_SHIFT);
+    }
+
+    #[inline(always)]
+    fn hash(&self, index: u32) -> u64 {
+        self.node(index).hash & !REGION_MASK
+    }
+}
+
+impl<K, V, F> Store<K, V, F> {
+    pub fn policy(&self) -> PolicyKind {
+        self.policy.kind()
+    }
+
+    /// W-TinyLFU's entries per region and limits (window, window limit,
+    /// protected, protected limit); `None` under LRU.
+    pub fn regions(&self) -> Option<(usize, usize, usize, usize)> {
+        match &self.policy {
+            Policy::TinyLfu(p) => Some(p.sizes()),
+            Policy::Lru => None,
+        }
+    }
+
+    /// A hit or an overwrite.
+    #[inline(always)]
+    pub(super) fn on_access(&mut self, index: u32) {
+        match &mut self.policy {
+            Policy::Lru => self.lru_move_to_front(index),
+            Policy::TinyLfu(p) => p.on_hit(&mut Slab(&mut self.nodes), index),
+        }
+    }
+
+    /// A new entry, already counted in `len`.
+    pub(super) fn on_new(&mut self, index: u32) {
+        match &mut self.policy {
+            Policy::Lru => self.lru_push_front(index),
+            Policy::TinyLfu(p) => {
+                let mut slab = Slab(&mut self.nodes);
+                p.on_insert(&mut slab, index);
+                let (hits, misses) = self.metrics.lookups();
+                p.maintain(&mut slab, self.len, hits + misses);
+            }
+        }
+    }
+
+    /// An entry leaves its list.
+    #[inline]
+    pub(super) fn on_leave(&mut self, index: u32) {
+        match &mut self.policy {
+            Policy::Lru => self.lru_unlink(index),
+            Policy::TinyLfu(p) => p.on_remove(&mut Slab(&mut self.nodes), index),
+        }
+    }
+
+    /// Every entry left; the lists were reset with the slab.
+    pub(super) fn on_clear(&mut self) {
+        if let Policy::TinyLfu(p) = &mut self.policy {
+            p.on_clear();
+        }
+    }
+
+    /// The entry a full store gives up for a new one, counted as an eviction
+    /// or (a W-TinyLFU candidate that lost) a rejection.
+    pub(super) fn victim(&mut self) -> u32 {
+        match &mut self.policy {
+            Policy::Lru => {
+                self.metrics.evicted();
+                self.nodes[LRU as usize].lru.prev
+            }
+            Policy::TinyLfu(p) => match p.evict(&mut Slab(&mut self.nodes)) {
+                Some(Eviction::Evicted(index)) => {
+                    self.metrics.evicted();
+                    index
+                }
+                Some(Eviction::Rejected(index)) => {
+                    self.metrics.rejected();
+                    index
+                }
+                None => unreachable!("a full store holds entries"),
+            },
+        }
+    }
+
+    /// The heads of the lists, in the order `iter_live` reports them: the
+    /// window (or the one LRU list), then the protected and probation segments.
+    pub(super) fn list_heads(&self) -> [u32; 3] {
+        [LRU, PROTECTED, PROBATION]
+    }
+}
