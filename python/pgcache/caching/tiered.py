@@ -349,11 +349,11 @@ class TieredCache(Generic[K, V]):
     ) -> V:
         """The value of ``key`` from L1, L2, or ``factory()`` (stored in both): one load per key
         across threads and instances. Errors of ``factory`` propagate and are never stored."""
+        if self.tier is None:
+            return self.l1.get_or_set(key, factory, ttl)  # the one lookup L1's metrics count
         value = self.l1.get(key, _MISSING)
         if value is not _MISSING:
             return cast(V, value)
-        if self.tier is None:
-            return self.l1.get_or_set(key, factory, ttl)
         return self._flights.run(key, lambda: self._fill(key, factory, ttl))
 
     def _fill(self, key: K, factory: Callable[[], V], ttl: float | timedelta | None) -> V:
