@@ -135,6 +135,11 @@ class RedisConnection:
             self.breaker.record_success()  # an error reply: Redis is up
             logger.warning("Redis %s answered an error: %s", self.url, exc)
 
+    def _broken(self, counters: TierCounters) -> None:
+        counters.add("l2_errors")
+        self.breaker.record_neutral()
+        logger.exception("a Redis operation on %s failed unexpectedly", self.url)
+
     def _succeeded(self, counters: TierCounters, started: float) -> None:
         self.breaker.record_success()
         counters.observe(time.perf_counter() - started)
@@ -152,6 +157,9 @@ class RedisConnection:
             result = operation(self.client())
         except (RedisError, RedisClusterException, OSError) as exc:
             self._failed(counters, exc)
+            return failed
+        except Exception:  # a client bug must not break a request either: loud, counted
+            self._broken(counters)
             return failed
         except BaseException:
             self.breaker.record_neutral()  # interrupted: frees a half-open probe slot
@@ -171,6 +179,9 @@ class RedisConnection:
             result = await operation(self.async_client())
         except (RedisError, RedisClusterException, OSError) as exc:
             self._failed(counters, exc)
+            return failed
+        except Exception:
+            self._broken(counters)
             return failed
         except BaseException:
             self.breaker.record_neutral()  # cancelled: frees a half-open probe slot

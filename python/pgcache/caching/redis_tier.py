@@ -479,7 +479,7 @@ def _queue(client: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
 def _queue_reads(client: Any, entries: Sequence[str]) -> Any:
     pipeline = client.pipeline(transaction=False)
     for entry in entries:
-        pipeline.eval(_READ, 1, entry)
+        pipeline.execute_command("EVAL", _READ, 1, entry)
     return pipeline
 
 
