@@ -548,7 +548,11 @@ def test_the_wrapper_exposes_its_cache(make_cache: MakeCache) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"cache": {}}, TypeError, r"^cache must be a pgcache.Cache, got \{\}"),
+        (
+            {"cache": {}},
+            TypeError,
+            r"^cache must be a pgcache.Cache or None \(a cache of its own\), got \{\}",
+        ),
         ({"key": "query_hash"}, TypeError, r"^key must be a callable .*got 'query_hash'"),
         ({"ttl": 0}, ValueError, r"^ttl must be a positive, finite number of seconds, got 0"),
         ({"ttl": "10s"}, TypeError, r"^ttl must be a number of seconds or a datetime.timedelta"),

@@ -1,9 +1,18 @@
-"""``@cached(cache)``: memoize any sync or async function (or method) in a :class:`pgcache.Cache`.
+"""``@cached`` and ``@cached_method``: memoize sync and async functions and methods in a
+:class:`pgcache.Cache`, with the conventions of :func:`functools.lru_cache` and cachetools.
+
+* ``@cached`` or ``@cached(ttl=..., max_size=...)``: the function gets a cache of its own
+  (``max_size=None``: unbounded). ``@cached(cache)``: results go to ``cache``, which other
+  functions may share; each decorated function has its own key space in it.
+* ``@cached_method(lambda self: self.cache)``: a cache per instance, taken from the instance on
+  every call (cachetools' ``cachedmethod``); ``self`` is not part of the key and the decorator
+  keeps no reference to any instance.
 
 A hit returns the stored value without calling the function. A miss calls it once per key,
 however many callers miss at once: threads through :meth:`pgcache.Cache.get_or_set`, asyncio
-tasks through :class:`pgcache.caching.singleflight.AsyncSingleFlight` (one call per key and event
-loop). Exceptions propagate to every waiting caller and are never stored.
+tasks through :class:`pgcache.caching.singleflight.AsyncSingleFlight` (one call per key, cache
+and event loop). Exceptions propagate to every waiting caller and are never stored; a result
+for which ``condition(result)`` is false is returned (to the waiting callers too) but not stored.
 
 The default key (:func:`make_key`) is built from the arguments: unhashable lists, dicts, sets
 and bytearrays are converted to a canonical hashable form (dicts and sets regardless of order;
@@ -11,7 +20,19 @@ a list stays apart from a tuple with the same items), keyword arguments regardle
 order, and ``typed=True`` keeps ``f(1)`` and ``f(1.0)`` apart as :func:`functools.lru_cache`
 does. Like ``lru_cache``, it does not bind arguments to the signature: ``f(1)`` and ``f(x=1)``
 are two keys (binding would cost microseconds on every hit); pass ``key=`` to unify them.
-Each decorated function gets its own key space, so several functions may share one cache.
+
+``cache_info()`` and ``cache_clear()`` concern the function's own entries: all of a cache it
+owns, else the entries under its default keys (a walk over the cache's keys). Under a ``key=``
+of the user's in a cache the function does not own they cannot be told apart from others:
+``currsize`` is then None and ``cache_clear()`` raises ``TypeError``. Hits and misses are
+counted per function and cache by two ``itertools.count`` (one C call on the hit path, no count
+lost between threads): a miss is a call that ran the function, a hit any other call (answered
+from the cache, or by a concurrent call for the same key).
+
+A cached ``async def`` passes :func:`inspect.iscoroutinefunction`: on 3.12+ through
+:func:`inspect.markcoroutinefunction`; on 3.11, whose check only reads the code flags of
+function-like objects, the wrapper carries the code of its own ``async def __call__`` (the code
+that runs when it is called) and the other attributes of a function that check reads.
 
 What it deliberately does not do: it does not cache exceptions or ``await`` results of sync
 functions, does not copy values (callers share the stored object, as with ``lru_cache``), and
@@ -23,17 +44,33 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import sys
+import types
+import weakref
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from datetime import timedelta
-from typing import Any, Concatenate, Final, Generic, ParamSpec, Self, TypeVar, cast, overload
+from typing import (
+    Any,
+    Concatenate,
+    Final,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    Self,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from pgcache._core import Cache
-from pgcache._validate import check_seconds
+from pgcache._validate import check_optional_seconds
 from pgcache.caching.singleflight import AsyncSingleFlight
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -77,7 +114,7 @@ def _freeze(value: object, typed: bool) -> Hashable:
         return (_LIST, tuple([_freeze(item, typed) for item in value]))
     if isinstance(value, dict):
         return _freeze_mapping(value, typed)
-    if isinstance(value, set | frozenset):
+    if isinstance(value, (set, frozenset)):  # a tuple: faster than a union in 3.11
         # A set equals the frozenset with the same items, so both share one key.
         return frozenset([_freeze(item, typed) for item in value])
     if isinstance(value, bytearray):
@@ -147,65 +184,188 @@ class _FunctionTag:
         return f"<{self._name}>"
 
 
-class _CachedBase(Generic[P, R]):
-    """What the sync and async wrappers share: the cache, the key, invalidation."""
+class CacheInfo(NamedTuple):
+    """What ``cache_info()`` returns: the fields of :func:`functools.lru_cache`'s ``CacheInfo``.
+
+    ``hits`` and ``misses`` count calls since decoration or the last ``cache_clear()`` (a miss
+    ran the function); ``maxsize`` is the cache's ``max_size`` (None: unbounded); ``currsize``
+    the number of the function's results stored now, None when they cannot be told apart.
+    """
+
+    hits: int
+    misses: int
+    maxsize: int | None
+    currsize: int | None
+
+
+def _read(counter: itertools.count[int]) -> int:
+    # itertools.count has no reader; its repr is "count(N)" (its pickling is deprecated).
+    return int(repr(counter)[6:-1])
+
+
+class _Counts:
+    """Calls and loads (calls that ran the function) of one function in one cache."""
+
+    __slots__ = ("calls", "cleared", "loads")
+
+    def __init__(self) -> None:
+        self.calls = itertools.count()
+        self.loads = itertools.count()
+        self.cleared = (0, 0)  # the readings at the last cache_clear()
+
+    def hits_and_misses(self) -> tuple[int, int]:
+        calls_before, loads_before = self.cleared
+        loads = _read(self.loads) - loads_before
+        calls = _read(self.calls) - calls_before
+        # A call counted before a concurrent cache_clear() may load after it.
+        return max(calls - loads, 0), loads
+
+    def reset(self) -> None:
+        self.cleared = (_read(self.calls), _read(self.loads))
+
+
+class _Unstored(Exception):  # noqa: N818  # a carrier, not an error anyone sees
+    """Carries a result that ``condition`` rejected out of ``Cache.get_or_set``: nothing is
+    stored, and every thread waiting for the same key receives it too."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+class _Options(NamedTuple):
+    key: Callable[..., Hashable] | None
+    ttl: float | None
+    typed: bool
+    condition: Callable[[Any], bool] | None
+
+
+class _Wrapper:
+    """What every cached callable holds: the function, how keys are built, what is stored."""
 
     cache: Cache[Hashable, Any]
     """The cache the results are stored in."""
 
     def __init__(
-        self,
-        func: Callable[P, Any],
-        cache: Cache[Hashable, Any],
-        key: Callable[..., Hashable] | None,
-        ttl: float | None,
-        typed: bool,
+        self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
     ) -> None:
-        self.cache = cache
+        # Metadata first, so that wrapping a cached function cannot overwrite our own state.
+        # (Not functools.update_wrapper: __wrapped__ is a property here.)
+        for name in functools.WRAPPER_ASSIGNMENTS:
+            if hasattr(func, name):
+                setattr(self, name, getattr(func, name))
+        self.__dict__.update(getattr(func, "__dict__", {}))
+        if not isinstance(getattr(self, "__name__", None), str):
+            self.__name__ = type(func).__name__
+        if cache is not None:
+            self.cache = cache
         self._func: Callable[..., Any] = func
-        self._key = key
-        self._ttl = ttl
-        self._typed = typed
+        self._key, self._ttl, self._typed, self._condition = options
         self._tag = _FunctionTag(func)
-        # The instance of a bound method, passed first to the function and to the key.
-        self._bound_to: tuple[object, ...] = ()
-        functools.update_wrapper(cast(Any, self), func)
+        self._owns_cache = False
+        self._counts = _Counts()
+        self._calls = self._counts.calls  # read on the hit path: one attribute less
+        self._bound_to: tuple[object, ...] = ()  # the instance of a bound method: first argument
+        self._key_bound: tuple[object, ...] = ()  # ... and first in the default key, or not
+        self._plain_key = self._key is None  # the key is (tag, make_key(args, kwargs)): inlined
+
+    def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
+        if self._key is not None:
+            return self._key(*self._bound_to, *args, **kwargs)
+        if self._key_bound:
+            args = (*self._key_bound, *args)
+        return (self._tag, make_key(args, kwargs, self._typed))
+
+    def _load(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Any:
+        next(self._counts.loads)
+        value = self._func(*self._bound_to, *args, **kwargs)
+        if self._condition is not None and not self._condition(value):
+            raise _Unstored(value)
+        return value
+
+    def _unwrapped(self) -> Any:
+        if self._bound_to:
+            return types.MethodType(self._func, self._bound_to[0])
+        return self._func
+
+    def _copy(self, cls: type[T], changes: dict[str, object]) -> T:
+        # A shallow copy sharing key space, counts and (async) flights; cheaper than a new
+        # wrapper, since this runs on every attribute access of a cached method.
+        bound = object.__new__(cls)
+        state = self.__dict__.copy()  # a clone of the table, no re-insertion
+        state.update(changes)
+        bound.__dict__ = state
+        return bound
+
+
+class _CachedBase(_Wrapper, Generic[P, R]):
+    """What the sync and async cached functions share: keys, invalidation, info, clearing."""
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable:
         """The key a call with these arguments is stored under."""
-        return self._key_of((*self._bound_to, *args), kwargs)
-
-    def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
-        # `args` already starts with the instance of a bound method.
-        if self._key is not None:
-            return self._key(*args, **kwargs)
-        return (self._tag, make_key(args, kwargs, self._typed))
-
-    def _bind(self, instance: object) -> Any:
-        # A shallow copy sharing cache, key space and (async) flights; cheaper than a new
-        # wrapper, since this runs on every attribute access of a cached method.
-        bound = object.__new__(type(self))
-        bound.__dict__.update(self.__dict__)
-        bound._bound_to = (instance,)
-        return bound
+        return self._key_of(args, kwargs)
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Forget the stored result of a call with these arguments; whether there was one."""
-        return self.cache.delete(self.cache_key(*args, **kwargs))
+        return self.cache.delete(self._key_of(args, kwargs))
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, the cache's limit and the number of this function's stored results."""
+        hits, misses = self._counts.hits_and_misses()
+        if self._owns_cache:
+            size: int | None = len(self.cache)
+        elif self._key is not None:
+            size = None
+        else:
+            size = len(self._own_keys())
+        return CacheInfo(hits, misses, self.cache.max_size, size)
+
+    def cache_clear(self) -> None:
+        """Remove this function's stored results (only them) and reset its hits and misses."""
+        if self._owns_cache:
+            self.cache.clear()
+        elif self._key is not None:
+            raise TypeError(
+                f"cache_clear() cannot tell the entries of {self._tag._name} from others in "
+                "the cache it shares: its keys come from key=; clear that cache or invalidate "
+                "calls one by one"
+            )
+        else:
+            for key in self._own_keys():
+                self.cache.delete(key)
+        self._counts.reset()
+
+    def _own_keys(self) -> list[Hashable]:
+        tag = self._tag
+        return [k for k in self.cache if type(k) is tuple and len(k) == 2 and k[0] is tag]
+
+    def _bind(self, instance: object) -> Any:
+        bound_to = (instance,)
+        changes = {"_bound_to": bound_to, "_key_bound": bound_to, "_plain_key": False}
+        return self._copy(type(self), changes)
 
     def __repr__(self) -> str:
         return f"<cached {self._tag._name} in {self.cache!r}>"
 
 
 class CachedFunction(_CachedBase[P, R]):
-    """A sync function whose results are cached: what ``@cached(cache)`` makes of a ``def``."""
+    """A sync function whose results are cached: what ``@cached`` makes of a ``def``."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, R]:
+        """The function called on a miss (bound to the instance on a bound method)."""
+        return cast("Callable[P, R]", self._unwrapped())
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        full_args = (*self._bound_to, *args) if self._bound_to else args
-        func = self._func
-        result: R = self.cache.get_or_set(
-            self._key_of(full_args, kwargs), lambda: func(*full_args, **kwargs), self._ttl
-        )
+        next(self._calls)
+        if self._plain_key:
+            key: Hashable = (self._tag, make_key(args, kwargs, self._typed))
+        else:
+            key = self._key_of(args, kwargs)
+        try:
+            result: R = self.cache.get_or_set(key, lambda: self._load(args, kwargs), self._ttl)
+        except _Unstored as unstored:
+            return cast(R, unstored.value)
         return result
 
     @overload
@@ -220,35 +380,66 @@ class CachedFunction(_CachedBase[P, R]):
         return self._bind(instance)
 
 
-class AsyncCachedFunction(_CachedBase[P, R]):
-    """An async function whose results are cached: what ``@cached(cache)`` makes of an
-    ``async def``. Awaiting a call gives the function's result; ``R`` is that result's type."""
+class _Coroutine:
+    """Makes a callable object with an ``async def __call__`` pass
+    :func:`inspect.iscoroutinefunction` (see the module docstring)."""
+
+    __code__: types.CodeType  # the code of the class's async __call__
+    __defaults__ = None
+    __kwdefaults__ = None
+
+    def __init_subclass__(cls) -> None:
+        cls.__code__ = cls.__dict__["__call__"].__code__
+
+    def _mark_coroutine(self) -> None:
+        if sys.version_info >= (3, 12):
+            inspect.markcoroutinefunction(self)
+
+
+class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
+    """An async function whose results are cached: what ``@cached`` makes of an ``async def``.
+    Awaiting a call gives the function's result; ``R`` is that result's type."""
 
     def __init__(
-        self,
-        func: Callable[P, Coroutine[Any, Any, R]],
-        cache: Cache[Hashable, Any],
-        key: Callable[..., Hashable] | None,
-        ttl: float | None,
-        typed: bool,
+        self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
     ) -> None:
-        super().__init__(func, cache, key, ttl, typed)
-        self._async_func: Callable[..., Coroutine[Any, Any, R]] = func
+        super().__init__(func, options, cache)
         self._flight: AsyncSingleFlight[Hashable, R] = AsyncSingleFlight()
+        self._mark_coroutine()
+
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R]]:
+        """The function called on a miss (bound to the instance on a bound method)."""
+        return cast("Callable[P, Coroutine[Any, Any, R]]", self._unwrapped())
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        full_args = (*self._bound_to, *args) if self._bound_to else args
-        key = self._key_of(full_args, kwargs)
-        found = self.cache.get(key, _MISSING)
+        next(self._calls)
+        if self._plain_key:
+            key: Hashable = (self._tag, make_key(args, kwargs, self._typed))
+        else:
+            key = self._key_of(args, kwargs)
+        cache = self.cache
+        found = cache.get(key, _MISSING)
         if found is not _MISSING:
             hit: R = found
             return hit
-        return await self._flight.run(key, lambda: self._load(key, full_args, kwargs))
+        # Keyed by the cache too: instances of a cached_method have caches of their own.
+        return await self._flight.run(
+            (cache, key), lambda: self._load_async(cache, key, args, kwargs)
+        )
 
-    async def _load(self, key: Hashable, args: tuple[object, ...], kwargs: dict[str, object]) -> R:
-        value = await self._async_func(*args, **kwargs)
-        # Stored before the flight ends, so a caller arriving later hits instead of calling.
-        self.cache.set(key, value, self._ttl)
+    async def _load_async(
+        self,
+        cache: Cache[Hashable, Any],
+        key: Hashable,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+    ) -> R:
+        next(self._counts.loads)
+        value: R = await self._func(*self._bound_to, *args, **kwargs)
+        if self._condition is None or self._condition(value):
+            # Stored before the flight ends, so a caller arriving later hits instead of calling.
+            cache.set(key, value, self._ttl)
         return value
 
     @overload
@@ -265,22 +456,137 @@ class AsyncCachedFunction(_CachedBase[P, R]):
         return self._bind(instance)
 
 
-class _Decorator:
-    """What ``cached(...)`` returns: turns a function into a cached one."""
-
-    __slots__ = ("_cache", "_key", "_ttl", "_typed")
+class _PerInstance(_Wrapper):
+    """What the sync and async cached methods share: a cache taken from each instance."""
 
     def __init__(
         self,
-        cache: Cache[Hashable, Any],
-        key: Callable[..., Hashable] | None,
-        ttl: float | None,
-        typed: bool,
+        func: Callable[..., Any],
+        options: _Options,
+        cache_of: Callable[[Any], Cache[Hashable, Any]],
+    ) -> None:
+        super().__init__(func, options, None)
+        self._cache_of = cache_of
+        self._counts_by_cache: dict[int, _Counts] = {}
+
+    def _bound_as(self, cls: type[T], instance: object) -> T:
+        cache = self._cache_of(instance)
+        if not isinstance(cache, Cache):
+            raise TypeError(
+                f"the cache of {self._tag._name} for {instance!r} must be a pgcache.Cache, "
+                f"got {cache!r}"
+            )
+        counts = self._counts_by_cache.get(id(cache))
+        if counts is None:
+            counts = self._count_in(cache)
+        changes = {"_bound_to": (instance,), "cache": cache, "_counts": counts}
+        changes["_calls"] = counts.calls
+        return self._copy(cls, changes)
+
+    def _count_in(self, cache: Cache[Hashable, Any]) -> _Counts:
+        mine = _Counts()
+        counts = self._counts_by_cache.setdefault(id(cache), mine)
+        if counts is mine:  # forget the counts with the cache (before its id can be reused)
+            weakref.finalize(cache, self._counts_by_cache.pop, id(cache), None).atexit = False
+        return counts
+
+    def __repr__(self) -> str:
+        return f"<cached method {self._tag._name}, a cache per instance>"
+
+
+class CachedMethod(_PerInstance, Generic[S, P, R]):
+    """A sync method cached per instance: what ``@cached_method`` makes of a ``def``. Bound to
+    an instance it is a :class:`CachedFunction` whose ``cache`` is the instance's cache."""
+
+    @property
+    def __wrapped__(self) -> Callable[Concatenate[S, P], R]:
+        """The method called on a miss."""
+        return cast("Callable[Concatenate[S, P], R]", self._func)
+
+    def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound: CachedFunction[P, R] = self._bound_as(CachedFunction, instance)
+        return bound(*args, **kwargs)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: S, owner: type[Any] | None = None) -> CachedFunction[P, R]: ...
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return self._bound_as(CachedFunction, instance)
+
+
+class AsyncCachedMethod(_PerInstance, _Coroutine, Generic[S, P, R]):
+    """An async method cached per instance: what ``@cached_method`` makes of an ``async def``.
+    Bound to an instance it is an :class:`AsyncCachedFunction` on the instance's cache."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        options: _Options,
+        cache_of: Callable[[Any], Cache[Hashable, Any]],
+    ) -> None:
+        super().__init__(func, options, cache_of)
+        self._flight: AsyncSingleFlight[Hashable, R] = AsyncSingleFlight()
+        self._mark_coroutine()
+
+    @property
+    def __wrapped__(self) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+        """The method called on a miss."""
+        return cast("Callable[Concatenate[S, P], Coroutine[Any, Any, R]]", self._func)
+
+    async def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound: AsyncCachedFunction[P, R] = self._bound_as(AsyncCachedFunction, instance)
+        return await bound(*args, **kwargs)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: S, owner: type[Any] | None = None) -> AsyncCachedFunction[P, R]: ...
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return self._bound_as(AsyncCachedFunction, instance)
+
+
+class _Unset:
+    """The default of ``max_size``: sets the own cache's limit only when given."""
+
+    def __repr__(self) -> str:
+        return "10000"
+
+
+_UNSET: Final = _Unset()
+_DEFAULT_MAX_SIZE: Final = 10_000
+
+
+def _options(
+    key: object, ttl: float | timedelta | None, typed: object, condition: object
+) -> _Options:
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable building the cache key or None, got {key!r}")
+    if not isinstance(typed, bool):
+        raise TypeError(f"typed must be a bool, got {typed!r}")
+    if condition is not None and not callable(condition):
+        raise TypeError(
+            "condition must be a callable taking a result and returning whether to store it, "
+            f"or None, got {condition!r}"
+        )
+    return _Options(key, check_optional_seconds("ttl", ttl), typed, condition)
+
+
+class _Decorator:
+    """What ``cached(...)`` returns: turns a function into a cached one."""
+
+    __slots__ = ("_cache", "_max_size", "_options")
+
+    def __init__(
+        self, cache: Cache[Hashable, Any] | None, max_size: int | None, options: _Options
     ) -> None:
         self._cache = cache
-        self._key = key
-        self._ttl = ttl
-        self._typed = typed
+        self._max_size = max_size
+        self._options = options
 
     @overload
     def __call__(  # type: ignore[overload-overlap]  # an async def also matches Callable[P, R]
@@ -291,44 +597,150 @@ class _Decorator:
     def __call__(self, func: Callable[P, Any]) -> _CachedBase[P, Any]:
         if not callable(func):
             raise TypeError(f"cached() decorates a function, got {func!r}")
-        if inspect.iscoroutinefunction(func):
-            return AsyncCachedFunction(func, self._cache, self._key, self._ttl, self._typed)
-        return CachedFunction(func, self._cache, self._key, self._ttl, self._typed)
+        options, cache = self._options, self._cache
+        if cache is None:
+            # A cache of the function's own, applying the TTL to every entry itself.
+            name = _FunctionTag(func)._name
+            cache = Cache(ttl=options.ttl, max_size=self._max_size, name=name)
+            options = options._replace(ttl=None)
+        kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
+        wrapper: _CachedBase[P, Any] = kind(func, options, cache)
+        wrapper._owns_cache = self._cache is None
+        return wrapper
 
 
+@overload
+def cached(  # type: ignore[overload-overlap]  # an async def also matches Callable[P, R]
+    cache: Callable[P, Coroutine[Any, Any, R]], /
+) -> AsyncCachedFunction[P, R]: ...
+@overload
+def cached(cache: Callable[P, R], /) -> CachedFunction[P, R]: ...
+@overload
 def cached(
     cache: Cache[Any, Any],
     *,
     key: Callable[..., Hashable] | None = None,
     ttl: float | timedelta | None = None,
     typed: bool = False,
-) -> _Decorator:
-    """Memoize a sync or async function (or method) in ``cache``.
+    condition: Callable[[Any], bool] | None = None,
+) -> _Decorator: ...
+@overload
+def cached(
+    cache: None = None,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    ttl: float | timedelta | None = None,
+    max_size: int | None = _DEFAULT_MAX_SIZE,
+    typed: bool = False,
+    condition: Callable[[Any], bool] | None = None,
+) -> _Decorator: ...
+def cached(
+    cache: object = None,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    ttl: float | timedelta | None = None,
+    max_size: int | _Unset | None = _UNSET,
+    typed: bool = False,
+    condition: Callable[[Any], bool] | None = None,
+) -> Any:
+    """Memoize a sync or async function (or method), in ``cache`` or in a cache of its own.
 
     >>> from pgcache import Cache
     >>> plans: Cache[object, str] = Cache(ttl=1800)
     >>> @cached(plans)
     ... def explain(query_hash: int, analyze: bool = False) -> str:
     ...     return f"plan of {query_hash}"
-    >>> explain(-42), explain(-42), plans.metrics().hits
-    ('plan of -42', 'plan of -42', 1)
+    >>> explain(-42), explain(-42), explain.cache_info()
+    ('plan of -42', 'plan of -42', CacheInfo(hits=1, misses=1, maxsize=10000, currsize=1))
+
+    ``@cached``, ``@cached()`` and ``@cached(ttl=..., max_size=...)`` give the function a
+    cache of its own (``max_size`` 10,000 by default, None for unbounded; ``ttl`` None: entries
+    never expire). With ``cache``, results go there; ``ttl`` (seconds or timedelta) then
+    overrides the cache's TTL for them, and ``max_size`` is refused (the cache has its own).
 
     ``key(*args, **kwargs)``, when given, builds the key instead of :func:`make_key` (for
     example to store under a :class:`pgcache.CacheManager` key scheme); it receives ``self``
-    too for methods. ``ttl`` (seconds or timedelta) overrides the cache's TTL for the stored
-    results. ``typed=True`` keeps arguments of different types apart (``f(1)``, ``f(1.0)``).
+    too for methods. ``typed=True`` keeps arguments of different types apart (``f(1)``,
+    ``f(1.0)``). ``condition(result)`` false: the result is returned, not stored.
 
-    The result exposes ``.cache``, ``.cache_key(*args, **kwargs)`` and
-    ``.invalidate(*args, **kwargs) -> bool`` (also on methods, bound to their instance). On a
+    The result exposes ``.cache``, ``.cache_key(*args, **kwargs)``,
+    ``.invalidate(*args, **kwargs) -> bool``, ``.cache_info() -> CacheInfo``,
+    ``.cache_clear()`` and ``.__wrapped__`` (also on methods, bound to their instance). On a
     method the instance is part of the default key and is kept alive by the cache while its
-    results are stored (as with ``functools.lru_cache``). Apply ``@staticmethod`` or
-    ``@classmethod`` above ``@cached``.
+    results are stored (as with ``functools.lru_cache``); :func:`cached_method` keeps a cache
+    per instance instead. Apply ``@staticmethod`` or ``@classmethod`` above ``@cached``.
     """
-    if not isinstance(cache, Cache):
-        raise TypeError(f"cache must be a pgcache.Cache, got {cache!r}")
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable building the cache key or None, got {key!r}")
-    if not isinstance(typed, bool):
-        raise TypeError(f"typed must be a bool, got {typed!r}")
-    seconds = None if ttl is None else check_seconds("ttl", ttl)
-    return _Decorator(cache, key, seconds, typed)
+    options = _options(key, ttl, typed, condition)
+    if isinstance(cache, Cache):
+        if max_size is not _UNSET:
+            raise TypeError(
+                f"max_size={max_size!r} sizes a cache of the function's own; the cache given "
+                f"has its own max_size ({cache.max_size}): pass one or the other"
+            )
+        return _Decorator(cache, None, options)
+    own_size = _DEFAULT_MAX_SIZE if isinstance(max_size, _Unset) else max_size
+    if cache is None:
+        return _Decorator(None, own_size, options)
+    if callable(cache):  # @cached without parentheses
+        return _Decorator(None, own_size, options)(cache)
+    raise TypeError(f"cache must be a pgcache.Cache or None (a cache of its own), got {cache!r}")
+
+
+class _MethodDecorator:
+    """What ``cached_method(...)`` returns: turns a method into one cached per instance."""
+
+    __slots__ = ("_cache_of", "_options")
+
+    def __init__(self, cache_of: Callable[[Any], Cache[Hashable, Any]], options: _Options) -> None:
+        self._cache_of = cache_of
+        self._options = options
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # an async def also matches Callable[P, R]
+        self, method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+    ) -> AsyncCachedMethod[S, P, R]: ...
+    @overload
+    def __call__(self, method: Callable[Concatenate[S, P], R]) -> CachedMethod[S, P, R]: ...
+    def __call__(self, method: Callable[..., Any]) -> _PerInstance:
+        if not callable(method):
+            raise TypeError(f"cached_method() decorates a method, got {method!r}")
+        if inspect.iscoroutinefunction(method):
+            return AsyncCachedMethod(method, self._options, self._cache_of)
+        return CachedMethod(method, self._options, self._cache_of)
+
+
+def cached_method(
+    cache: Callable[[Any], Cache[Any, Any]],
+    *,
+    key: Callable[..., Hashable] | None = None,
+    ttl: float | timedelta | None = None,
+    typed: bool = False,
+    condition: Callable[[Any], bool] | None = None,
+) -> _MethodDecorator:
+    """Memoize a sync or async method in a cache per instance: ``cache(self)`` gives it.
+
+    >>> from pgcache import Cache
+    >>> class Planner:
+    ...     def __init__(self) -> None:
+    ...         self.plans: Cache[object, str] = Cache(ttl=1800)
+    ...     @cached_method(lambda self: self.plans)
+    ...     def explain(self, query_hash: int) -> str:
+    ...         return f"plan of {query_hash}"
+    >>> planner = Planner()
+    >>> planner.explain(-42), planner.explain(-42), planner.explain.cache_info().hits
+    ('plan of -42', 'plan of -42', 1)
+
+    As cachetools' ``cachedmethod(cache=lambda self: self.cache)``. ``self`` is not part of
+    the default key, so an instance is never kept alive by the decorator or by its cache;
+    several methods may share the instance's cache (each has its own key space). ``key``
+    (which receives ``self`` too), ``ttl``, ``typed`` and ``condition`` are as for
+    :func:`cached`. ``instance.method`` is a :class:`CachedFunction` (or
+    :class:`AsyncCachedFunction`) on the instance's cache: its ``cache_info()`` counts the
+    calls on that cache, its ``cache_clear()`` removes the method's results from it.
+    """
+    if not callable(cache):
+        raise TypeError(
+            "cache must be a callable taking the instance and returning its pgcache.Cache "
+            f"(for example lambda self: self.cache), got {cache!r}"
+        )
+    return _MethodDecorator(cache, _options(key, ttl, typed, condition))
