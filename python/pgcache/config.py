@@ -349,6 +349,10 @@ class Settings(BaseSettings):
         description="how long entries live in Redis, per cache, e.g. features=1h,anomalies=10m"
         " (a cache not named: its own TTL)",
     )
+    dashboard: bool = Field(
+        default=True,
+        description="false: no /dashboard page and no /api/v1/metrics/stream (both answer 404)",
+    )
 
     @field_validator(*_DURATION_FIELDS, mode="before")
     @classmethod
@@ -382,7 +386,7 @@ class Settings(BaseSettings):
             raise _invalid(field, repr(value), hint)
         return number
 
-    @field_validator("cache_enabled", mode="before")
+    @field_validator("cache_enabled", "dashboard", mode="before")
     @classmethod
     def _check_bool(cls, value: object, info: ValidationInfo) -> bool:
         if isinstance(value, bool):

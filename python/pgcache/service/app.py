@@ -4,6 +4,7 @@ tests and demos (:func:`serve_in_thread`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from functools import partial
@@ -16,6 +17,8 @@ from starlette.middleware import Middleware
 
 from pgcache._validate import check_seconds
 from pgcache.config import Settings
+from pgcache.observability.requests import RequestMetrics, RequestMetricsMiddleware
+from pgcache.service.dashboard import STREAM_PATH, dashboard_routes
 from pgcache.service.lifespan import DEFAULT_DB_TIMEOUT, PgCacheState, pgcache_lifespan
 from pgcache.service.middleware import RequestIdMiddleware
 from pgcache.service.problems import http_error
@@ -26,14 +29,24 @@ from pgcache.service.serving import check_port, serve_in_background
 def create_app(
     settings: Settings | None = None, *, db_timeout: float = DEFAULT_DB_TIMEOUT
 ) -> Starlette:
-    """The pgcache service: :func:`pgcache_routes`, :func:`pgcache_lifespan`, request ids and
-    JSON errors. ``settings`` defaults to the environment, read at start-up."""
+    """The pgcache service: :func:`pgcache_routes` and the dashboard's, :func:`pgcache_lifespan`,
+    request metrics per endpoint, request ids and JSON errors. ``settings`` defaults to the
+    environment, read at start-up."""
     db_timeout = check_seconds("db_timeout", db_timeout)
+    request_metrics = RequestMetrics()
     return Starlette(
-        routes=pgcache_routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+        routes=[*pgcache_routes(), *dashboard_routes()],
+        middleware=[
+            Middleware(RequestMetricsMiddleware, metrics=request_metrics, exclude=[STREAM_PATH]),
+            Middleware(RequestIdMiddleware),
+        ],
         exception_handlers={HTTPException: http_error},
-        lifespan=partial(pgcache_lifespan, settings=settings, db_timeout=db_timeout),
+        lifespan=partial(
+            pgcache_lifespan,
+            settings=settings,
+            db_timeout=db_timeout,
+            request_metrics=request_metrics,
+        ),
     )
 
 
@@ -77,6 +90,11 @@ class ServiceHandle:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop serving, run the lifespan's shutdown and wait for the thread (idempotent)."""
+        state = getattr(self.app.state, "pgcache", None)
+        if isinstance(state, PgCacheState) and state.metrics_stream is not None:
+            # Open dashboards would otherwise hold the graceful shutdown until its timeout.
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                self.loop.call_soon_threadsafe(state.metrics_stream.close)
         self._server.should_exit = True
         self._thread.join(timeout)
         if self._thread.is_alive():

@@ -22,9 +22,11 @@ from pgcache.config import Settings
 from pgcache.ml.client import AsyncMLClient
 from pgcache.ml.predictor import AsyncCachedPredictor
 from pgcache.observability.prometheus import PgCacheCollector
+from pgcache.observability.requests import RequestMetrics
 from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
 from pgcache.postgres.features import AsyncPgStatStatementsExtractor
 from pgcache.postgres.pools import PoolSettings, make_async_pool
+from pgcache.service.metrics_stream import MetricsStream, StreamSources
 
 DEFAULT_DB_TIMEOUT: Final = 5.0
 """Seconds a request waits for a database connection before answering 503."""
@@ -40,6 +42,8 @@ class PgCacheState:
 
     ``pool``, ``features`` and ``predictor`` are ``None`` when ``DATABASE_URL`` is not set.
     ``registry`` holds only the :class:`pgcache.PgCacheCollector` (caches, pool, ML client).
+    ``requests``: the per-endpoint request metrics (None when the app records none);
+    ``metrics_stream``: the dashboard's live metrics (None with ``DASHBOARD=false``).
     """
 
     settings: Settings
@@ -50,6 +54,8 @@ class PgCacheState:
     features: AsyncCachedFeatureExtractor | None
     predictor: AsyncCachedPredictor | None
     db_timeout: float
+    requests: RequestMetrics | None = None
+    metrics_stream: MetricsStream | None = None
 
 
 async def open_pool(settings: Settings, db_timeout: float) -> AsyncConnectionPool[Any]:
@@ -73,12 +79,15 @@ async def pgcache_lifespan(
     settings: Settings | None = None,
     *,
     db_timeout: float = DEFAULT_DB_TIMEOUT,
+    request_metrics: RequestMetrics | None = None,
 ) -> AsyncIterator[None]:
     """Open the cache manager, the DB pool and the ML client on ``app.state.pgcache``; close all.
 
     ``settings`` defaults to ``Settings.load()`` (the environment; a bad variable raises
     :class:`pgcache.ConfigError` naming it). ``db_timeout``: seconds a request waits for a
-    database connection. Use it as ``Starlette(lifespan=partial(pgcache_lifespan,
+    database connection. ``request_metrics``: what the app's
+    :class:`pgcache.observability.requests.RequestMetricsMiddleware` records, for the dashboard.
+    Use it as ``Starlette(lifespan=partial(pgcache_lifespan,
     settings=...))`` or inside your own lifespan (``async with pgcache_lifespan(app): ...``).
     """
     settings = Settings.load() if settings is None else settings
@@ -100,6 +109,13 @@ async def pgcache_lifespan(
             predictor = AsyncCachedPredictor(features, ml_client, manager)
         registry = CollectorRegistry(auto_describe=True)
         registry.register(PgCacheCollector(manager, pool, ml_client))
+        metrics_stream: MetricsStream | None = None
+        if settings.dashboard:
+            metrics_stream = MetricsStream(
+                StreamSources(manager, pool=pool, ml_client=ml_client, requests=request_metrics)
+            )
+            metrics_stream.start()
+            stack.push_async_callback(metrics_stream.aclose)
         app.state.pgcache = PgCacheState(
             settings=settings,
             manager=manager,
@@ -109,6 +125,8 @@ async def pgcache_lifespan(
             features=features,
             predictor=predictor,
             db_timeout=db_timeout,
+            requests=request_metrics,
+            metrics_stream=metrics_stream,
         )
         try:
             yield
