@@ -204,13 +204,15 @@ impl TinyLfu {
     }
 
     /// Housekeeping after a new entry (`len` entries now, `requests` lookups
-    /// so far): the sketch gets its full size when the cache is half full; once
-    /// it is full, the climber's decisions move the window's boundary.
+    /// so far): the sketch gets its full size when the cache is half full and
+    /// ages every sample; once the cache is full, the climber's decisions move
+    /// the window's boundary.
     pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, requests: u64) {
         if !self.sized && len >= self.maximum / 2 {
             self.sketch.resize(self.maximum);
             self.sized = true;
         }
+        self.sketch.age(requests);
         if len < self.maximum {
             self.climber.restart(requests);
             return;
