@@ -8,7 +8,6 @@ import inspect
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -528,16 +527,59 @@ def test_the_wrapper_keeps_the_function_metadata(make_cache: MakeCache) -> None:
     assert inspect.signature(wrapper) == inspect.signature(load_features)
 
 
-def test_an_async_wrapper_is_recognised_as_a_coroutine_function(make_cache: MakeCache) -> None:
+def test_a_cached_async_function_is_recognised_as_a_coroutine_function(
+    make_cache: MakeCache,
+) -> None:
     async def load(x: int) -> int:
         return x
 
-    def load_sync(x: int) -> int:
+    assert inspect.iscoroutinefunction(cached(make_cache())(load))
+
+
+def test_a_cached_sync_function_is_not_a_coroutine_function(make_cache: MakeCache) -> None:
+    def load(x: int) -> int:
         return x
 
-    wrapper = cached(make_cache())(load)
-    assert inspect.iscoroutinefunction(wrapper.__call__)
-    assert not inspect.iscoroutinefunction(cached(make_cache())(load_sync).__call__)
+    assert not inspect.iscoroutinefunction(cached(make_cache())(load))
+
+
+def test_a_cached_async_method_is_recognised_as_a_coroutine_function(
+    make_cache: MakeCache,
+) -> None:
+    class Loader:
+        @cached(make_cache())
+        async def load(self, x: int) -> int:
+            return x
+
+    assert inspect.iscoroutinefunction(Loader.load)
+    assert inspect.iscoroutinefunction(Loader().load)
+
+
+def test_a_bound_method_wraps_the_method_bound_to_its_instance(make_cache: MakeCache) -> None:
+    class Loader:
+        @cached(make_cache())
+        def load(self, x: int) -> int:
+            return x
+
+    loader = Loader()
+    assert loader.load.__wrapped__ == Loader.__dict__["load"].__wrapped__.__get__(loader)
+    assert list(inspect.signature(loader.load).parameters) == ["x"]
+
+
+def test_a_cached_function_can_be_cached_again_in_another_cache(make_cache: MakeCache) -> None:
+    near, far = make_cache(), make_cache()
+    calls = 0
+
+    def load(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    inner = cached(far)(load)
+    outer = cached(near)(inner)
+    assert (outer(1), outer(1)) == (1, 1)
+    assert (outer.cache, outer.__wrapped__) == (near, inner)
+    assert (len(near), len(far), calls) == (1, 1, 1)
 
 
 def test_the_wrapper_exposes_its_cache(make_cache: MakeCache) -> None:
@@ -571,78 +613,3 @@ def test_a_bad_argument_to_cached_raises_one_error_naming_it(
 def test_decorating_something_not_callable_raises_type_error(make_cache: MakeCache) -> None:
     with pytest.raises(TypeError, match=r"cached\(\) decorates a function, got 42"):
         cached(make_cache())(42)  # type: ignore[call-overload]
-
-
-# --- static typing ----------------------------------------------------------------------------
-
-TYPED_USE = """\
-from typing import assert_type
-from pgcache import Cache, cached
-
-cache: Cache[object, object] = Cache()
-
-@cached(cache)
-def explain(query_hash: int, verbose: bool = False) -> str:
-    return str(query_hash)
-
-@cached(cache, typed=True)
-async def predict(query_hash: int) -> float:
-    return 1.0
-
-class Extractor:
-    @cached(cache)
-    def extract(self, query_hash: int) -> list[int]:
-        return [query_hash]
-
-async def main() -> None:
-    assert_type(explain(1, verbose=True), str)
-    assert_type(await predict(1), float)
-    assert_type(Extractor().extract(1), list[int])
-    assert_type(explain.invalidate(1), bool)
-    assert_type(Extractor().extract.invalidate(1), bool)
-"""
-
-MISTYPED_USE = """\
-from pgcache import Cache, cached
-
-cache: Cache[object, object] = Cache()
-
-@cached(cache)
-def explain(query_hash: int) -> str:
-    return str(query_hash)
-
-class Extractor:
-    @cached(cache)
-    def extract(self, query_hash: int) -> str:
-        return str(query_hash)
-
-explain("not an int")
-Extractor().extract("not an int")
-explain.invalidate("not an int")
-"""
-
-
-def test_mypy_strict_keeps_the_decorated_signatures(tmp_path: Path) -> None:
-    mypy_api = pytest.importorskip("mypy.api")
-    good = tmp_path / "typed_use.py"
-    good.write_text(TYPED_USE)
-    bad = tmp_path / "mistyped_use.py"
-    bad.write_text(MISTYPED_USE)
-    config = tmp_path / "mypy.ini"
-    config.write_text("[mypy]\n")
-    stdout, stderr, _ = mypy_api.run(
-        [
-            "--strict",
-            "--config-file",
-            str(config),
-            "--cache-dir",
-            str(tmp_path / ".mypy_cache"),
-            "--no-error-summary",
-            str(good),
-            str(bad),
-        ]
-    )
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    assert not [line for line in lines if "typed_use.py" in line and "mistyped" not in line], stdout
-    errors = [line for line in lines if "mistyped_use.py" in line and "[arg-type]" in line]
-    assert [line.split(":")[1] for line in errors] == ["14", "15", "16"], stdout + stderr

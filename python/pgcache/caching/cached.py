@@ -245,6 +245,8 @@ class _Wrapper:
 
     cache: Cache[Hashable, Any]
     """The cache the results are stored in."""
+    __name__: str
+    __qualname__: str  # both copied from the function, as functools.wraps does
 
     def __init__(
         self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
@@ -678,11 +680,14 @@ def cached(
                 f"has its own max_size ({cache.max_size}): pass one or the other"
             )
         return _Decorator(cache, None, options)
-    own_size = _DEFAULT_MAX_SIZE if isinstance(max_size, _Unset) else max_size
+    if isinstance(max_size, _Unset):
+        max_size = _DEFAULT_MAX_SIZE
+    else:
+        Cache(max_size=max_size).close()  # a bad max_size fails now, in the cache's own words
     if cache is None:
-        return _Decorator(None, own_size, options)
+        return _Decorator(None, max_size, options)
     if callable(cache):  # @cached without parentheses
-        return _Decorator(None, own_size, options)(cache)
+        return _Decorator(None, max_size, options)(cache)
     raise TypeError(f"cache must be a pgcache.Cache or None (a cache of its own), got {cache!r}")
 
 
