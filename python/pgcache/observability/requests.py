@@ -3,7 +3,7 @@ that records them (:class:`RequestMetricsMiddleware`).
 
 An endpoint is a route's method and path template (``GET /api/v1/queries/{query_hash}/features``),
 so the number of series is bounded by the routes, whatever clients send; requests that match no
-route count under ``other``. Latencies go into fixed buckets (10 per decade, 50 us to 30 s):
+route count under ``other``. Latencies go into fixed buckets (10 per decade, 50 us to 25 s):
 :func:`latency_quantile` estimates p50/p99 from them, or from the difference of two snapshots
 (the requests of that interval). Counters are plain integers updated on the event loop's
 thread, which is the only writer; a reader on that thread sees them consistent, a reader on

@@ -4,7 +4,6 @@ tests and demos (:func:`serve_in_thread`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Coroutine
 from functools import partial
@@ -93,8 +92,7 @@ class ServiceHandle:
         state = getattr(self.app.state, "pgcache", None)
         if isinstance(state, PgCacheState) and state.metrics_stream is not None:
             # Open dashboards would otherwise hold the graceful shutdown until its timeout.
-            with contextlib.suppress(RuntimeError):  # the loop has already ended
-                self.loop.call_soon_threadsafe(state.metrics_stream.close)
+            state.metrics_stream.close_soon()
         self._server.should_exit = True
         self._thread.join(timeout)
         if self._thread.is_alive():

@@ -17,6 +17,7 @@ import itertools
 import json
 import secrets
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -321,6 +322,16 @@ def metrics_event(current: Sample, previous: Sample | None) -> dict[str, Any]:
 
 # --- the stream --------------------------------------------------------------------------------
 
+_STARTED: weakref.WeakSet[MetricsStream] = weakref.WeakSet()
+
+
+def end_streams_soon() -> None:
+    """Ask every stream running in this process to end (:meth:`MetricsStream.close_soon`), from
+    any thread or a server's exit handler (``uvicorn.Server.handle_exit``): open dashboards then
+    no longer hold a graceful shutdown until its timeout."""
+    for stream in list(_STARTED):
+        stream.close_soon()
+
 
 class MetricsStream:
     """One sampler for every listener (see the module). :meth:`start` on the event loop,
@@ -344,6 +355,7 @@ class MetricsStream:
         self._previous: Sample | None = None
         self._tick: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     @property
@@ -363,11 +375,11 @@ class MetricsStream:
     def start(self) -> None:
         """Take the first sample now and one every interval after it (call on the loop)."""
         if self._task is None and not self._closed:
+            self._loop = asyncio.get_running_loop()
             self._tick = asyncio.Event()
             self.sample_now()
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="pgcache-metrics-stream"
-            )
+            self._task = self._loop.create_task(self._run(), name="pgcache-metrics-stream")
+            _STARTED.add(self)
 
     def close(self) -> None:
         """Stop sampling and end every listener's stream (call on the loop; idempotent)."""
@@ -376,6 +388,12 @@ class MetricsStream:
             self._task.cancel()
         if self._tick is not None:
             self._tick.set()
+
+    def close_soon(self) -> None:
+        """:meth:`close` from any thread (on the stream's loop, if it still runs)."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already been closed
+                self._loop.call_soon_threadsafe(self.close)
 
     async def aclose(self) -> None:
         """:meth:`close`, then wait for the sampler to end."""
