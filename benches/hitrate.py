@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "traces"
@@ -171,13 +171,13 @@ class Library:
     make: Callable[[int], tuple[Callable[[int], bool], Callable[[int], Any], Callable[[], None]]]
 
 
-def _pgcache(policy: str) -> Callable[[int], Any]:
+def _pgcache(policy: Literal["tinylfu", "lru"]) -> Callable[[int], Any]:
     """A pgcache cache driven by `get` alone (a hit or a miss, counted like any lookup)."""
 
     def make(capacity: int) -> Any:
         import pgcache
 
-        cache = pgcache.Cache(max_size=capacity, policy=policy)
+        cache: pgcache.Cache[int, bool] = pgcache.Cache(max_size=capacity, policy=policy)
         get = cache.get
         return (lambda k: get(k) is not None), (lambda k: cache.set(k, True)), cache.close
 
@@ -187,7 +187,7 @@ def _pgcache(policy: str) -> Callable[[int], Any]:
 def _moka(capacity: int) -> Any:
     import moka_py
 
-    cache = moka_py.Moka(capacity)
+    cache: Any = moka_py.Moka(capacity)
     get = cache.get
     return (lambda k: get(k) is not None), (lambda k: cache.set(k, True)), lambda: None
 
@@ -195,7 +195,7 @@ def _moka(capacity: int) -> Any:
 def _theine(capacity: int) -> Any:
     import theine
 
-    cache = theine.Cache(capacity)
+    cache: Any = theine.Cache(capacity)
     get = cache.get
     return (lambda k: get(k)[1]), (lambda k: cache.set(k, True)), lambda: None
 
@@ -203,7 +203,7 @@ def _theine(capacity: int) -> Any:
 def _cachebox(capacity: int) -> Any:
     import cachebox
 
-    cache = cachebox.LRUCache(capacity)
+    cache: Any = cachebox.LRUCache(capacity)
     get = cache.get
     return (lambda k: get(k) is not None), (lambda k: cache.insert(k, True)), lambda: None
 
@@ -308,7 +308,9 @@ def plot(results: dict[str, Any], labels: list[str], folder: Path) -> list[Path]
             if not points:
                 continue
             xs, ys = zip(*points, strict=True)
-            style = {"linestyle": "--", "color": "black"} if label == OPTIMUM else {"marker": "o"}
+            style: dict[str, Any] = (
+                {"linestyle": "--", "color": "black"} if label == OPTIMUM else {"marker": "o"}
+            )
             if label == "pgcache.tinylfu":
                 style["linewidth"] = 2.5
             axes.plot(xs, ys, label=label, **style)
