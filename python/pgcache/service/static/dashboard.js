@@ -229,7 +229,8 @@
         if (bytes) cell(row, text(rates.bytes, whole));
         cell(row, text(rates.evictions_per_s));
         cell(row, text(rates.rejections_per_s));
-        if (tier) cell(row, percent(status.l2 ? status.l2.hit_rate : null));
+        const l2 = status.l2;
+        if (tier) cell(row, l2 && l2.hits + l2.misses ? percent(l2.hit_rate) : "unused");
         return row;
       }),
     );
@@ -258,6 +259,10 @@
   }
 
   function showParts(event) {
+    for (const [panel, part] of [["pool", event.pool], ["ml", event.ml], ["redis", event.redis],
+      ["rate-limit", event.rate_limit]]) {
+      $(`[data-chart="${panel}"]`).classList.toggle("off", part === null);
+    }
     const pool = event.pool;
     figures($("#pool-figures"), pool === null ? [["database", "not configured", "off"]] : [
       ["in use", `${pool.in_use} / ${pool.max}`],
@@ -285,7 +290,7 @@
       ["L1 flushes", whole.format(redis.l1_flushes), redis.l1_flushes ? "warn" : null],
     ]);
     const limit = event.rate_limit;
-    figures($("#rate-limit-figures"), limit === null ? [["rate limit", "off", "off"]] : [
+    figures($("#rate-limit-figures"), limit === null ? [["rate limit", "off (RATE_LIMIT not set)", "off"]] : [
       ["allowed", whole.format(limit.allowed)],
       ["limited", whole.format(limit.limited), limit.limited ? "warn" : null],
     ]);
