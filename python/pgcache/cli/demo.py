@@ -200,7 +200,15 @@ def _summary(
     console.print_json(json.dumps(body))
 
 
-def _print_urls(console: Console, service_url: str, ml_url: str, query_hash: int) -> None:
+def _print_urls(
+    console: Console, service_url: str, ml_url: str, query_hash: int, *, dashboard: bool
+) -> None:
+    if dashboard:
+        console.print(
+            f"Dashboard (live, in a browser): {service_url}/dashboard",
+            soft_wrap=True,
+            highlight=False,
+        )
     console.print(
         "Everything keeps running; try (Ctrl-C stops and removes it all):", soft_wrap=True
     )
@@ -249,7 +257,9 @@ def demo(args: argparse.Namespace) -> int:
             )
         if args.serve:
             try:  # Ctrl-C (or SIGTERM) is how --serve is meant to end: exit 0
-                _print_urls(console, service.url, ml_service.url, hashes[0])
+                _print_urls(
+                    console, service.url, ml_service.url, hashes[0], dashboard=settings.dashboard
+                )
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
