@@ -11,6 +11,8 @@ JSON body, connection number). Tell it how to answer the next requests with :met
 * ``Fault.reset()``: read the request, then reset the connection (RST);
 * ``Fault.close()``: read the request, then close the connection without answering;
 * ``Fault.slow(seconds)``: read the request, wait, then answer normally;
+* ``Fault.trickle(seconds)``: the normal answer, its head at once and its body one byte every
+  ``seconds`` (``head=True``: the head too), which no per-read timeout ever catches;
 * ``Fault.invalid_json()``: 200 with a body that is not JSON;
 * ``Fault.json(payload, status=200)``: that JSON instead of the normal answer;
 * ``Fault.truncated()``: 200 whose body ends before its Content-Length.
@@ -36,7 +38,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-FaultKind = Literal["status", "json", "reset", "close", "slow", "invalid_json", "truncated"]
+FaultKind = Literal[
+    "status", "json", "reset", "close", "slow", "trickle", "invalid_json", "truncated"
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Fault:
     retry_after: str | None = None
     seconds: float = 0.0
     payload: Any = None
+    head: bool = False
 
     @classmethod
     def status(cls, code: int, *, retry_after: str | None = None) -> Fault:
@@ -68,6 +73,10 @@ class Fault:
     @classmethod
     def slow(cls, seconds: float) -> Fault:
         return cls("slow", seconds=seconds)
+
+    @classmethod
+    def trickle(cls, seconds: float, *, head: bool = False) -> Fault:
+        return cls("trickle", seconds=seconds, head=head)
 
     @classmethod
     def invalid_json(cls) -> Fault:
@@ -301,6 +310,18 @@ class FaultServer:
                 return False
             status, payload = normal_answer(path, body)
             conn.sendall(_response(status, json.dumps(payload).encode()))
+            return True
+        if fault.kind == "trickle":
+            status, payload = normal_answer(path, body)
+            answer = _response(status, json.dumps(payload).encode())
+            body_start = answer.index(b"\r\n\r\n") + 4
+            sent = 0 if fault.head else body_start
+            conn.sendall(answer[:sent])
+            while sent < len(answer):
+                if self._stopping.wait(fault.seconds):
+                    return False
+                conn.sendall(answer[sent : sent + 1])
+                sent += 1
             return True
         if fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import httpx
 import stamina
@@ -34,7 +35,9 @@ from pgcache.ml.retry import (
     Endpoint,
     RetryPolicy,
     Verdict,
+    call_deadline,
     classify_transport_error,
+    deadline_transport,
     parse_answer,
 )
 from pgcache.ml.stats import MLClientStats, Stats
@@ -100,8 +103,8 @@ class _ClientBase:
             jitter=jitter * initial,
             max_backoff=check_seconds("max_backoff", max_backoff),
         )
-        self._deadline = check_optional_seconds("deadline", deadline)
         self._request_timeout = settings.ml_service_timeout.total_seconds()
+        self._deadline = check_optional_seconds("deadline", deadline) or self._request_timeout
         self._connect_timeout = settings.http_dial_timeout.total_seconds()
         self._pool_timeout = (
             self._request_timeout
@@ -145,17 +148,13 @@ class _ClientBase:
         )
 
     def _attempt_timeout(self, call: Call) -> httpx.Timeout:
-        """The configured timeouts, cut to the time left before the call's deadline."""
+        """The configured timeouts, cut to the time left before the call's deadline (which
+        also bounds the attempt as a whole: see :func:`pgcache.ml.retry.call_deadline`)."""
         remaining = call.remaining()
         if remaining is None:
             return self._timeout
         if remaining <= 0:
-            raise AttemptError(
-                MLServiceUnavailable,
-                f"deadline of {call.deadline:.3g} s reached",
-                retryable=False,
-                verdict="neutral",
-            )
+            raise _deadline_reached(call)
         return httpx.Timeout(
             min(self._request_timeout, remaining),
             connect=min(self._connect_timeout, remaining),
@@ -245,6 +244,25 @@ class _ClientBase:
         }
 
 
+# The asyncio bound of a whole attempt fires this long after httpx's own timeout would: when
+# httpx's fires (a slow phase), its error says which wait ran out.
+_ASYNC_BOUND_SLACK: Final = 0.25
+
+
+def _whole_attempt_bound(call: Call) -> float | None:
+    remaining = call.remaining()
+    return None if remaining is None else remaining + _ASYNC_BOUND_SLACK
+
+
+def _deadline_reached(call: Call) -> AttemptError:
+    return AttemptError(
+        MLServiceUnavailable,
+        f"deadline of {call.deadline:.3g} s reached",
+        retryable=False,
+        verdict="neutral",
+    )
+
+
 def _check_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     """``parameters`` as a dict that JSON can carry (ValueError naming it otherwise)."""
     if parameters is None:
@@ -277,10 +295,12 @@ class MLClient(_ClientBase):
 
     ``settings`` (default ``Settings()``) gives the URL, the pool
     (``MAX_HTTP_CONNS`` connections, ``MAX_HTTP_CONNS_PER_HOST`` kept alive for
-    ``HTTP_IDLE_CONN_TIMEOUT``), the connect timeout (``HTTP_DIAL_TIMEOUT``), the per-request
-    timeout (``ML_SERVICE_TIMEOUT``) and the retry policy. ``deadline`` bounds a whole call,
-    retries and waits included (``None``: bounded only by the retries and timeouts; each method
-    also takes its own ``deadline``). ``jitter`` is the fraction of the initial backoff added
+    ``HTTP_IDLE_CONN_TIMEOUT``), the connect timeout (``HTTP_DIAL_TIMEOUT``), the timeout
+    (``ML_SERVICE_TIMEOUT``) and the retry policy. ``deadline`` bounds a whole call: every
+    attempt, every wait between attempts and every byte of every answer (default
+    ``ML_SERVICE_TIMEOUT``; each method also takes its own ``deadline``). No single wait for the
+    network lasts longer than ``ML_SERVICE_TIMEOUT`` either, so under a longer ``deadline`` a
+    stuck attempt is retried. ``jitter`` is the fraction of the initial backoff added
     at random to each wait (0 turns it off). ``max_backoff`` caps every wait, ``Retry-After``
     included. ``pool_timeout`` is how long to wait for a free connection (default: the request
     timeout). Use as a context manager or call :meth:`close`.
@@ -290,7 +310,9 @@ class MLClient(_ClientBase):
 
     def _connect(self) -> None:
         self._http = httpx.Client(
-            base_url=self.base_url, limits=self._limits, timeout=self._timeout
+            base_url=self.base_url,
+            transport=deadline_transport(self._limits),
+            timeout=self._timeout,
         )
 
     @property
@@ -384,9 +406,10 @@ class MLClient(_ClientBase):
         try:
             try:
                 self._stats.request_sent()
-                response = self._http.request(
-                    call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
-                )
+                with call_deadline(call):
+                    response = self._http.request(
+                        call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
+                    )
             except httpx.HTTPError as exc:
                 failed = classify_transport_error(exc, call.endpoint)
                 verdict = failed.verdict
@@ -507,9 +530,14 @@ class AsyncMLClient(_ClientBase):
         try:
             try:
                 self._stats.request_sent()
-                response = await self._http.request(
-                    call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
-                )
+                async with asyncio.timeout(_whole_attempt_bound(call)):
+                    response = await self._http.request(
+                        call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
+                    )
+            except TimeoutError:  # the whole attempt, trickled answer included, hit the deadline
+                failed = _deadline_reached(call)
+                verdict = "failure"
+                raise failed from None
             except httpx.HTTPError as exc:
                 failed = classify_transport_error(exc, call.endpoint)
                 verdict = failed.verdict

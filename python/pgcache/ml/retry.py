@@ -1,14 +1,21 @@
-"""One call to the ML service across its attempts: endpoints, retry policy, classification."""
+"""One call to the ML service across its attempts: endpoints, retry policy, the call's deadline
+(cut into every network wait), classification of failures."""
 
 from __future__ import annotations
 
+import contextvars
+import ssl
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+import httpcore
 import httpx
+from httpcore import SOCKET_OPTION
 from pydantic import BaseModel, ValidationError
 
 from pgcache.errors import MLServiceError, MLServiceResponseError, MLServiceUnavailable
@@ -130,6 +137,111 @@ class Call:
             self.why_stopped = f"deadline of {self.deadline:.3g} s reached"
             return False
         return wait if exc.retry_after is not None else True
+
+
+# The deadline of the call the current thread is making with the blocking client.
+_CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "pgcache_ml_call_deadline", default=None
+)
+
+
+@contextmanager
+def call_deadline(call: Call) -> Iterator[None]:
+    """Within it, every network wait of :class:`DeadlineBackend` ends by ``call``'s deadline."""
+    remaining = call.remaining()
+    token = _CALL_DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
+    try:
+        yield
+    finally:
+        _CALL_DEADLINE.reset(token)
+
+
+def _cut(timeout: float | None, error: type[httpcore.TimeoutException]) -> float | None:
+    deadline = _CALL_DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise error("the call's deadline was reached")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _cut(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _cut(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's blocking network backend, each wait cut to the current call's deadline.
+
+    httpcore gives every read one timeout, so a server that trickles its answer a byte at a
+    time is never caught by it. Cutting each read (of the head and of the body), write and
+    connect to the time left before :func:`call_deadline`'s deadline bounds the whole call.
+    (The asyncio client bounds its attempts with ``asyncio.timeout`` instead.)
+    """
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """An httpx transport whose connections use :class:`DeadlineBackend`."""
+    transport = httpx.HTTPTransport(limits=limits)
+    # httpx offers no way to give its pool a network backend; its pool is httpcore's public
+    # ConnectionPool, built here as HTTPTransport builds it (no proxy), with the backend.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=DeadlineBackend(),
+    )
+    return transport
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -14,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pgcache._validate import (
     INT64_MAX,
     INT64_MIN,
+    check_optional_seconds,
     check_query_hash,
     check_query_hashes,
     check_scenario,
@@ -22,6 +24,8 @@ from pgcache.errors import PgStatStatementsUnavailableError, QueryNotFoundError
 
 if TYPE_CHECKING:
     pass
+
+_T = TypeVar("_T")
 
 
 class QueryFeatures(BaseModel):
@@ -233,24 +237,76 @@ def _features_by_hash(rows: list[_Row], scenario: str) -> dict[int, QueryFeature
     }
 
 
+# The timeout is set for the feature query's own transaction only (SET LOCAL), so a pool shared
+# with other code keeps its sessions' settings.
+_SET_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
+# Tasks abandoned at their deadline, kept referenced until their cleanup ends.
+_ABANDONED: set[asyncio.Task[Any]] = set()
+
+
+def _timeout_ms(statement_timeout: float) -> str:
+    return str(max(1, math.ceil(statement_timeout * 1000)))
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned read's failure is not news
+
+
+async def _within(awaitable: Awaitable[_T], seconds: float, statement_timeout: float) -> _T:
+    """``awaitable``'s result, or :class:`psycopg.errors.QueryCanceled` after ``seconds``.
+
+    At the deadline the read is cancelled and left to finish its cleanup in the background
+    (psycopg then tries to cancel the query on the server, which can take seconds when the
+    server does not answer at all); the caller does not wait for it.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except BaseException:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    _ABANDONED.add(task)
+    task.add_done_callback(_forget)
+    raise psycopg.errors.QueryCanceled(
+        f"the feature query did not finish within {seconds:.3g} s (waiting for a connection "
+        f"included; statement_timeout {statement_timeout:.3g} s): the database does not answer"
+    )
+
+
 class PgStatStatementsExtractor:
     """Reads :class:`QueryFeatures` from ``pg_stat_statements`` through a psycopg pool.
 
-    One round trip per call, single or batch. The column names follow the server's version
+    One query per call, single or batch. ``statement_timeout`` (seconds or a ``timedelta``;
+    ``None``: the server's own setting) bounds that query on the server: it runs in a
+    transaction of its own with ``SET LOCAL statement_timeout``, and a query cancelled by it
+    raises :class:`psycopg.errors.QueryCanceled`. The column names follow the server's version
     (PostgreSQL 13 to 17), read from the connection (no extra query). Entries of one queryid
     for several users or databases are combined (see :class:`QueryFeatures`). The stats window
     starts at the entry's ``stats_since`` (PostgreSQL 17), the last
     ``pg_stat_statements_reset()`` (14 to 16) or the server start (13).
     """
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(
+        self, pool: ConnectionPool[Any], *, statement_timeout: float | timedelta | None = None
+    ) -> None:
         self.pool = pool
+        self.statement_timeout = check_optional_seconds("statement_timeout", statement_timeout)
 
     def _read(self, hashes: list[int]) -> list[_Row]:
         try:
             with self.pool.connection() as conn:
                 sql = _statement_sql(conn.info.server_version)
-                rows: list[_Row] = conn.execute(sql, (hashes,)).fetchall()
+                if self.statement_timeout is None:
+                    rows: list[_Row] = conn.execute(sql, (hashes,)).fetchall()
+                    return rows
+                with conn.transaction():
+                    conn.execute(_SET_STATEMENT_TIMEOUT, (_timeout_ms(self.statement_timeout),))
+                    rows = conn.execute(sql, (hashes,)).fetchall()
                 return rows
         except _UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
@@ -278,18 +334,43 @@ class PgStatStatementsExtractor:
 
 
 class AsyncPgStatStatementsExtractor:
-    """The asyncio twin of :class:`PgStatStatementsExtractor`, on an ``AsyncConnectionPool``."""
+    """The asyncio twin of :class:`PgStatStatementsExtractor`, on an ``AsyncConnectionPool``.
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    With a ``statement_timeout`` the whole read is also bounded on this side, for a server that
+    cannot enforce anything (stopped, or unreachable without a reset): after the pool's
+    ``timeout`` plus ``statement_timeout`` the caller gets :class:`psycopg.errors.QueryCanceled`
+    and the read is abandoned (its connection is cleaned up in the background).
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        statement_timeout: float | timedelta | None = None,
+    ) -> None:
         self.pool = pool
+        self.statement_timeout = check_optional_seconds("statement_timeout", statement_timeout)
 
-    async def _read(self, hashes: list[int]) -> list[_Row]:
-        try:
-            async with self.pool.connection() as conn:
-                sql = _statement_sql(conn.info.server_version)
+    async def _query(self, hashes: list[int], statement_timeout: float | None) -> list[_Row]:
+        async with self.pool.connection() as conn:
+            sql = _statement_sql(conn.info.server_version)
+            if statement_timeout is None:
                 cursor = await conn.execute(sql, (hashes,))
                 rows: list[_Row] = await cursor.fetchall()
                 return rows
+            async with conn.transaction():
+                await conn.execute(_SET_STATEMENT_TIMEOUT, (_timeout_ms(statement_timeout),))
+                cursor = await conn.execute(sql, (hashes,))
+                rows = await cursor.fetchall()
+            return rows
+
+    async def _read(self, hashes: list[int]) -> list[_Row]:
+        statement_timeout = self.statement_timeout
+        try:
+            if statement_timeout is None:
+                return await self._query(hashes, None)
+            bound = self.pool.timeout + statement_timeout
+            return await _within(self._query(hashes, statement_timeout), bound, statement_timeout)
         except _UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
 
