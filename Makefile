@@ -1,38 +1,67 @@
-# One way to do each thing: CI (.ci/run, .github/workflows) calls these targets.
+# One way to do each thing: CI (.ci/run, .github/workflows/ci.yml) calls these targets.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # The extension is built in release mode everywhere: the tests include
 # million-entry and 100-thread runs that a debug build makes needlessly slow.
 MATURIN_FLAGS ?= --release
+WHEELS ?= target/wheels
+
+# The Debian packages the tests and the demo need: PostgreSQL's server (the tests and the demo
+# start a private one from its binaries), redis-server (the shared tier and its cluster tests) and
+# chromium (the dashboard's tests drive it through Playwright; no browser is downloaded).
+# `make system-deps` installs those that are missing; `make test SYSTEM_PACKAGES=` skips it.
+SYSTEM_PACKAGES ?= postgresql redis-server chromium
+# How to tell that a package is there (its programs, wherever they came from); a package
+# without a line here is asked of dpkg.
+present-postgresql = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null
+present-redis-server = command -v redis-server >/dev/null && command -v redis-cli >/dev/null
+present-chromium = test -x /usr/bin/chromium
+present = $(or $(present-$(1)),dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q 'ok installed')
 
 .DEFAULT_GOAL := help
-.PHONY: help postgres-binaries dev build test test-rust test-python lint fmt mypy stubtest bench compare demo clean
+.PHONY: help system-deps dev build wheel test test-rust test-python lint fmt bench compare demo clean
+# Prerequisites run in the order written: system-deps stops `make test` before anything is built.
+.NOTPARALLEL:
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-# Every dependency (runtime and extras) comes from pyproject.toml: one list.
+# The venv holds maturin (the build backend), the `all` extra and the `dev` dependency group,
+# all read from pyproject.toml: one list.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/python -c 'import subprocess, sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; deps = p["dependencies"] + sum(p["optional-dependencies"].values(), []); subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "maturin>=1.9,<2", *deps])'
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print(*p["build-system"]["requires"], *p["project"]["optional-dependencies"]["all"], sep="\n")' >$(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --group dev -r $(VENV)/requirements.txt
 	touch $@
 
-# The tests and the demo start a private PostgreSQL from the installed server
-# binaries (when DATABASE_URL is not set); install them from Debian if missing.
-postgres-binaries:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
-		echo "installing PostgreSQL's server binaries (Debian package postgresql)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+system-deps: ## install the Debian packages the tests and the demo need (only those missing)
+	@missing=""; \
+	$(foreach package,$(SYSTEM_PACKAGES),{ $(call present,$(package)); } || missing="$$missing $(package)";) \
+	missing="$${missing# }"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "missing system packages: $$missing (needed by the tests and the demo); install them with:" >&2; \
+		echo "  sudo apt-get install $$missing" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing Debian packages: $$missing (needed by the tests and the demo)"; \
+	log="$$(mktemp)"; \
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >"$$log" 2>&1; then \
+		cat "$$log" >&2; rm -f "$$log"; exit 1; \
+	fi; \
+	rm -f "$$log"
 
-dev: $(VENV)/.installed build ## create .venv with every tool and build the extension into it
+dev: $(VENV)/.installed build ## create .venv (maturin, every extra, the dev tools) and build the extension into it
 
 build: $(VENV)/.installed ## (re)build the Rust extension into .venv
 	$(BIN)/maturin develop --quiet $(MATURIN_FLAGS)
 
-test: dev postgres-binaries test-rust test-python ## build, then run the whole test suite (Rust and Python)
+wheel: $(VENV)/.installed ## build the release wheel into target/wheels (WHEELS=dir for another folder)
+	$(BIN)/maturin build --quiet --release --out $(WHEELS)
+
+test: system-deps dev test-rust test-python ## build, then run the whole test suite (Rust and Python)
 
 test-rust: ## cargo test of the pure-Rust core
 	cargo test --quiet --lib --no-default-features
@@ -59,7 +88,7 @@ bench: dev ## pytest-benchmark suites
 compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict
 	$(BIN)/python benches/compare.py
 
-demo: dev postgres-binaries ## the whole system end to end: PostgreSQL, workload, ML service, pgcache service, traffic, summary
+demo: system-deps dev ## the whole system end to end: PostgreSQL, workload, ML service, pgcache service, traffic, summary
 	$(BIN)/pgcache demo
 
 clean: ## remove the venv and build output

@@ -12,10 +12,11 @@ import importlib.util
 from typing import Final
 
 EXTRAS: Final[dict[str, tuple[str, ...]]] = {
-    "config": ("pydantic", "pydantic_settings"),
+    "config": ("pydantic", "pydantic_settings", "psycopg"),
     "postgres": ("pydantic", "psycopg", "psycopg_pool"),
     "ml": ("pydantic", "httpx", "stamina"),
     "metrics": ("pydantic", "prometheus_client"),
+    "redis": ("redis", "orjson"),
     "service": (
         "pydantic",
         "pydantic_settings",
@@ -24,12 +25,15 @@ EXTRAS: Final[dict[str, tuple[str, ...]]] = {
         "httpx",
         "stamina",
         "prometheus_client",
+        "redis",
+        "orjson",
         "starlette",
         "uvicorn",
         "rich",
     ),
 }
-"""The import names each extra of ``pyproject.toml`` provides (a test keeps them in step)."""
+"""The modules each extra of ``pyproject.toml`` installs, ``all`` aside (tests/test_extras.py keeps
+the two in step)."""
 
 
 def require(extra: str, part: str) -> None:
