@@ -15,6 +15,8 @@ __all__ = [
     "CacheMetrics",
     "ManualClock",
     "PgCacheError",
+    "RateLimitDecision",
+    "RateLimiter",
     "__version__",
 ]
 
@@ -35,6 +37,53 @@ class ManualClock:
     def advance(self, seconds: float | timedelta) -> None: ...
     def __reduce__(self) -> tuple[type[ManualClock], tuple[float]]:
         """Pickled or copied: an independent clock at the same reading."""
+
+@final
+class RateLimitDecision:
+    """What one request was told by :meth:`RateLimiter.decide`."""
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request may go ahead (it has been counted)."""
+    @property
+    def wait(self) -> float:
+        """Seconds until the same request would be allowed (0.0 when allowed)."""
+    @property
+    def remaining(self) -> int:
+        """Requests the key may still make at once, after this one."""
+    @property
+    def reset(self) -> float:
+        """Seconds until the key's bucket is full again."""
+
+@final
+class RateLimiter:
+    """A token-bucket rate limit per ``str`` key (GCRA): ``rate`` requests per second, at most
+    ``burst`` at once (default one second's worth); at most ``max_keys`` keys remembered; a
+    ``ManualClock`` for tests. Thread-safe."""
+
+    def __new__(
+        cls,
+        rate: float,
+        burst: int | None = None,
+        *,
+        max_keys: int = 100000,
+        clock: ManualClock | None = None,
+    ) -> RateLimiter: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def max_keys(self) -> int: ...
+    def allow(self, key: str) -> float:
+        """Counts the request if allowed; the seconds to wait before it would be (0.0: now)."""
+    def decide(self, key: str) -> RateLimitDecision:
+        """:meth:`allow`, with what the answer's headers need."""
+    def clear(self) -> None:
+        """Forgets every key: every bucket is full again."""
+    def stats(self) -> dict[str, int]:
+        """``allowed``, ``limited``, ``evicted`` (keys forgotten for room) and ``keys`` (now)."""
+    def __len__(self) -> int: ...
 
 @final
 class CacheMetrics:

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod clock;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod store;
 pub mod waits;
 

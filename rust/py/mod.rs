@@ -7,6 +7,7 @@ mod errors;
 mod expiry;
 mod fork;
 mod metrics;
+mod ratelimit;
 mod shared;
 
 use pyo3::prelude::*;
@@ -17,6 +18,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::Cache>()?;
     m.add_class::<clock::ManualClock>()?;
     m.add_class::<metrics::CacheMetrics>()?;
+    m.add_class::<ratelimit::RateLimiter>()?;
+    m.add_class::<ratelimit::RateLimitDecision>()?;
     m.add("PgCacheError", py.get_type::<errors::PgCacheError>())?;
     m.add(
         "CacheClosedError",
