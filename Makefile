@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --group dev -r $(VENV)/requirements.txt
 	touch $@
 
-system-deps: ## install the Debian packages the tests and the demo need (only those missing)
+system-deps: ## install the Debian packages the tests and the demo need, only those missing (test and demo run it)
 	@missing=""; \
 	$(foreach package,$(SYSTEM_PACKAGES),{ $(call present,$(package)); } || missing="$$missing $(package)";) \
 	missing="$${missing# }"; \
@@ -88,6 +88,8 @@ bench: dev ## pytest-benchmark suites
 compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict
 	$(BIN)/python benches/compare.py
 
+# The demo drives no browser.
+demo: SYSTEM_PACKAGES := $(filter-out chromium,$(SYSTEM_PACKAGES))
 demo: system-deps dev ## the whole system end to end: PostgreSQL, workload, ML service, pgcache service, traffic, summary
 	$(BIN)/pgcache demo
 

@@ -28,10 +28,21 @@ def _phony() -> set[str]:
     return set(line.split())
 
 
+def _rules() -> list[tuple[str, str, str]]:
+    """(target, prerequisites, `## ` help text) of every rule naming a target (not a file, not
+    one of make's special targets, not a target-specific variable)."""
+    rules = []
+    for line in _makefile().splitlines():
+        head, _, text = line.partition("## ")
+        match = re.fullmatch(r"([A-Za-z][\w-]*):(?!=)([^=]*)", head.rstrip())
+        if match:
+            rules.append((match[1], match[2].strip(), text.strip()))
+    return rules
+
+
 def _targets() -> dict[str, str]:
-    """Every named target (not files, not make's special targets) with its `## ` help text."""
-    rules = re.findall(r"^([A-Za-z][\w-]*):(?!=)([^\n]*)$", _makefile(), re.M)
-    return {name: rest.partition("## ")[2] for name, rest in rules}
+    """Every target with its help text."""
+    return {name: text for name, _, text in _rules()}
 
 
 def test_the_version_is_written_once_in_cargo_toml() -> None:
@@ -92,7 +103,7 @@ def test_the_readme_commands_are_targets() -> None:
 
 
 def test_make_test_and_make_demo_install_system_packages_before_anything_else() -> None:
-    targets = dict(re.findall(r"^(test|demo):\s*([^#\n]*)", _makefile(), re.M))
-    assert targets["test"].split()[0] == "system-deps"
-    assert targets["demo"].split()[0] == "system-deps"
+    prerequisites = {name: needs.split() for name, needs, _ in _rules()}
+    assert prerequisites["test"][0] == "system-deps"
+    assert prerequisites["demo"][0] == "system-deps"
     assert re.search(r"^\.NOTPARALLEL:", _makefile(), re.M)
