@@ -193,8 +193,12 @@ def _request_rates(
     rates: dict[str, dict[str, Any]] = {}
     for name, now in sorted(current.requests.items()):
         then = before.get(name)
-        interval = bucket_difference(now.buckets, None if then is None else then.buckets)
-        fresh = previous is not None
+        # Quantiles of the interval's requests: none without a previous sample or new requests.
+        fresh = previous is not None and (then is None or now.requests > then.requests)
+        p50 = p99 = None
+        if fresh:
+            interval = bucket_difference(now.buckets, None if then is None else then.buckets)
+            p50, p99 = latency_quantile(interval, 0.50), latency_quantile(interval, 0.99)
         rates[name] = {
             "requests": now.requests,
             "server_errors": now.server_errors,
@@ -202,8 +206,8 @@ def _request_rates(
             "server_errors_per_s": _rate(
                 now.server_errors, 0 if then is None else then.server_errors, seconds
             ),
-            "p50_ms": _milliseconds(latency_quantile(interval, 0.50)) if fresh else None,
-            "p99_ms": _milliseconds(latency_quantile(interval, 0.99)) if fresh else None,
+            "p50_ms": _milliseconds(p50),
+            "p99_ms": _milliseconds(p99),
         }
     return rates
 
