@@ -16,6 +16,7 @@ never prints the password of ``DATABASE_URL`` or ``REDIS_URL``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from datetime import timedelta
@@ -30,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import (
     AliasChoices,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -70,6 +72,16 @@ _GO_DURATION_RE: Final = re.compile(rf"([+-]?)((?:{_NUMBER}(?:{_UNIT_ALTERNATION
 _GO_PART_RE: Final = re.compile(rf"({_NUMBER})({_UNIT_ALTERNATION})")
 _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
 
+# The most entries a pgcache.Cache holds (the Rust core's MAX_CAPACITY: a 32-bit index).
+_CACHE_MAX_SIZE_LIMIT: Final = 4_294_966_972
+_RATE_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE_LIMIT_RE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*")
+_RATE_LIMIT_HINT: Final = "expected requests per second, minute or hour like 100/s or 6000/m"
+_ADMIN_TOKEN_RE: Final = re.compile(r"[\x21-\x7e]{16,256}")
+_ADMIN_TOKEN_HINT: Final = (
+    "expected 16 to 256 printable ASCII characters without spaces, e.g. the output of "
+    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
 _URL_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)([^&#]*)")
 _CONNINFO_PASSWORD_RE: Final = re.compile(r"(?i)(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
@@ -213,6 +225,30 @@ def parse_cache_ttls(value: object) -> dict[str, timedelta]:
     return ttls
 
 
+def parse_rate_limit(value: str) -> float:
+    """Requests per second from ``RATE_LIMIT``'s form ``N/s``, ``N/m`` or ``N/h`` (``100/s``,
+    ``6000/m``); ``ValueError`` for anything else or a rate of zero."""
+    match = _RATE_LIMIT_RE.fullmatch(value)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(_RATE_LIMIT_HINT)
+    return float(match[1]) / _RATE_UNITS[match[2]]
+
+
+def parse_trusted_proxies(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of ``TRUSTED_PROXIES``: addresses or CIDR blocks separated by commas."""
+    networks = []
+    for item in value.split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{item.strip()!r} is not an IP address or network; expected addresses or "
+                    "CIDR blocks separated by commas, like 10.0.0.0/8,127.0.0.1"
+                ) from None
+    return tuple(networks)
+
+
 def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
     """The one error for a bad variable: its name, its value, what is accepted."""
     return PydanticCustomError(
@@ -235,11 +271,16 @@ _DURATION_FIELDS: Final = (
     "retry_initial_backoff",
     "redis_socket_timeout",
     "redis_connect_timeout",
+    "database_statement_timeout",
+    "shutdown_timeout",
+    "negative_cache_ttl",
 )
 _POSITIVE_INT_FIELDS: Final = (
     "cache_max_size",
     "max_database_conns",
     "max_http_conns",
+    "max_body_bytes",
+    "max_client_conns",
 )
 _NON_NEGATIVE_INT_FIELDS: Final = (
     "max_idle_database_conns",
@@ -354,6 +395,42 @@ class Settings(BaseSettings):
         description="false: no /dashboard page and no /api/v1/metrics/stream (both answer 404)",
     )
 
+    database_statement_timeout: timedelta = Field(
+        default=timedelta(seconds=5),
+        description="longest feature query; the service also stops waiting for a connection"
+        " and the query together after this plus its connection wait",
+    )
+    shutdown_timeout: timedelta = Field(
+        default=timedelta(seconds=10),
+        description="requests in flight get this long after SIGTERM or SIGINT, then are cancelled",
+    )
+    max_body_bytes: int = Field(default=65_536, description="largest request body (beyond it: 413)")
+    max_client_conns: int = Field(
+        default=1000,
+        description="connections and requests in progress served at once (beyond it: 503)",
+    )
+    negative_cache_ttl: timedelta = Field(
+        default=timedelta(seconds=5),
+        description="an unknown query hash is answered 404 from memory for this long",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the operator endpoints (cache invalidation and deletion);"
+        " unset: they answer 403",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="requests per client, like 100/s or 6000/m; unset: no rate limit",
+    )
+    rate_limit_burst: int | None = Field(
+        default=None,
+        description="requests a quiet client may make at once; unset: one second's worth",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="addresses or networks of proxies whose X-Forwarded-For names the client",
+    )
+
     @field_validator(*_DURATION_FIELDS, mode="before")
     @classmethod
     def _check_duration(cls, value: object, info: ValidationInfo) -> timedelta:
@@ -384,7 +461,60 @@ class Settings(BaseSettings):
             raise _invalid(field, repr(value), hint)
         if number < minimum:
             raise _invalid(field, repr(value), hint)
+        if field == "cache_max_size" and number > _CACHE_MAX_SIZE_LIMIT:
+            raise _invalid(field, repr(value), f"expected at most {_CACHE_MAX_SIZE_LIMIT}")
         return number
+
+    @field_validator("rate_limit_burst", mode="before")
+    @classmethod
+    def _check_burst(cls, value: object, info: ValidationInfo) -> int | None:
+        hint = "expected a positive integer like 100 (unset: one second's worth)"
+        if value is None:
+            return None
+        if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise _invalid(str(info.field_name), repr(value), hint)
+        if not 1 <= number <= 2**63 - 1:
+            raise _invalid(str(info.field_name), repr(value), hint)
+        return number
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _check_rate_limit(cls, value: object, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _invalid(str(info.field_name), repr(value), _RATE_LIMIT_HINT)
+        try:
+            parse_rate_limit(value)
+        except ValueError:
+            raise _invalid(str(info.field_name), repr(value), _RATE_LIMIT_HINT) from None
+        return "".join(value.split())
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _check_trusted_proxies(cls, value: object, info: ValidationInfo) -> str:
+        if not isinstance(value, str):
+            raise _invalid(str(info.field_name), repr(value), "expected addresses or networks")
+        try:
+            networks = parse_trusted_proxies(value)
+        except ValueError as exc:
+            raise _invalid(str(info.field_name), repr(value), str(exc)) from None
+        return ",".join(str(network) for network in networks)
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _check_admin_token(cls, value: object, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str) or not _ADMIN_TOKEN_RE.fullmatch(text):
+            # never show the value: it may be a real token with a typo
+            raise _invalid(str(info.field_name), "***", _ADMIN_TOKEN_HINT)
+        return SecretStr(text)
 
     @field_validator("cache_enabled", "dashboard", mode="before")
     @classmethod
@@ -538,6 +668,16 @@ class Settings(BaseSettings):
         with as_file(files("pgcache") / "env" / f"{mode}.env.example") as path:
             return cls.from_env_file(path, **overrides)
 
+    def rate_limit_per_second(self) -> float | None:
+        """``RATE_LIMIT`` in requests per second (``None``: no rate limit)."""
+        return None if self.rate_limit is None else parse_rate_limit(self.rate_limit)
+
+    def trusted_proxy_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``TRUSTED_PROXIES`` as networks (a single address is a /32 or /128 network)."""
+        return parse_trusted_proxies(self.trusted_proxies)
+
     def redis_ttls(self) -> dict[str, timedelta]:
         """``REDIS_CACHE_TTLS`` as ``{cache name: TTL in Redis}`` (only the caches it names)."""
         return parse_cache_ttls(self.redis_cache_ttls)
@@ -554,6 +694,10 @@ class Settings(BaseSettings):
                 shown = None if value is None else mask_database_url(value)
             elif field == "redis_url":
                 shown = None if value is None else mask_redis_url(value)
+            elif isinstance(value, SecretStr):
+                shown = _MASK
+            elif value is None:
+                shown = None
             elif isinstance(value, bool):
                 shown = "true" if value else "false"
             elif isinstance(value, timedelta):
