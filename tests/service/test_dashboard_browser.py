@@ -83,6 +83,7 @@ def service(
         redis_key_prefix=f"pgcache-dashboard-{uuid.uuid4().hex[:12]}:",
         max_database_conns=10,
         max_idle_database_conns=1,
+        admin_token=ADMIN_TOKEN,
     )
     with serve_in_thread(settings) as handle:
         yield handle
@@ -194,8 +195,9 @@ def test_operator_actions_send_the_typed_token(
     response = answer.value
     assert response.request.headers["authorization"] == f"Bearer {ADMIN_TOKEN}"
     assert response.request.post_data_json == {"query_hash": query_hash}
+    assert response.status == 200
     page.wait_for_function("document.getElementById('operator-result').textContent.includes('->')")
-    assert f"-> {response.status}" in page.inner_text("#operator-result")
+    assert "-> 200 " in page.inner_text("#operator-result")
 
     page.once("dialog", lambda dialog: dialog.accept())
     with page.expect_response("**/api/v1/cache/anomalies") as answer:
@@ -203,8 +205,8 @@ def test_operator_actions_send_the_typed_token(
         page.click("#clear-form button")
     assert answer.value.request.method == "DELETE"
     assert answer.value.request.headers["authorization"] == f"Bearer {ADMIN_TOKEN}"
-    # A service that refuses the token (401/403) makes the browser log the refused requests.
-    assert all(" 401 " in error or " 403 " in error for error in errors), errors
+    assert answer.value.status == 200
+    assert errors == []
 
 
 def test_page_fits_a_phone(browser: Browser, service: ServiceHandle, tmp_path: Path) -> None:
