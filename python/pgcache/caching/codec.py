@@ -19,7 +19,11 @@ import math
 from collections.abc import Iterable
 from typing import Any, Final, Protocol, Self
 
-import orjson
+from pgcache._extras import require
+
+require("redis", "the shared Redis tier's value codec (pgcache.caching.codec)")
+
+import orjson  # noqa: E402  -- after require(): a missing extra is named, not a bare error
 
 _PLAIN_TAG: Final = b"j:"
 _MODEL_TAG: Final = b"m:"

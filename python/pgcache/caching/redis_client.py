@@ -18,24 +18,29 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import redis
-import redis.asyncio
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
-from redis.exceptions import (
+from pgcache._extras import require
+
+# Before redis-py is imported: without it, one ImportError naming pgcache[redis].
+require("redis", "the shared Redis tier (pgcache.caching.redis_client)")
+
+import redis  # noqa: E402
+import redis.asyncio  # noqa: E402
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+from redis.cluster import RedisCluster  # noqa: E402
+from redis.exceptions import (  # noqa: E402
     ClusterError,
     ConnectionError as RedisConnectionError,
     RedisClusterException,
     RedisError,
     TimeoutError as RedisTimeoutError,
 )
-from redis.retry import Retry
+from redis.retry import Retry  # noqa: E402
 
-from pgcache._validate import check_seconds
-from pgcache.caching.redis_url import check_redis_url, mask_redis_url
-from pgcache.caching.tier_stats import TierCounters
-from pgcache.resilience.breaker import CircuitBreaker
+from pgcache._validate import check_seconds  # noqa: E402
+from pgcache.caching.redis_url import check_redis_url, mask_redis_url  # noqa: E402
+from pgcache.caching.tier_stats import TierCounters  # noqa: E402
+from pgcache.resilience.breaker import CircuitBreaker  # noqa: E402
 
 logger = logging.getLogger("pgcache.redis")
 
