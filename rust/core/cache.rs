@@ -53,6 +53,26 @@ impl<K, V, F> Cache<K, V, F> {
         self.store.lock()
     }
 
+    /// Lets go of the lock in a child process right after `fork()`, for the
+    /// thread that held it across the fork with its guard forgotten. Threads
+    /// that were waiting for it in the parent are still queued for it in
+    /// `parking_lot`'s table but do not exist here: they are removed first,
+    /// since a fair unlock would hand the lock to one of them and lose it.
+    ///
+    /// # Safety
+    /// Only in a forked child, whose only thread holds the lock (guard forgotten).
+    pub unsafe fn unlock_in_forked_child(&self) {
+        // SAFETY: `raw` is only used for its address: the key under which
+        // `parking_lot`'s RawMutex parks its waiters.
+        let key = unsafe { self.store.raw() } as *const _ as usize;
+        // SAFETY: waking threads that do not exist only writes to their copied
+        // (unused) parking slots; the caller guarantees the rest.
+        unsafe {
+            parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN);
+            self.store.force_unlock();
+        }
+    }
+
     /// The lock itself, for bindings that wait for it in their own way.
     pub fn mutex(&self) -> &Mutex<Store<K, V, F>> {
         &self.store

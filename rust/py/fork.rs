@@ -83,7 +83,7 @@ fn _pgcache_before_fork(py: Python<'_>) {
         }
         // The holder of a busy lock may be waiting for one held here.
         for cache in held.drain(..) {
-            cache.release_after_fork();
+            cache.release_after_fork(false);
             busy.push(cache);
         }
         busy[0].wait_until_unlocked(py, (deadline - now).min(WAIT_SLICE));
@@ -95,7 +95,7 @@ fn _pgcache_before_fork(py: Python<'_>) {
 fn _pgcache_after_fork_in_parent() {
     if let Some(fork) = FORK.with(|fork| fork.borrow_mut().take()) {
         for cache in &fork.held {
-            cache.release_after_fork();
+            cache.release_after_fork(false);
         }
     }
     expiry::resume(false);
@@ -110,7 +110,7 @@ fn _pgcache_after_fork_in_child(py: Python<'_>) {
             cache.with_held_store(|store| {
                 abandoned.extend(store.abandon_loads(|load| load.owner == me));
             });
-            cache.release_after_fork();
+            cache.release_after_fork(true);
         }
         for cache in &fork.busy {
             cache.mark_orphaned();

@@ -429,13 +429,21 @@ impl Shared {
         result
     }
 
-    /// Lets go of a lock taken by `hold_for_fork`.
-    pub(crate) fn release_after_fork(&self) {
+    /// Lets go of a lock taken by `hold_for_fork`, in the parent or in the
+    /// forked child (where the parent's waiting threads are forgotten first).
+    pub(crate) fn release_after_fork(&self, in_child: bool) {
         self.held_for_fork.store(false, Ordering::Release);
         // SAFETY: this thread took the lock in `hold_for_fork` (before the fork,
         // in this process or the parent whose memory the child copied) and
-        // forgot the guard; nothing else can have released it.
-        unsafe { self.core.mutex().force_unlock() };
+        // forgot the guard; nothing else can have released it. In the child it
+        // is the only thread.
+        unsafe {
+            if in_child {
+                self.core.unlock_in_forked_child();
+            } else {
+                self.core.mutex().force_unlock();
+            }
+        }
     }
 
     /// In a forked child: the lock was held by a thread that is gone.

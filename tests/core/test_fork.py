@@ -282,3 +282,88 @@ def test_a_fork_from_inside_a_key_eq_keeps_that_cache_usable_in_the_child() -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["parent child 0", "second child 0"]
+
+
+def test_children_forked_while_other_threads_use_the_cache_never_hang() -> None:
+    # Threads that wait for a store lock while the fork holds it do not exist in the child:
+    # releasing the lock there must not hand it to one of them.
+    result = run_python(
+        """
+        cache = Cache(ttl=60, cleanup_interval=0.001)
+        stop = threading.Event()
+
+        def hammer(offset):
+            i = 0
+            while not stop.is_set():
+                cache.set(offset + i % 1000, i)
+                cache.get(offset + (i * 7) % 1000)
+                i += 1
+
+        workers = [threading.Thread(target=hammer, args=(n * 1000,)) for n in range(4)]
+        for w in workers:
+            w.start()
+
+        def child():
+            cache.set("child", 1)
+            return 0 if cache.get("child") == 1 and len(cache) > 0 else 1
+
+        codes = []
+        for _ in range(40):
+            codes.append(exit_code(forked(child)))
+        stop.set()
+        for w in workers:
+            w.join()
+        print("failed", [c for c in codes if c != 0], flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["failed []"]
+
+
+def test_children_never_inherit_the_lock_given_to_a_thread_that_waited_in_the_parent() -> None:
+    # Several threads wait for a lock that a slow key __eq__ holds when the fork starts; the
+    # fork takes the lock after it, with some of them still queued. They do not exist in the
+    # child, and the child's release of the lock must not hand it to one of them.
+    result = run_python(
+        """
+        cache = Cache()
+        inside, leave = threading.Event(), threading.Event()
+        slow = False
+
+        class Key:
+            def __hash__(self):
+                return 7
+            def __eq__(self, other):
+                if slow:
+                    inside.set()
+                    leave.wait()
+                return self is other
+
+        cache[Key()] = "stored"
+
+        def child():
+            cache.set("child", 1)
+            return 0 if cache.get("child") == 1 else 1
+
+        codes = []
+        for round_ in range(5):
+            slow = True
+            inside.clear(); leave.clear()
+            holder = threading.Thread(target=lambda: cache.get(Key()))
+            holder.start()
+            inside.wait()
+            waiters = [threading.Thread(target=cache.set, args=(n, n)) for n in range(4)]
+            for w in waiters:
+                w.start()
+            time.sleep(0.05)                       # the waiters are queued for the lock
+            threading.Timer(0.2, leave.set).start()  # the holder leaves during the fork's wait
+            slow = False
+            codes.append(exit_code(forked(child)))
+            holder.join()
+            for w in waiters:
+                w.join()
+        print("failed", [c for c in codes if c != 0], len(cache), flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["failed [] 5"]
