@@ -19,7 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
 from tests.support.postgres import Workload
 from tests.support.service_load import run_load, warm_up
 
@@ -40,8 +47,8 @@ CHROMIUM_ARGS = [
     *(["--no-sandbox"] if os.geteuid() == 0 else []),
 ]
 CHARTS = 10  # the panels with a chart: data-chart="..." in dashboard.html
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 ADMIN_TOKEN = "dashboard-test-token"
 
 
@@ -102,9 +109,9 @@ class ConsoleErrors(list[str]):
         return page
 
 
-def _open(browser: Browser, url: str, viewport: dict[str, int]) -> tuple[Page, ConsoleErrors]:
+def _open(browser: Browser, url: str, viewport: ViewportSize) -> tuple[Page, ConsoleErrors]:
     errors = ConsoleErrors()
-    page = errors.watch(browser.new_page(viewport=viewport))  # type: ignore[arg-type]
+    page = errors.watch(browser.new_page(viewport=viewport))
     page.goto(f"{url}/dashboard")
     _wait_for_events(page, 2)
     return page, errors

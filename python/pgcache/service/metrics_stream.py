@@ -19,7 +19,7 @@ import secrets
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -449,7 +449,7 @@ class MetricsStream:
 
     async def events(
         self, last_event_id: str | None = None, history: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The server-sent events of one listener: the ``retry`` field, then the events after
         ``last_event_id`` (when it is one of this stream's and still kept), else the last
         ``history`` events (None: all kept), then every new event, until :meth:`close` or the
