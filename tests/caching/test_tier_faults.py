@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 from tests.support.caches import WaitUntil
-from tests.support.redis import MakeTier, MakeTiered
+from tests.support.redis import MakeTier, MakeTiered, delivered
 
 from pgcache.caching.redisserver import RedisServer, ping
 from pgcache.caching.tiered import TieredCache
@@ -157,3 +157,26 @@ def test_the_breaker_lets_redis_back_in_once_it_answers(
     other.set(7, PLAN)
     assert wait_until(lambda: plans.get(7) == PLAN)
     assert plans.tier.status().breaker == "closed"
+
+
+def test_an_invalidation_redis_did_not_take_is_done_once_it_answers(
+    redis_server: RedisServer, make_tier: MakeTier, make_tiered: MakeTiered, wait_until: WaitUntil
+) -> None:
+    writer = make_tiered(make_tier(redis_server.url, failure_threshold=1, reset_timeout=0.2))
+    reader = make_tiered(make_tier(redis_server.url))
+    writer.set(-42, PLAN)
+    assert wait_until(lambda: delivered(writer, reader))
+    assert reader.get(-42) == PLAN
+    assert writer.tier is not None
+    writer.tier.breaker.record_failure()  # as after a timeout: the writer's breaker is open
+
+    assert writer.delete(-42) is True  # from its L1; Redis and the reader not reached yet
+    assert writer.tier.status().invalidations_pending == 1
+    assert writer.tier.status().degraded
+    assert reader.l1.get(-42) == PLAN
+
+    # Once the breaker lets a probe through, the writer's listener does the delete again.
+    assert wait_until(lambda: writer.tier.status().invalidations_pending == 0)  # type: ignore[union-attr]
+    assert wait_until(lambda: reader.l1.get(-42) is None)
+    assert reader.get(-42) is None  # gone from Redis too
+    assert not writer.tier.status().degraded

@@ -144,8 +144,10 @@ class InvalidationListener:
 
     ``subscribe()`` opens a new subscription (it raises on failure); ``on_message(data)``
     applies one message (``ValueError``: unreadable); ``flush(reason)`` empties every L1
-    cache. ``on_state(subscribed)`` is told each change. :meth:`wait_subscribed` lets a
-    caller wait for the first subscription; :meth:`stop` ends the thread.
+    cache. ``on_state(subscribed)`` is told each change; ``on_idle()``, if given, runs between
+    polls while subscribed (the tier replays what Redis did not take during an outage).
+    :meth:`wait_subscribed` lets a caller wait for the first subscription; :meth:`stop` ends
+    the thread.
     """
 
     def __init__(
@@ -155,8 +157,10 @@ class InvalidationListener:
         flush: Callable[[str], None],
         on_state: Callable[[bool], None],
         *,
+        on_idle: Callable[[], None] | None = None,
         name: str = "pgcache-invalidation",
     ) -> None:
+        self._on_idle = on_idle
         self._subscribe = subscribe
         self._on_message = on_message
         self._flush = flush
@@ -214,6 +218,8 @@ class InvalidationListener:
     def _listen(self, subscription: Subscription, first: bool) -> None:
         while not self._stopping.is_set():
             message = subscription.get_message(timeout=_POLL_SECONDS)
+            if self._on_idle is not None and self._subscribed.is_set():
+                self._on_idle()
             if message is None:
                 continue
             kind = message.get("type")

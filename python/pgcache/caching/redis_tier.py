@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal
 
 from pgcache._validate import check_seconds
@@ -34,6 +35,15 @@ from pgcache.caching.redis_client import (
     DEFAULT_SOCKET_TIMEOUT,
     RedisConnection,
 )
+from pgcache.caching.redis_scripts import (
+    DELETE_QUERY,
+    READ,
+    UNLOCK,
+    WRITE_INDEXED,
+    as_int,
+    queue_commands,
+    queue_reads,
+)
 from pgcache.caching.tier_stats import SharedTierStatus, TierCounters
 from pgcache.keys import DEFAULT_KEY_PREFIX, RESERVED_CACHE_NAMES, RedisKeyspace
 from pgcache.resilience.breaker import CircuitState
@@ -46,29 +56,8 @@ it is absent; False when Redis did not answer (an error, a timeout, the breaker 
 
 DEFAULT_LOCK_TTL: Final = 5.0
 
-# GET and PTTL in one round trip: the L1 copy of an entry must not outlive it.
-_READ: Final = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
-# SET PX, and remember the entry in its query's index (same hash tag: same cluster slot).
-_WRITE_INDEXED: Final = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], KEYS[1])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-"""
-_DELETE_QUERY: Final = """
-local entries = redis.call('SMEMBERS', KEYS[1])
-local removed = 0
-for _, entry in ipairs(entries) do removed = removed + redis.call('DEL', entry) end
-redis.call('DEL', KEYS[1])
-return removed
-"""
-_UNLOCK: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 _CLEAR_BATCH: Final = 500
+_MAX_PENDING: Final = 10_000
 
 
 def check_cache_name(name: object) -> str:
@@ -132,12 +121,18 @@ class RedisTier:
         self._caches: dict[str, LocalCache] = {}
         self._counters = TierCounters()  # operations of no one cache (publish, ping)
         self._events = dict.fromkeys(
-            ("subscription_losses", "l1_flushes", "sent", "received", "errors"), 0
+            ("subscription_losses", "l1_flushes", "sent", "received", "errors", "dropped"), 0
         )
+        # Changes Redis did not take yet (an outage), replayed in order by the listener.
+        self._pending: deque[tuple[Invalidation, tuple[str, ...]]] = deque(maxlen=_MAX_PENDING)
         self._listener: InvalidationListener | None = None
         if listen:
             self._listener = InvalidationListener(
-                self._subscribe, self._on_message, self.flush_local, self._on_subscription
+                self._subscribe,
+                self._on_message,
+                self.flush_local,
+                self._on_subscription,
+                on_idle=self.replay_pending,
             )
             self._listener.wait_subscribed(self.connection.connect_timeout)
 
@@ -176,11 +171,13 @@ class RedisTier:
         subscribed = self._listener is not None and self._listener.subscribed
         with self._lock:
             events = dict(self._events)
+            pending = len(self._pending)
         return SharedTierStatus(
             url=self.url,
             cluster=self.cluster,
             degraded=breaker is not CircuitState.CLOSED
-            or (self._listener is not None and not subscribed),
+            or (self._listener is not None and not subscribed)
+            or pending > 0,
             breaker=breaker.value,
             breaker_opened=self.breaker.times_opened,
             subscribed=subscribed,
@@ -189,6 +186,8 @@ class RedisTier:
             invalidations_sent=events["sent"],
             invalidations_received=events["received"],
             invalidation_errors=events["errors"],
+            invalidations_pending=pending,
+            invalidations_dropped=events["dropped"],
         )
 
     def wait_subscribed(self, timeout: float) -> bool:
@@ -199,7 +198,7 @@ class RedisTier:
 
     @staticmethod
     def _entry_of(reply: Any, started: float) -> Found:
-        """``(bytes, seconds left or None: no expiry)`` of a ``_READ`` reply; None: absent;
+        """``(bytes, seconds left or None: no expiry)`` of a ``READ`` reply; None: absent;
         False: Redis did not answer."""
         if reply is False:
             return False
@@ -215,26 +214,26 @@ class RedisTier:
     def read(self, counters: TierCounters, entry: str) -> Found:
         """``entry``'s bytes and the seconds it has left; None: absent; False: no answer."""
         started = time.monotonic()
-        reply = self.connection.call(counters, lambda c: c.eval(_READ, 1, entry), False)
+        reply = self.connection.call(counters, lambda c: c.eval(READ, 1, entry), False)
         return self._entry_of(reply, started)
 
     async def aread(self, counters: TierCounters, entry: str) -> Found:
         started = time.monotonic()
-        reply = await self.connection.acall(counters, lambda c: c.eval(_READ, 1, entry), False)
+        reply = await self.connection.acall(counters, lambda c: c.eval(READ, 1, entry), False)
         return self._entry_of(reply, started)
 
     def read_many(self, counters: TierCounters, entries: Sequence[str]) -> list[Found]:
         """:meth:`read` of many entries in one round trip (one per cluster node)."""
         started = time.monotonic()
         replies: list[Any] | None = self.connection.call(
-            counters, lambda c: _queue_reads(c, entries).execute(), None
+            counters, lambda c: queue_reads(c, entries).execute(), None
         )
         return [self._entry_of(reply, started) for reply in replies or [False] * len(entries)]
 
     async def aread_many(self, counters: TierCounters, entries: Sequence[str]) -> list[Found]:
         started = time.monotonic()
         replies: list[Any] | None = await self.connection.acall(
-            counters, lambda c: _queue_reads(c, entries).execute(), None
+            counters, lambda c: queue_reads(c, entries).execute(), None
         )
         return [self._entry_of(reply, started) for reply in replies or [False] * len(entries)]
 
@@ -246,7 +245,7 @@ class RedisTier:
             return ("SET", entry, raw, "PX", milliseconds)
         return (
             "EVAL",
-            _WRITE_INDEXED,
+            WRITE_INDEXED,
             2,
             entry,
             self.keys.query_index(query_hash),
@@ -264,7 +263,7 @@ class RedisTier:
                 counters, lambda c: c.execute_command(*commands[0]) is not None, False
             )
         return self.connection.call(
-            counters, lambda c: _queue(c, commands).execute() is not None, False
+            counters, lambda c: queue_commands(c, commands).execute() is not None, False
         )
 
     async def awrite(
@@ -276,34 +275,34 @@ class RedisTier:
             if len(commands) == 1:
                 await client.execute_command(*commands[0])
             else:
-                await _queue(client, commands).execute()
+                await queue_commands(client, commands).execute()
             return True
 
         return await self.connection.acall(counters, run, False)
 
-    def delete(self, counters: TierCounters, entries: Sequence[str]) -> int:
-        """Delete entries; how many existed (0 when Redis is unreachable)."""
-        return (
-            self.connection.call(counters, lambda c: int(c.delete(*entries)), 0) if entries else 0
-        )
-
-    async def adelete(self, counters: TierCounters, entries: Sequence[str]) -> int:
+    def delete(self, counters: TierCounters, entries: Sequence[str]) -> int | None:
+        """Delete entries; how many existed (None: Redis did not answer)."""
         if not entries:
             return 0
-        return await self.connection.acall(counters, lambda c: _as_int(c.delete(*entries)), 0)
+        return self.connection.call(counters, lambda c: int(c.delete(*entries)), None)
 
-    def delete_query(self, counters: TierCounters, query_hash: int) -> int:
+    async def adelete(self, counters: TierCounters, entries: Sequence[str]) -> int | None:
+        if not entries:
+            return 0
+        return await self.connection.acall(counters, lambda c: as_int(c.delete(*entries)), None)
+
+    def delete_query(self, counters: TierCounters, query_hash: int) -> int | None:
         """Delete every entry of one query, in every cache of the namespace; how many."""
         index = self.keys.query_index(query_hash)
-        return self.connection.call(counters, lambda c: int(c.eval(_DELETE_QUERY, 1, index)), 0)
+        return self.connection.call(counters, lambda c: int(c.eval(DELETE_QUERY, 1, index)), None)
 
-    async def adelete_query(self, counters: TierCounters, query_hash: int) -> int:
+    async def adelete_query(self, counters: TierCounters, query_hash: int) -> int | None:
         index = self.keys.query_index(query_hash)
         return await self.connection.acall(
-            counters, lambda c: _as_int(c.eval(_DELETE_QUERY, 1, index)), 0
+            counters, lambda c: as_int(c.eval(DELETE_QUERY, 1, index)), None
         )
 
-    def clear_cache(self, counters: TierCounters, name: str) -> int:
+    def clear_cache(self, counters: TierCounters, name: str) -> int | None:
         """Delete every entry of cache ``name`` (SCAN + UNLINK on every node); how many."""
 
         def clear(client: Any) -> int:
@@ -315,9 +314,9 @@ class RedisTier:
                     batch = []
             return removed + (int(client.unlink(*batch)) if batch else 0)
 
-        return self.connection.call(counters, clear, 0)
+        return self.connection.call(counters, clear, None)
 
-    async def aclear_cache(self, counters: TierCounters, name: str) -> int:
+    async def aclear_cache(self, counters: TierCounters, name: str) -> int | None:
         async def clear(client: Any) -> int:
             removed, batch = 0, []
             async for entry in client.scan_iter(
@@ -329,7 +328,7 @@ class RedisTier:
                     batch = []
             return removed + (int(await client.unlink(*batch)) if batch else 0)
 
-        return await self.connection.acall(counters, clear, 0)
+        return await self.connection.acall(counters, clear, None)
 
     def try_lock(self, counters: TierCounters, entry: str, token: str) -> bool | None:
         """Take ``entry``'s load lock: True taken, False held by another, None: no Redis."""
@@ -349,14 +348,14 @@ class RedisTier:
     def unlock(self, counters: TierCounters, entry: str, token: str) -> None:
         """Release ``entry``'s lock if ``token`` still holds it (compare-and-delete)."""
         lock = self.keys.lock(entry)
-        self.connection.call(counters, lambda c: c.eval(_UNLOCK, 1, lock, token), None)
+        self.connection.call(counters, lambda c: c.eval(UNLOCK, 1, lock, token), None)
 
     async def aunlock(self, counters: TierCounters, entry: str, token: str) -> None:
         lock = self.keys.lock(entry)
-        await self.connection.acall(counters, lambda c: c.eval(_UNLOCK, 1, lock, token), None)
+        await self.connection.acall(counters, lambda c: c.eval(UNLOCK, 1, lock, token), None)
 
-    def publish(self, invalidation: Invalidation) -> None:
-        """Tell every other instance (``PUBLISH``, ``SPUBLISH`` on a cluster)."""
+    def publish(self, invalidation: Invalidation) -> bool:
+        """Tell every other instance (``PUBLISH``, ``SPUBLISH`` on a cluster); whether it went."""
         message, channel = invalidation.encode(self.instance_id), self.keys.channel
         if self.cluster:
             sent = self.connection.call(
@@ -366,9 +365,9 @@ class RedisTier:
             sent = self.connection.call(
                 self._counters, lambda c: c.publish(channel, message) is not None, False
             )
-        self._count_sent(sent)
+        return self._count_sent(sent)
 
-    async def apublish(self, invalidation: Invalidation) -> None:
+    async def apublish(self, invalidation: Invalidation) -> bool:
         message, channel = invalidation.encode(self.instance_id), self.keys.channel
 
         async def publish(client: Any) -> bool:
@@ -378,21 +377,86 @@ class RedisTier:
                 await client.publish(channel, message)
             return True
 
-        self._count_sent(await self.connection.acall(self._counters, publish, False))
+        return self._count_sent(await self.connection.acall(self._counters, publish, False))
+
+    # --- changes: removed from Redis and announced, or kept until Redis answers --------------
+
+    def _remove(
+        self, counters: TierCounters, change: Invalidation, entries: Sequence[str]
+    ) -> int | None:
+        if change.operation == "query":
+            assert change.query_hash is not None
+            return self.delete_query(counters, change.query_hash)
+        if change.operation == "clear":
+            return self.clear_cache(counters, str(change.cache))
+        return self.delete(counters, entries)
+
+    async def _aremove(
+        self, counters: TierCounters, change: Invalidation, entries: Sequence[str]
+    ) -> int | None:
+        if change.operation == "query":
+            assert change.query_hash is not None
+            return await self.adelete_query(counters, change.query_hash)
+        if change.operation == "clear":
+            return await self.aclear_cache(counters, str(change.cache))
+        return await self.adelete(counters, entries)
+
+    def announce(
+        self, counters: TierCounters, change: Invalidation, entries: Sequence[str] = ()
+    ) -> int | None:
+        """Remove from Redis what ``change`` names (``entries`` for a delete; the query's or the
+        cache's entries), then publish it to every other instance. What Redis does not take
+        now is kept (up to 10,000 changes) and done again by the listener once Redis answers:
+        an outage never loses an invalidation. How many entries Redis held (None: no answer)."""
+        removed = self._remove(counters, change, entries)
+        if removed is None or not self.publish(change):
+            self._defer(change, entries)
+        return removed
+
+    async def aannounce(
+        self, counters: TierCounters, change: Invalidation, entries: Sequence[str] = ()
+    ) -> int | None:
+        removed = await self._aremove(counters, change, entries)
+        if removed is None or not await self.apublish(change):
+            self._defer(change, entries)
+        return removed
+
+    def _defer(self, change: Invalidation, entries: Sequence[str]) -> None:
+        with self._lock:
+            if len(self._pending) == self._pending.maxlen:
+                self._events["dropped"] += 1
+            self._pending.append((change, tuple(entries)))
+
+    def replay_pending(self) -> None:
+        """Do again, in order, the changes Redis did not take (the listener calls it while it
+        is subscribed); stops at the first that fails, and while the breaker is open."""
+        while self._pending and self.breaker.state is not CircuitState.OPEN:
+            with self._lock:
+                change, entries = self._pending[0]
+            if self._remove(self._counters, change, entries) is None or not self.publish(change):
+                return
+            with self._lock:
+                if self._pending and self._pending[0] == (change, entries):
+                    self._pending.popleft()
 
     def invalidate_query(self, query_hash: int) -> int:
         """Remove every entry of one query: from Redis (every cache of the namespace), from the
-        L1 of every attached cache, and from every other instance's L1; how many L1 held."""
-        self.delete_query(self._counters, query_hash)
-        removed = sum(cache.drop_local_query(query_hash) for cache in self._attached())
-        self.publish(Invalidation("query", query_hash=query_hash))
-        return removed
+        L1 of every attached cache, and from every other instance's L1 (later, if Redis does
+        not answer now: see :meth:`announce`); how many entries this instance's L1 held."""
+        change = Invalidation("query", query_hash=query_hash)
+        removed = self.delete_query(self._counters, query_hash)
+        local = sum(cache.drop_local_query(query_hash) for cache in self._attached())
+        if removed is None or not self.publish(change):
+            self._defer(change, ())
+        return local
 
     async def ainvalidate_query(self, query_hash: int) -> int:
-        await self.adelete_query(self._counters, query_hash)
-        removed = sum(cache.drop_local_query(query_hash) for cache in self._attached())
-        await self.apublish(Invalidation("query", query_hash=query_hash))
-        return removed
+        change = Invalidation("query", query_hash=query_hash)
+        removed = await self.adelete_query(self._counters, query_hash)
+        local = sum(cache.drop_local_query(query_hash) for cache in self._attached())
+        if removed is None or not await self.apublish(change):
+            self._defer(change, ())
+        return local
 
     def _attached(self) -> list[LocalCache]:
         with self._lock:
@@ -408,10 +472,11 @@ class RedisTier:
 
         return await self.connection.acall(self._counters, ping, False)
 
-    def _count_sent(self, sent: bool) -> None:
+    def _count_sent(self, sent: bool) -> bool:
         if sent:
             with self._lock:
                 self._events["sent"] += 1
+        return sent
 
     # --- invalidations from the other instances -------------------------------------------
 
@@ -467,21 +532,3 @@ class RedisTier:
         if self._listener is not None:
             self._listener.stop()
         self.connection.close()
-
-
-def _queue(client: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
-    pipeline = client.pipeline(transaction=False)
-    for command in commands:
-        pipeline.execute_command(*command)
-    return pipeline
-
-
-def _queue_reads(client: Any, entries: Sequence[str]) -> Any:
-    pipeline = client.pipeline(transaction=False)
-    for entry in entries:
-        pipeline.execute_command("EVAL", _READ, 1, entry)
-    return pipeline
-
-
-async def _as_int(reply: Awaitable[Any]) -> int:
-    return int(await reply)

@@ -118,7 +118,9 @@ class SharedTierStatus:
     ``subscription_losses`` counts lost invalidation subscriptions, ``l1_flushes`` the times L1
     was emptied because of one; ``invalidations_sent`` / ``invalidations_received`` the messages
     this instance published / applied from other instances; ``invalidation_errors`` messages it
-    could not read (each one also empties L1).
+    could not read (each one also empties L1); ``invalidations_pending``: changes Redis has not
+    taken yet (an outage), replayed once it answers; ``invalidations_dropped``: changes lost
+    because more than 10,000 were pending (other instances keep those copies until their TTL).
     """
 
     url: str
@@ -132,3 +134,5 @@ class SharedTierStatus:
     invalidations_sent: int
     invalidations_received: int
     invalidation_errors: int
+    invalidations_pending: int = 0
+    invalidations_dropped: int = 0

@@ -13,8 +13,10 @@ compare-and-delete script): the others poll L2 for the value with back-off, up t
 lifetime, then load themselves. A dead lock holder costs only the lock's expiry.
 
 Redis down, slow or holding junk never reaches a caller: the read is a miss, the write is
-skipped, all counted (:class:`pgcache.caching.tier_stats.TierMetrics`). A load that overlaps an
-invalidation of the same cache stores nothing (its value may predate the invalidation).
+skipped, all counted (:class:`pgcache.caching.tier_stats.TierMetrics`); a delete, clear or
+write that Redis did not take is done again once it answers, so no invalidation is lost. A
+load that overlaps an invalidation of the same cache stores nothing (its value may predate
+the invalidation).
 Without a :class:`pgcache.caching.redis_tier.RedisTier` a ``TieredCache`` is its L1 alone.
 """
 
@@ -317,32 +319,27 @@ class TieredCache(Generic[K, V]):
         if self.tier is None:
             return
         writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
-        if writes:
-            self.tier.write(self._counters, writes)
-        if deletes:
-            self.tier.delete(self._counters, deletes)
+        if writes and not self.tier.write(self._counters, writes):
+            deletes += [entry for entry, *_ in writes]  # older values must not stay in Redis
         if announced:
-            self.tier.publish(self._announcement(announced))
+            self.tier.announce(self._counters, self._announcement(announced), deletes)
 
     def delete(self, key: K) -> bool:
         """Remove ``key`` from both tiers and from every instance's L1; whether it was there."""
         entry = self._entry(key)
         removed = 0
         if entry is not None and self.tier is not None:
-            removed = self.tier.delete(self._counters, [entry])
+            change = self._announcement([cast(str, encode_key(key))])
+            removed = self.tier.announce(self._counters, change, [entry]) or 0
         self._invalidated()
         removed += self.l1.delete(key)
-        if entry is not None and self.tier is not None:
-            self.tier.publish(self._announcement([cast(str, encode_key(key))]))
         return removed > 0
 
     def clear(self) -> None:
         """Empty this cache in both tiers and in every instance's L1."""
         if self.tier is not None:
-            self.tier.clear_cache(self._counters, self.name)
+            self.tier.announce(self._counters, Invalidation("clear", self.name))
         self.clear_local()
-        if self.tier is not None:
-            self.tier.publish(Invalidation("clear", self.name))
 
     def get_or_set(
         self, key: K, factory: Callable[[], V], ttl: float | timedelta | None = None
@@ -447,32 +444,27 @@ class TieredCache(Generic[K, V]):
         if self.tier is None:
             return
         writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
-        if writes:
-            await self.tier.awrite(self._counters, writes)
-        if deletes:
-            await self.tier.adelete(self._counters, deletes)
+        if writes and not await self.tier.awrite(self._counters, writes):
+            deletes += [entry for entry, *_ in writes]
         if announced:
-            await self.tier.apublish(self._announcement(announced))
+            await self.tier.aannounce(self._counters, self._announcement(announced), deletes)
 
     async def adelete(self, key: K) -> bool:
         """:meth:`delete` with the asyncio client."""
         entry = self._entry(key)
         removed = 0
         if entry is not None and self.tier is not None:
-            removed = await self.tier.adelete(self._counters, [entry])
+            change = self._announcement([cast(str, encode_key(key))])
+            removed = await self.tier.aannounce(self._counters, change, [entry]) or 0
         self._invalidated()
         removed += self.l1.delete(key)
-        if entry is not None and self.tier is not None:
-            await self.tier.apublish(self._announcement([cast(str, encode_key(key))]))
         return removed > 0
 
     async def aclear(self) -> None:
         """:meth:`clear` with the asyncio client."""
         if self.tier is not None:
-            await self.tier.aclear_cache(self._counters, self.name)
+            await self.tier.aannounce(self._counters, Invalidation("clear", self.name))
         self.clear_local()
-        if self.tier is not None:
-            await self.tier.apublish(Invalidation("clear", self.name))
 
     async def aget_or_set(
         self, key: K, factory: Callable[[], Awaitable[V]], ttl: float | timedelta | None = None

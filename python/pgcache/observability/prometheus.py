@@ -84,7 +84,8 @@ class PgCacheCollector(Collector):
     counters ``pgcache_redis_breaker_opened_total``,
     ``pgcache_redis_subscription_losses_total``, ``pgcache_l1_flushes_total``,
     ``pgcache_invalidations_sent_total``, ``pgcache_invalidations_received_total``,
-    ``pgcache_invalidation_errors_total``. Everything is read at scrape time.
+    ``pgcache_invalidation_errors_total``, ``pgcache_invalidations_dropped_total`` and the gauge
+    ``pgcache_invalidations_pending``. Everything is read at scrape time.
     """
 
     def __init__(
@@ -180,12 +181,16 @@ class PgCacheCollector(Collector):
         breaker = GaugeMetricFamily(
             "pgcache_redis_breaker_state", "1 for the breaker's state now.", labels=["state"]
         )
+        pending = GaugeMetricFamily(
+            "pgcache_invalidations_pending", "Changes Redis has not taken yet (replayed later)."
+        )
         if status is not None:
+            pending.add_metric([], status.invalidations_pending)
             degraded.add_metric([], 1.0 if status.degraded else 0.0)
             subscribed.add_metric([], 1.0 if status.subscribed else 0.0)
             for state in ("closed", "open", "half_open"):
                 breaker.add_metric([state], 1.0 if status.breaker == state else 0.0)
-        yield from (degraded, subscribed, breaker)
+        yield from (degraded, subscribed, breaker, pending)
         for field, name, help_text in _REDIS_COUNTERS:
             counter = CounterMetricFamily(name, help_text)
             if status is not None:
@@ -263,6 +268,7 @@ _REDIS_COUNTERS: Final = (
         "Invalidations from other instances applied.",
     ),
     ("invalidation_errors", "pgcache_invalidation_errors", "Unreadable invalidation messages."),
+    ("invalidations_dropped", "pgcache_invalidations_dropped", "Changes lost: too many pending."),
 )
 
 

@@ -134,6 +134,10 @@ class SharedTierMetrics(BaseModel):
     invalidations_sent: int = Field(ge=0)
     invalidations_received: int = Field(ge=0)
     invalidation_errors: int = Field(ge=0)
+    invalidations_pending: int = Field(
+        ge=0, description="changes Redis has not taken yet, replayed once it answers"
+    )
+    invalidations_dropped: int = Field(ge=0, description="changes lost: too many pending")
 
     @classmethod
     def from_status(cls, status: SharedTierStatus) -> SharedTierMetrics:
@@ -150,6 +154,8 @@ class SharedTierMetrics(BaseModel):
             invalidations_sent=status.invalidations_sent,
             invalidations_received=status.invalidations_received,
             invalidation_errors=status.invalidation_errors,
+            invalidations_pending=status.invalidations_pending,
+            invalidations_dropped=status.invalidations_dropped,
         )
 
 

@@ -195,6 +195,8 @@ async def _check_redis(state: PgCacheState) -> str | None:
         reasons.append(f"circuit breaker {status.breaker}")
     if not status.subscribed:
         reasons.append("invalidations not subscribed")
+    if status.invalidations_pending:
+        reasons.append(f"{status.invalidations_pending} invalidations waiting for Redis")
     return f"degraded: {', '.join(reasons)}; answering from L1 and the loaders"
 
 
