@@ -294,6 +294,7 @@ def markdown(results: dict[str, Any], labels: list[str]) -> str:
 
 def plot(results: dict[str, Any], labels: list[str], folder: Path) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -315,9 +316,12 @@ def plot(results: dict[str, Any], labels: list[str], folder: Path) -> list[Path]
                 style["linewidth"] = 2.5
             axes.plot(xs, ys, label=label, **style)
         axes.set_xscale("log")
+        capacities = sorted({max(1, int(trace["distinct"] * f)) for f in FRACTIONS})
+        axes.set_xticks(capacities, [f"{c:,}" for c in capacities], fontsize="small")
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes.set_xlabel("capacity (entries)")
         axes.set_ylabel("hit rate")
-        axes.set_ylim(0, 1)
+        axes.set_ylim(top=min(1.0, axes.get_ylim()[1]))
         axes.set_title(f"{name}: {trace['accesses']:,} accesses, {trace['distinct']:,} keys")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
