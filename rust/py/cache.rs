@@ -96,7 +96,7 @@ impl Cache {
         })
     }
 
-    /// Live entries, most recently used first, cloned under the lock.
+    /// Live entries in the policy's order (see `keys`), cloned under the lock.
     fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(Key, Value)>> {
         let store = self.shared.lock(py)?;
         let now = self.shared.core.now();
@@ -523,7 +523,9 @@ impl Cache {
         outcome
     }
 
-    /// Keys of live entries, most recently used first.
+    /// Keys of live entries: most recently used first under "lru"; under
+    /// "tinylfu", the window's (newest first), then the main region's
+    /// protected and probation segments (each most recently used first).
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let entries = self.snapshot(py)?;
         PyList::new(py, entries.into_iter().map(|(k, _)| k))
