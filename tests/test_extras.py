@@ -39,8 +39,8 @@ IMPORT_NAME = {
 # bring faster builds of what is there already (psycopg's C build, uvloop and httptools).
 EXTRA_IMPORT_NAME = {("psycopg", "pool"): "psycopg_pool"}
 SPEED_ONLY = {("psycopg", "binary"), ("uvicorn", "standard")}
-# Modules that come with a distribution above and are imported by name.
-COMES_WITH = {"httpcore": "httpx", "pydantic_core": "pydantic"}
+# Modules that a distribution above always brings, imported by name (h11: uvicorn's protocol).
+COMES_WITH = {"httpcore": "httpx", "pydantic_core": "pydantic", "h11": "uvicorn"}
 
 # The extra each part of the package needs; a module takes the longest prefix that matches.
 # Anything not named here is the light install: no third-party import outside TYPE_CHECKING.
