@@ -322,6 +322,10 @@ class Settings(BaseSettings):
         default=True, description="false: caches store nothing, lookups miss"
     )
     cache_max_size: int = Field(default=10_000, description="maximum entries per cache")
+    cache_policy: Literal["tinylfu", "lru"] = Field(
+        default="tinylfu",
+        description="eviction policy of every cache: tinylfu (adaptive W-TinyLFU) or lru",
+    )
     feature_cache_ttl: timedelta = Field(
         default=timedelta(minutes=15), description="features cache TTL"
     )

@@ -316,8 +316,8 @@ def test_metrics_count_the_hits_misses_and_sizes_of_each_cache(manager: CacheMan
     assert metrics["features"].hit_rate == pytest.approx(200 / 3)
 
 
-def test_a_full_cache_evicts_the_least_recently_used_entry(make_manager: MakeManager) -> None:
-    manager = make_manager(max_size=2)
+def test_a_full_lru_cache_evicts_the_least_recently_used_entry(make_manager: MakeManager) -> None:
+    manager = make_manager(max_size=2, policy="lru")
     manager.set_anomaly(1, "a")
     manager.set_anomaly(2, "b")
     manager.get_anomaly(1)

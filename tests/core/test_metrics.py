@@ -318,6 +318,7 @@ def test_to_dict_has_every_metric(make_cache: Any) -> None:
         "hits": 1,
         "misses": 1,
         "evictions": 0,
+        "rejections": 0,
         "expirations": 0,
         "size": 1,
         "max_size": 5,

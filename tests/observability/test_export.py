@@ -151,7 +151,7 @@ def test_hit_rates_are_zero_before_any_lookup(manager: CacheManager) -> None:
 
 
 def test_snapshot_counts_evictions_and_expirations(clock: ManualClock) -> None:
-    with CacheManager(max_size=2, clock=clock, cleanup_interval=3600.0) as manager:
+    with CacheManager(max_size=2, clock=clock, cleanup_interval=3600.0, policy="lru") as manager:
         for query in (1, 2, 3):  # the third evicts the least recently used
             manager.set_anomaly(query, {"anomalous": False})
         clock.advance(timedelta(minutes=5, seconds=1))  # past the anomalies TTL
@@ -323,7 +323,7 @@ def test_collector_exports_gauges_per_cache(
 def test_collector_counts_evictions_and_expirations(
     clock: ManualClock, registry: CollectorRegistry
 ) -> None:
-    with CacheManager(max_size=2, clock=clock, cleanup_interval=3600.0) as manager:
+    with CacheManager(max_size=2, clock=clock, cleanup_interval=3600.0, policy="lru") as manager:
         registry.register(PgCacheCollector(manager))
         for query in (1, 2, 3):
             manager.set_explain_plan(query, {"Plan": {}})

@@ -30,7 +30,7 @@ import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from pgcache._core import Cache, CacheMetrics, ManualClock
 from pgcache._validate import check_model_id, check_query_hash, check_scenario, check_seconds
@@ -97,6 +97,7 @@ class CacheManager:
         clock: ManualClock | None = None,
         shared_tier: RedisTier | None = None,
         l2_ttls: Mapping[str, float | timedelta] | None = None,
+        policy: Literal["tinylfu", "lru"] = "tinylfu",
     ) -> None:
         if type(max_size) is not int:
             raise TypeError(
@@ -133,6 +134,7 @@ class CacheManager:
                     cleanup_interval=interval,
                     clock=clock,
                     name=name,
+                    policy=policy,
                 )
                 tiers[name] = TieredCache(
                     caches[name],
@@ -188,6 +190,7 @@ class CacheManager:
                 clock=clock,
                 shared_tier=tier,
                 l2_ttls=settings.redis_ttls(),
+                policy=settings.cache_policy,
             )
         except BaseException:
             if tier is not None:
@@ -205,6 +208,12 @@ class CacheManager:
     def max_size(self) -> int:
         """The maximum number of entries of each cache."""
         return self._max_size
+
+    @property
+    def policy(self) -> str:
+        """The eviction policy of each cache: ``"tinylfu"`` or ``"lru"``."""
+        policy: str = self._caches["features"].policy
+        return policy
 
     @property
     def caches(self) -> Mapping[str, Cache[Any, Any]]:
