@@ -56,7 +56,7 @@ system-deps: ## install the Debian packages the tests and the demo need, only th
 dev: $(VENV)/.installed build ## create .venv (maturin, every extra, the dev tools) and build the extension into it
 
 build: $(VENV)/.installed ## (re)build the Rust extension into .venv
-	$(BIN)/maturin develop --quiet $(MATURIN_FLAGS)
+	PIP_QUIET=1 $(BIN)/maturin develop --quiet $(MATURIN_FLAGS)
 
 wheel: $(VENV)/.installed ## build the release wheel into target/wheels (WHEELS=dir for another folder)
 	$(BIN)/maturin build --quiet --release --out $(WHEELS)

@@ -62,8 +62,10 @@ KNOWN_GAPS = {
     module: "pgcache.ml.client imports pgcache.config when loaded, and so needs pgcache[config]"
     for module in ("pgcache.ml.client", "pgcache.ml.predictor")
 }
-# The subpackages that check their extra when imported.
+# The parts that check their extra when imported.
 CHECKED_ON_IMPORT = [
+    ("pgcache.caching.codec", "redis"),
+    ("pgcache.caching.redis_client", "redis"),
     ("pgcache.postgres", "postgres"),
     ("pgcache.ml", "ml"),
     ("pgcache.observability", "metrics"),
