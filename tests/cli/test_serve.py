@@ -1,6 +1,9 @@
 """``pgcache serve`` and ``pgcache ml-service`` as real subprocesses: their log lines (text and
-JSON, with the request id), a port in use, a graceful stop by signal, ``--workers 2`` (two
-processes answering on one port, all stopped by SIGTERM), and a database outage in one line."""
+JSON, with the request id), a port in use, a graceful stop by signal (exit 130 for SIGINT, 143
+for SIGTERM), ``--workers 2`` (two processes answering on one port, all stopped by SIGTERM), a
+database outage in one line, the shutdown deadline with a stuck request, the open-file limit,
+connections that never send a request, and a configuration that config accepts but the cache
+could not hold."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ _TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+) "
     r"\[(?P<request_id>[^\]]+)\] (?P<message>.*)$"
 )
+EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 _LISTENING = re.compile(r"on http://(?P<host>[^:]+):(?P<port>\d+): (?P<workers>\d+) worker")
 
 
@@ -131,7 +135,7 @@ def test_serve_logs_text_lines_with_time_level_logger_and_request_id(
         match = _TEXT_LINE.match(line)
         assert match is not None, line
         assert match["level"] == "INFO"
-    assert text_served.stop() == 0
+    assert text_served.stop() == EXIT_SIGTERM
     assert text_served.lines, "no log at all"
     for line in text_served.lines:
         assert _TEXT_LINE.match(line), line
@@ -148,7 +152,7 @@ def test_serve_log_format_json_is_one_object_per_line(tmp_path: Path) -> None:
         host, port = listening["host"], int(listening["port"])
         assert _get(host, port, "/healthz", "json-7").status == 200
         served.wait_for(r'"logger": "pgcache.service", "request_id": "json-7"')
-        assert served.stop() == 0
+        assert served.stop() == EXIT_SIGTERM
         entries = [json.loads(line) for line in served.lines]
         for entry in entries:
             assert {"time", "level", "logger", "request_id", "message"} <= set(entry)
@@ -161,7 +165,7 @@ def test_serve_at_warning_logs_no_request_lines(tmp_path: Path) -> None:
     with _serve("--log-level", "warning", cwd=tmp_path) as served:
         env_port = _free_port_listened_by(served)
         assert _get("127.0.0.1", env_port, "/healthz", "quiet").status == 200
-        assert served.stop() == 0
+        assert served.stop() == EXIT_SIGTERM
         assert not [line for line in served.lines if "quiet" in line]
 
 
@@ -228,27 +232,35 @@ def test_serve_with_a_bad_variable_exits_2_before_listening(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_serve_stopped_by_a_signal_shuts_down_and_exits_0(
-    stop_signal: signal.Signals, text_served: _Command
+@pytest.mark.parametrize(
+    ("stop_signal", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_serve_stopped_by_a_signal_shuts_down_and_exits_128_plus_the_signal(
+    stop_signal: signal.Signals, code: int, text_served: _Command
 ) -> None:
     host, port = text_served.listening()
     text_served.wait_for("Application startup complete")
     assert _get(host, port, "/healthz").status == 200
-    assert text_served.stop(stop_signal) == 0
+    assert text_served.stop(stop_signal) == code
     assert any("Finished server process" in line for line in text_served.lines)
     assert not any("Traceback" in line for line in text_served.lines)
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ml_service_stopped_by_a_signal_exits_0(
-    stop_signal: signal.Signals, tmp_path: Path
+@pytest.mark.parametrize(
+    ("stop_signal", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_ml_service_stopped_by_a_signal_exits_128_plus_the_signal(
+    stop_signal: signal.Signals, code: int, tmp_path: Path
 ) -> None:
     command = _Command("ml-service", "--port", "0", cwd=tmp_path, env=_environment())
     try:
         host, port = command.listening()
         assert _get(host, port, "/api/health").status == 200
-        assert command.stop(stop_signal) == 0
+        assert command.stop(stop_signal) == code
     finally:
         command.kill()
 
@@ -372,7 +384,7 @@ def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sig
         assert len(workers) == 2, (workers, _children(parent))
         assert _answering_workers(host, port, workers) == set(workers)
 
-        assert served.stop(signal.SIGTERM) == 0
+        assert served.stop(signal.SIGTERM) == EXIT_SIGTERM
         assert not [pid for pid in workers if _alive(pid)]
         assert sum("Finished server process" in line for line in served.lines) == 2
         assert not any("Traceback" in line for line in served.lines)
@@ -408,7 +420,7 @@ def test_serve_logs_a_database_outage_once_however_many_retries(tmp_path: Path) 
         while failed_attempts() < 6:
             assert time.monotonic() < deadline, "the pool did not retry"
             time.sleep(0.1)
-        assert served.stop() == 0
+        assert served.stop() == EXIT_SIGTERM
         outage = [line for line in served.lines if "psycopg.pool" in line]
         assert len(outage) == 1, outage
         assert "WARNING psycopg.pool [-] pool 'pgcache' cannot connect to the database" in outage[0]

@@ -5,14 +5,16 @@ Every exit code of the ``pgcache`` command:
 =====  ==========================================================================================
 code   meaning
 =====  ==========================================================================================
-0      success; also ``serve``, ``ml-service`` and ``demo --serve`` stopped by Ctrl-C (SIGINT) or
-       SIGTERM after a graceful shutdown, and ``--help`` / ``--version``
+0      success; also ``demo --serve`` stopped by Ctrl-C (SIGINT) or SIGTERM, and ``--help`` /
+       ``--version``
 1      a runtime failure: one line on stderr (``pgcache COMMAND: ...``), no traceback; also a
        service that did not start (its log says why)
 2      a usage or configuration error: a bad option or option value (argparse's message), a bad
        environment variable (named with its value), a missing ``--env-file``, a port in use
 130    interrupted: Ctrl-C (or SIGTERM in ``demo``) before the command finished; one line
-       ``pgcache COMMAND: interrupted``
+       ``pgcache COMMAND: interrupted``; also ``serve`` and ``ml-service`` stopped by SIGINT
+       (Ctrl-C), after their shutdown (graceful, or cut at ``SHUTDOWN_TIMEOUT``)
+143    ``serve`` and ``ml-service`` stopped by SIGTERM, after their shutdown (as for 130)
 =====  ==========================================================================================
 """
 
@@ -25,6 +27,12 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+
+
+def exit_code_of_signal(signum: int) -> int:
+    """The shell's exit code of a process ended by signal ``signum``: 128 + its number (130 for
+    SIGINT, 143 for SIGTERM)."""
+    return 128 + signum
 
 
 class CommandError(Exception):

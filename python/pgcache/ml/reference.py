@@ -266,12 +266,21 @@ class MLServiceHandle:
         self.stop()
 
 
-def _config(host: str, port: int, log_level: str) -> uvicorn.Config:
+def server_config(
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    *,
+    log_level: str = "info",
+    log_config: dict[str, Any] | str | None = uvicorn.config.LOGGING_CONFIG,
+) -> uvicorn.Config:
+    """The uvicorn configuration the reference service runs with (``log_config``: uvicorn's
+    own by default; the ``pgcache ml-service`` command passes its logging)."""
     return uvicorn.Config(
         create_app(),
         host=host,
-        port=port,
+        port=check_port(port),
         log_level=log_level,
+        log_config=log_config,
         access_log=False,
         lifespan="off",
         loop="asyncio",
@@ -288,7 +297,7 @@ def serve_in_thread(
     Returns once it accepts connections; the handle's ``url`` is its base URL.
     """
     running = serve_in_background(
-        _config(host, check_port(port), log_level),
+        server_config(host, port, log_level=log_level),
         name="pgcache-mlservice",
         what="the reference ML service",
         timeout=timeout,
@@ -306,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     args = parser.parse_args(argv)
-    uvicorn.Server(_config(args.host, args.port, args.log_level)).run()
+    uvicorn.Server(server_config(args.host, args.port, log_level=args.log_level)).run()
     return 0
 
 

@@ -1,5 +1,5 @@
 """The X-Request-ID middleware: an id on every request and response, one log line per request,
-and a JSON 500 for any exception a handler lets escape."""
+and a JSON 500 for any exception a handler lets escape (a client gone mid-request is one line)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 from typing import Final
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgcache.service.problems import error_response
@@ -43,6 +44,7 @@ class RequestIdMiddleware:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 0
+        disconnected = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -53,6 +55,8 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:  # nobody is left to answer: one line, no traceback
+            disconnected = True
         except Exception:
             _logger.exception(
                 "unhandled error in %s %s (request_id=%s)",
@@ -72,10 +76,10 @@ class RequestIdMiddleware:
         finally:
             if _logger.isEnabledFor(logging.INFO):
                 _logger.info(
-                    "%s %s -> %d in %.1f ms (request_id=%s)",
+                    "%s %s -> %s in %.1f ms (request_id=%s)",
                     scope.get("method"),
                     scope.get("path"),
-                    status,
+                    "the client disconnected" if disconnected else status,
                     (time.perf_counter() - started) * 1000,
                     request_id,
                 )
