@@ -49,7 +49,7 @@ def use(cache: Cache[str, int]) -> int:
     assert_type(metrics, CacheMetrics)
     assert_type(metrics.hits, int)
     assert_type(metrics.hit_rate, float)
-    assert_type(metrics.to_dict(), dict[str, int | float])
+    assert_type(metrics.to_dict(), dict[str, int | float | None])
     assert_type(cache.ttl, float | None)
     assert_type(cache.name, str | None)
     return metrics.hits
