@@ -1,43 +1,23 @@
 """``@cached`` and ``@cached_method``: memoize sync and async functions and methods in a
 :class:`pgcache.Cache`, with the conventions of :func:`functools.lru_cache` and cachetools.
 
-* ``@cached`` or ``@cached(ttl=..., max_size=...)``: the function gets a cache of its own
-  (``max_size=None``: unbounded). ``@cached(cache)``: results go to ``cache``, which other
-  functions may share; each decorated function has its own key space in it.
-* ``@cached_method(lambda self: self.cache)``: a cache per instance, taken from the instance on
-  every call (cachetools' ``cachedmethod``); ``self`` is not part of the key and the decorator
-  keeps no reference to any instance.
+A miss calls the function once per key however many callers miss at once: threads through
+:meth:`pgcache.Cache.get_or_set`, asyncio tasks through
+:class:`pgcache.caching.singleflight.AsyncSingleFlight` (one call per key, cache and event loop).
+Errors reach every waiting caller and are never stored; nor is a result ``condition`` rejects,
+which still reaches every waiting caller (sync: carried out of ``get_or_set`` by ``_Unstored``).
 
-A hit returns the stored value without calling the function. A miss calls it once per key,
-however many callers miss at once: threads through :meth:`pgcache.Cache.get_or_set`, asyncio
-tasks through :class:`pgcache.caching.singleflight.AsyncSingleFlight` (one call per key, cache
-and event loop). Exceptions propagate to every waiting caller and are never stored; a result
-for which ``condition(result)`` is false is returned (to the waiting callers too) but not stored.
-
-The default key (:func:`make_key`) is built from the arguments: unhashable lists, dicts, sets
-and bytearrays are converted to a canonical hashable form (dicts and sets regardless of order;
-a list stays apart from a tuple with the same items), keyword arguments regardless of their
-order, and ``typed=True`` keeps ``f(1)`` and ``f(1.0)`` apart as :func:`functools.lru_cache`
-does. Like ``lru_cache``, it does not bind arguments to the signature: ``f(1)`` and ``f(x=1)``
-are two keys (binding would cost microseconds on every hit); pass ``key=`` to unify them.
-
-``cache_info()`` and ``cache_clear()`` concern the function's own entries: all of a cache it
-owns, else the entries under its default keys (a walk over the cache's keys). Under a ``key=``
-of the user's in a cache the function does not own they cannot be told apart from others:
-``currsize`` is then None and ``cache_clear()`` raises ``TypeError``. Hits and misses are
-counted per function and cache by two ``itertools.count`` (one C call on the hit path, no count
-lost between threads): a miss is a call that ran the function, a hit any other call (answered
-from the cache, or by a concurrent call for the same key).
-
-A cached ``async def`` passes :func:`inspect.iscoroutinefunction`: on 3.12+ through
-:func:`inspect.markcoroutinefunction`; on 3.11, whose check only reads the code flags of
-function-like objects, the wrapper carries the code of its own ``async def __call__`` (the code
-that runs when it is called) and the other attributes of a function that check reads.
+Hits and misses are counted per function and cache by two ``itertools.count`` (one C call on the
+hit path, no count lost between threads). A cached ``async def`` passes
+:func:`inspect.iscoroutinefunction`: on 3.12+ through :func:`inspect.markcoroutinefunction`; on
+3.11, whose check reads the code flags of function-like objects only, the wrapper carries the
+code of its own ``async def __call__`` (what runs when it is called) and the attributes of a
+function that check reads.
 
 What it deliberately does not do: it does not cache exceptions or ``await`` results of sync
-functions, does not copy values (callers share the stored object, as with ``lru_cache``), and
-does not deduplicate async calls across event loops or threads (each loop calls at most once
-per key at a time).
+functions, does not copy values (callers share the stored object, as with ``lru_cache``), does
+not bind arguments to the signature (``f(1)`` and ``f(x=1)`` are two keys, as with
+``lru_cache``), and does not deduplicate async calls across event loops or threads.
 """
 
 from __future__ import annotations
@@ -89,7 +69,6 @@ class _Marker:
 _LIST: Final = _Marker("<list>")
 _DICT: Final = _Marker("<dict>")
 _KWARGS: Final = _Marker("<kwargs>")
-_MISSING: Final = _Marker("<missing>")
 
 # Immutable types whose values are their own canonical form (their hash never fails).
 _SCALARS: Final = frozenset({int, float, str, bytes, bool, complex, type(None)})
@@ -170,6 +149,13 @@ def make_key(
             f"{type(error.value).__name__}; make it hashable or pass key= to cached()"
         ) from None
     return key
+
+
+class _Absent:
+    """No value: what a lookup returns on a miss, the default of ``max_size``."""
+
+
+_ABSENT: Final = _Absent()
 
 
 class _FunctionTag:
@@ -270,6 +256,10 @@ class _Wrapper:
         self._bound_to: tuple[object, ...] = ()  # the instance of a bound method: first argument
         self._key_bound: tuple[object, ...] = ()  # ... and first in the default key, or not
         self._plain_key = self._key is None  # the key is (tag, make_key(args, kwargs)): inlined
+        if isinstance(self, _Coroutine):
+            self._flight: AsyncSingleFlight[Hashable, Any] = AsyncSingleFlight()
+            if sys.version_info >= (3, 12):
+                inspect.markcoroutinefunction(self)
 
     def _key_of(self, args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
         if self._key is not None:
@@ -391,23 +381,12 @@ class _Coroutine:
     __kwdefaults__ = None
 
     def __init_subclass__(cls) -> None:
-        cls.__code__ = cls.__dict__["__call__"].__code__
-
-    def _mark_coroutine(self) -> None:
-        if sys.version_info >= (3, 12):
-            inspect.markcoroutinefunction(self)
+        cls.__code__ = cls.__call__.__code__
 
 
 class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
     """An async function whose results are cached: what ``@cached`` makes of an ``async def``.
     Awaiting a call gives the function's result; ``R`` is that result's type."""
-
-    def __init__(
-        self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
-    ) -> None:
-        super().__init__(func, options, cache)
-        self._flight: AsyncSingleFlight[Hashable, R] = AsyncSingleFlight()
-        self._mark_coroutine()
 
     @property
     def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -421,14 +400,15 @@ class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
         else:
             key = self._key_of(args, kwargs)
         cache = self.cache
-        found = cache.get(key, _MISSING)
-        if found is not _MISSING:
+        found = cache.get(key, _ABSENT)
+        if found is not _ABSENT:
             hit: R = found
             return hit
         # Keyed by the cache too: instances of a cached_method have caches of their own.
-        return await self._flight.run(
+        loaded: R = await self._flight.run(
             (cache, key), lambda: self._load_async(cache, key, args, kwargs)
         )
+        return loaded
 
     async def _load_async(
         self,
@@ -523,16 +503,6 @@ class AsyncCachedMethod(_PerInstance, _Coroutine, Generic[S, P, R]):
     """An async method cached per instance: what ``@cached_method`` makes of an ``async def``.
     Bound to an instance it is an :class:`AsyncCachedFunction` on the instance's cache."""
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        options: _Options,
-        cache_of: Callable[[Any], Cache[Hashable, Any]],
-    ) -> None:
-        super().__init__(func, options, cache_of)
-        self._flight: AsyncSingleFlight[Hashable, R] = AsyncSingleFlight()
-        self._mark_coroutine()
-
     @property
     def __wrapped__(self) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
         """The method called on a miss."""
@@ -552,14 +522,6 @@ class AsyncCachedMethod(_PerInstance, _Coroutine, Generic[S, P, R]):
         return self._bound_as(AsyncCachedFunction, instance)
 
 
-class _Unset:
-    """The default of ``max_size``: sets the own cache's limit only when given."""
-
-    def __repr__(self) -> str:
-        return "10000"
-
-
-_UNSET: Final = _Unset()
 _DEFAULT_MAX_SIZE: Final = 10_000
 
 
@@ -581,14 +543,12 @@ def _options(
 class _Decorator:
     """What ``cached(...)`` returns: turns a function into a cached one."""
 
-    __slots__ = ("_cache", "_max_size", "_options")
-
     def __init__(
         self, cache: Cache[Hashable, Any] | None, max_size: int | None, options: _Options
     ) -> None:
-        self._cache = cache
-        self._max_size = max_size
-        self._options = options
+        self.cache = cache  # None: a new cache for each function decorated
+        self.max_size = max_size
+        self.options = options
 
     @overload
     def __call__(  # type: ignore[overload-overlap]  # an async def also matches Callable[P, R]
@@ -599,15 +559,14 @@ class _Decorator:
     def __call__(self, func: Callable[P, Any]) -> _CachedBase[P, Any]:
         if not callable(func):
             raise TypeError(f"cached() decorates a function, got {func!r}")
-        options, cache = self._options, self._cache
-        if cache is None:
-            # A cache of the function's own, applying the TTL to every entry itself.
+        options, cache = self.options, self.cache
+        if cache is None:  # its own cache applies the TTL to every entry itself
             name = _FunctionTag(func)._name
-            cache = Cache(ttl=options.ttl, max_size=self._max_size, name=name)
+            cache = Cache(ttl=options.ttl, max_size=self.max_size, name=name)
             options = options._replace(ttl=None)
         kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
         wrapper: _CachedBase[P, Any] = kind(func, options, cache)
-        wrapper._owns_cache = self._cache is None
+        wrapper._owns_cache = self.cache is None
         return wrapper
 
 
@@ -641,7 +600,7 @@ def cached(
     *,
     key: Callable[..., Hashable] | None = None,
     ttl: float | timedelta | None = None,
-    max_size: int | _Unset | None = _UNSET,
+    max_size: int | _Absent | None = _ABSENT,
     typed: bool = False,
     condition: Callable[[Any], bool] | None = None,
 ) -> Any:
@@ -655,32 +614,28 @@ def cached(
     >>> explain(-42), explain(-42), explain.cache_info()
     ('plan of -42', 'plan of -42', CacheInfo(hits=1, misses=1, maxsize=10000, currsize=1))
 
-    ``@cached``, ``@cached()`` and ``@cached(ttl=..., max_size=...)`` give the function a
-    cache of its own (``max_size`` 10,000 by default, None for unbounded; ``ttl`` None: entries
-    never expire). With ``cache``, results go there; ``ttl`` (seconds or timedelta) then
-    overrides the cache's TTL for them, and ``max_size`` is refused (the cache has its own).
-
-    ``key(*args, **kwargs)``, when given, builds the key instead of :func:`make_key` (for
-    example to store under a :class:`pgcache.CacheManager` key scheme); it receives ``self``
-    too for methods. ``typed=True`` keeps arguments of different types apart (``f(1)``,
-    ``f(1.0)``). ``condition(result)`` false: the result is returned, not stored.
-
-    The result exposes ``.cache``, ``.cache_key(*args, **kwargs)``,
-    ``.invalidate(*args, **kwargs) -> bool``, ``.cache_info() -> CacheInfo``,
-    ``.cache_clear()`` and ``.__wrapped__`` (also on methods, bound to their instance). On a
-    method the instance is part of the default key and is kept alive by the cache while its
-    results are stored (as with ``functools.lru_cache``); :func:`cached_method` keeps a cache
-    per instance instead. Apply ``@staticmethod`` or ``@classmethod`` above ``@cached``.
+    ``@cached``, ``@cached()``, ``@cached(ttl=..., max_size=...)``: a cache of its own
+    (``max_size`` 10,000, None: unbounded). ``@cached(cache)``: results go to ``cache``, which
+    other functions may share (each has its own key space); ``ttl`` then overrides its TTL.
+    ``key(*args, **kwargs)`` replaces :func:`make_key` (it receives ``self`` on methods);
+    ``typed=True`` keeps ``f(1)`` and ``f(1.0)`` apart; ``condition(result)`` false: the
+    result is returned, not stored. The result has ``.cache``, ``.cache_key()``,
+    ``.invalidate()``, ``.cache_info()``, ``.cache_clear()`` and ``.__wrapped__``, also bound
+    on methods, whose instance is part of the key and kept alive by the cache while its results
+    are stored (as with ``lru_cache``; :func:`cached_method` keeps a cache per instance).
+    ``cache_info()``/``cache_clear()`` concern the function's own entries: all of a cache it
+    owns, else those under its default keys; under a ``key=`` in a shared cache they cannot be
+    told apart (``currsize`` None, ``cache_clear()`` raises ``TypeError``).
     """
     options = _options(key, ttl, typed, condition)
     if isinstance(cache, Cache):
-        if max_size is not _UNSET:
+        if max_size is not _ABSENT:
             raise TypeError(
                 f"max_size={max_size!r} sizes a cache of the function's own; the cache given "
                 f"has its own max_size ({cache.max_size}): pass one or the other"
             )
         return _Decorator(cache, None, options)
-    if isinstance(max_size, _Unset):
+    if isinstance(max_size, _Absent):
         max_size = _DEFAULT_MAX_SIZE
     else:
         Cache(max_size=max_size).close()  # a bad max_size fails now, in the cache's own words
@@ -694,11 +649,9 @@ def cached(
 class _MethodDecorator:
     """What ``cached_method(...)`` returns: turns a method into one cached per instance."""
 
-    __slots__ = ("_cache_of", "_options")
-
     def __init__(self, cache_of: Callable[[Any], Cache[Hashable, Any]], options: _Options) -> None:
-        self._cache_of = cache_of
-        self._options = options
+        self.cache_of = cache_of
+        self.options = options
 
     @overload
     def __call__(  # type: ignore[overload-overlap]  # an async def also matches Callable[P, R]
@@ -710,8 +663,8 @@ class _MethodDecorator:
         if not callable(method):
             raise TypeError(f"cached_method() decorates a method, got {method!r}")
         if inspect.iscoroutinefunction(method):
-            return AsyncCachedMethod(method, self._options, self._cache_of)
-        return CachedMethod(method, self._options, self._cache_of)
+            return AsyncCachedMethod(method, self.options, self.cache_of)
+        return CachedMethod(method, self.options, self.cache_of)
 
 
 def cached_method(
@@ -735,13 +688,10 @@ def cached_method(
     >>> planner.explain(-42), planner.explain(-42), planner.explain.cache_info().hits
     ('plan of -42', 'plan of -42', 1)
 
-    As cachetools' ``cachedmethod(cache=lambda self: self.cache)``. ``self`` is not part of
-    the default key, so an instance is never kept alive by the decorator or by its cache;
-    several methods may share the instance's cache (each has its own key space). ``key``
-    (which receives ``self`` too), ``ttl``, ``typed`` and ``condition`` are as for
+    As cachetools' ``cachedmethod``. ``self`` is not in the default key and no instance is
+    kept alive; methods may share the instance's cache. The options are those of
     :func:`cached`. ``instance.method`` is a :class:`CachedFunction` (or
-    :class:`AsyncCachedFunction`) on the instance's cache: its ``cache_info()`` counts the
-    calls on that cache, its ``cache_clear()`` removes the method's results from it.
+    :class:`AsyncCachedFunction`) on the instance's cache, counting the calls on it.
     """
     if not callable(cache):
         raise TypeError(
