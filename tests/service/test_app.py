@@ -719,3 +719,27 @@ def test_prometheus_exports_the_second_tier_per_cache(
         "features", "predictions", "fingerprints", "explain_plans", "anomalies"
     }  # fmt: skip
     assert families["pgcache_redis_degraded"].samples[0].value == 0.0
+
+
+def test_what_one_service_extracted_the_other_serves_without_the_database(
+    tiered_services: tuple[ServiceHandle, ServiceHandle], pg_workload: Workload, postgres_url: str
+) -> None:
+    first, second = tiered_services
+    query_hash = pg_workload.positive_ids[3]
+    with (
+        httpx.Client(base_url=first.url, timeout=30.0) as one,
+        httpx.Client(base_url=second.url, timeout=30.0) as other,
+    ):
+        statements = extractor_statement_calls(postgres_url)
+        assert one.get(FEATURES.format(query_hash)).status_code == 200
+        assert extractor_statement_calls(postgres_url) == statements + 1
+        features = other.get(FEATURES.format(query_hash))
+        assert features.status_code == 200
+        assert features.json()["query_hash"] == query_hash
+        assert extractor_statement_calls(postgres_url) == statements + 1  # an L2 hit
+        assert one.post(PREDICT.format(query_hash), json={}).status_code == 200
+        assert other.post(PREDICT.format(query_hash), json={}).status_code == 200
+        metrics = other.get("/api/v1/metrics/cache").json()["metrics"]
+    assert metrics["feature_cache"]["l2"]["hits"] >= 1
+    assert metrics["prediction_cache"]["l2"]["hits"] >= 1
+    assert metrics["prediction_cache"]["l2"]["loads"] == 0  # no ML call of its own

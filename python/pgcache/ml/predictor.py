@@ -1,4 +1,9 @@
-"""Cached predictions: features from an extractor, predictions from a client, one key each."""
+"""Cached predictions: features from an extractor, predictions from a client, one key each.
+
+Given a :class:`pgcache.CacheManager`, predictions go through its tiered ``predictions`` cache
+(:meth:`pgcache.CacheManager.tier`): with ``REDIS_URL`` set, one ML call per key across
+instances; without it, the manager's cache alone, as before.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pgcache._core import Cache
 from pgcache._validate import check_model_id, check_scenario
-from pgcache.caching.singleflight import AsyncSingleFlight
-from pgcache.keys import PredictionKey, prediction_key
+from pgcache.caching.tiered import TieredCache
+from pgcache.keys import prediction_key
 from pgcache.ml.client import AsyncMLClient, MLClient
 from pgcache.ml.models import Prediction, features_digest
 
@@ -22,20 +27,22 @@ def _made_from(cached: object, digest: str) -> bool:
 
 
 class _PredictionStore:
-    """Where predictions live: a plain Cache, or a CacheManager's ``"predictions"`` cache."""
+    """Where predictions live: a plain Cache, or a CacheManager's (tiered) ``"predictions"``
+    cache; both through a :class:`TieredCache` (a plain Cache is its own L1 and nothing more)."""
 
     def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
         if isinstance(cache_or_manager, Cache):
             self._manager: CacheManager | None = None
-            self.cache: Cache[Any, Any] = cache_or_manager
-        elif callable(getattr(cache_or_manager, "cache", None)):
+            self.tiered: TieredCache[Any, Any] = TieredCache(cache_or_manager)
+        elif callable(getattr(cache_or_manager, "tier", None)):
             self._manager = cache_or_manager
-            self.cache = cache_or_manager.cache("predictions")
+            self.tiered = cache_or_manager.tier("predictions")
         else:
             raise TypeError(
                 f"cache_or_manager={cache_or_manager!r}: expected a pgcache.Cache or a "
                 "pgcache.CacheManager"
             )
+        self.cache: Cache[Any, Any] = self.tiered.l1
 
     def enabled(self, query_hash: int, scenario: str, model_id: str | None) -> bool:
         """Whether to cache; a disabled manager still counts the miss in its metrics."""
@@ -93,11 +100,11 @@ class CachedPredictor:
         def predict() -> Prediction:
             return self.client.predict(features, scenario=scenario, model_id=model_id)
 
-        prediction: object = self._store.cache.get_or_set(key, predict)
+        prediction: object = self._store.tiered.get_or_set(key, predict)
         if _made_from(prediction, digest):
             return cast(Prediction, prediction)
         fresh = predict()  # stored for features that have changed since: replace it
-        self._store.cache.set(key, fresh)
+        self._store.tiered.set(key, fresh)
         return fresh
 
 
@@ -116,7 +123,6 @@ class AsyncCachedPredictor:
         self.extractor = extractor
         self.client = client
         self._store = _PredictionStore(cache_or_manager)
-        self._flight: AsyncSingleFlight[tuple[PredictionKey, str], Prediction] = AsyncSingleFlight()
 
     @property
     def cache(self) -> Cache[Any, Any]:
@@ -134,13 +140,13 @@ class AsyncCachedPredictor:
             return await self.client.predict(features, scenario=scenario, model_id=model_id)
         key = prediction_key(features.query_hash, scenario, model_id)
         digest = features_digest(features)
-        cached: object = self._store.cache.get(key)
-        if _made_from(cached, digest):
-            return cast(Prediction, cached)
 
-        async def predict_and_store() -> Prediction:
-            prediction = await self.client.predict(features, scenario=scenario, model_id=model_id)
-            self._store.cache.set(key, prediction)
-            return prediction
+        async def predict() -> Prediction:
+            return await self.client.predict(features, scenario=scenario, model_id=model_id)
 
-        return await self._flight.run((key, digest), predict_and_store)
+        prediction: object = await self._store.tiered.aget_or_set(key, predict)
+        if _made_from(prediction, digest):
+            return cast(Prediction, prediction)
+        fresh = await predict()  # stored for features that have changed since: replace it
+        await self._store.tiered.aset(key, fresh)
+        return fresh
