@@ -200,9 +200,8 @@ class _Counts:
         self.cleared = (0, 0)  # the readings at the last cache_clear()
 
     def hits_and_misses(self) -> tuple[int, int]:
-        calls_before, loads_before = self.cleared
-        loads = _read(self.loads) - loads_before
-        calls = _read(self.calls) - calls_before
+        loads = _read(self.loads) - self.cleared[1]
+        calls = _read(self.calls) - self.cleared[0]
         # A call counted before a concurrent cache_clear() may load after it.
         return max(calls - loads, 0), loads
 
@@ -211,12 +210,11 @@ class _Counts:
 
 
 class _Unstored(Exception):  # noqa: N818  # a carrier, not an error anyone sees
-    """Carries a result that ``condition`` rejected out of ``Cache.get_or_set``: nothing is
-    stored, and every thread waiting for the same key receives it too."""
+    """Carries a result (``args[0]``) that ``condition`` rejected out of ``Cache.get_or_set``:
+    nothing is stored, and every thread waiting for the same key receives it too."""
 
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
+
+_CacheOf = Callable[[Any], Cache[Hashable, Any]]  # the cache of an instance, from the instance
 
 
 class _Options(NamedTuple):
@@ -237,8 +235,7 @@ class _Wrapper:
     def __init__(
         self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
     ) -> None:
-        # Metadata first, so that wrapping a cached function cannot overwrite our own state.
-        # (Not functools.update_wrapper: __wrapped__ is a property here.)
+        # As functools.update_wrapper (whose __wrapped__ would hit our property), state after.
         for name in functools.WRAPPER_ASSIGNMENTS:
             if hasattr(func, name):
                 setattr(self, name, getattr(func, name))
@@ -281,8 +278,7 @@ class _Wrapper:
         return self._func
 
     def _copy(self, cls: type[T], changes: dict[str, object]) -> T:
-        # A shallow copy sharing key space, counts and (async) flights; cheaper than a new
-        # wrapper, since this runs on every attribute access of a cached method.
+        # Shares key space, counts and flights; runs on every attribute access of a method.
         bound = object.__new__(cls)
         state = self.__dict__.copy()  # a clone of the table, no re-insertion
         state.update(changes)
@@ -357,7 +353,7 @@ class CachedFunction(_CachedBase[P, R]):
         try:
             result: R = self.cache.get_or_set(key, lambda: self._load(args, kwargs), self._ttl)
         except _Unstored as unstored:
-            return cast(R, unstored.value)
+            return cast(R, unstored.args[0])
         return result
 
     @overload
@@ -441,12 +437,7 @@ class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
 class _PerInstance(_Wrapper):
     """What the sync and async cached methods share: a cache taken from each instance."""
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        options: _Options,
-        cache_of: Callable[[Any], Cache[Hashable, Any]],
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], options: _Options, cache_of: _CacheOf) -> None:
         super().__init__(func, options, None)
         self._cache_of = cache_of
         self._counts_by_cache: dict[int, _Counts] = {}
@@ -482,7 +473,6 @@ class CachedMethod(_PerInstance, Generic[S, P, R]):
 
     @property
     def __wrapped__(self) -> Callable[Concatenate[S, P], R]:
-        """The method called on a miss."""
         return cast("Callable[Concatenate[S, P], R]", self._func)
 
     def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -505,7 +495,6 @@ class AsyncCachedMethod(_PerInstance, _Coroutine, Generic[S, P, R]):
 
     @property
     def __wrapped__(self) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
-        """The method called on a miss."""
         return cast("Callable[Concatenate[S, P], Coroutine[Any, Any, R]]", self._func)
 
     async def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -649,7 +638,7 @@ def cached(
 class _MethodDecorator:
     """What ``cached_method(...)`` returns: turns a method into one cached per instance."""
 
-    def __init__(self, cache_of: Callable[[Any], Cache[Hashable, Any]], options: _Options) -> None:
+    def __init__(self, cache_of: _CacheOf, options: _Options) -> None:
         self.cache_of = cache_of
         self.options = options
 
