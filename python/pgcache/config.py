@@ -16,11 +16,9 @@ never prints the password of ``DATABASE_URL`` or ``REDIS_URL``.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from datetime import timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Final, Literal, Self, get_args
@@ -41,117 +39,31 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pgcache.access import Network, check_access_setting, parse_rate_limit, parse_trusted_proxies
 from pgcache.caching.redis_url import check_redis_url, mask_redis_url
+from pgcache.durations import (
+    DURATION_HINT,
+    format_duration as format_duration,
+    parse_duration as parse_duration,
+)
 from pgcache.errors import CONFIG_ERROR_TYPE, ConfigError
 from pgcache.keys import CACHE_NAMES, DEFAULT_KEY_PREFIX, check_key_prefix
 
 Mode = Literal["development", "production", "performance", "debugging"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 
-_DURATION_HINT: Final = "expected a duration like 15m, 900 or 1h30m"
+_DURATION_HINT: Final = DURATION_HINT
 _BOOL_HINT: Final = "expected a boolean: true/false, yes/no or 1/0"
 _TRUE: Final = frozenset({"true", "1", "yes"})
 _FALSE: Final = frozenset({"false", "0", "no"})
 _MASK: Final = "***"
 
-# Go's time.ParseDuration units, in nanoseconds; "µ" (micro sign) and "μ" (Greek mu) both occur.
-_UNIT_NS: Final[dict[str, int]] = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,
-    "\u03bcs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_SECONDS_RE: Final = re.compile(rf"[+-]?{_NUMBER}")
-_UNIT_ALTERNATION: Final = "|".join(sorted(map(re.escape, _UNIT_NS), key=len, reverse=True))
-_GO_DURATION_RE: Final = re.compile(rf"([+-]?)((?:{_NUMBER}(?:{_UNIT_ALTERNATION}))+)")
-_GO_PART_RE: Final = re.compile(rf"({_NUMBER})({_UNIT_ALTERNATION})")
 _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
 
 # The most entries a pgcache.Cache holds (the Rust core's MAX_CAPACITY: a 32-bit index).
 _CACHE_MAX_SIZE_LIMIT: Final = 4_294_966_972
-_RATE_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE_LIMIT_RE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*")
-_RATE_LIMIT_HINT: Final = "expected requests per second, minute or hour like 100/s or 6000/m"
-_ADMIN_TOKEN_RE: Final = re.compile(r"[\x21-\x7e]{16,256}")
-_ADMIN_TOKEN_HINT: Final = (
-    "expected 16 to 256 printable ASCII characters without spaces, e.g. the output of "
-    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-)
 _URL_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)([^&#]*)")
 _CONNINFO_PASSWORD_RE: Final = re.compile(r"(?i)(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
-
-
-def parse_duration(value: str | float | timedelta) -> timedelta:
-    """A ``timedelta`` from a Go-style duration string, a number of seconds, or a ``timedelta``.
-
-    Accepted: ``"100ms"``, ``"90s"``, ``"15m"``, ``"1h30m"``, ``"1.5h"``, ``"250us"``
-    (or ``µs``), ``"10ns"``, ``"900"``, ``"0.5"``, ``900``, ``0.5``, ``timedelta(...)``.
-    The result is rounded to the nearest microsecond (``timedelta``'s resolution).
-    Raises ``ValueError`` for anything else, including NaN and infinities.
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{value!r}: {_DURATION_HINT}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{value!r}: {_DURATION_HINT}")
-    if isinstance(value, int | float):
-        nanoseconds = Decimal(repr(value)) * _UNIT_NS["s"]
-    else:
-        nanoseconds = _parse_duration_text(value.strip())
-    microseconds = (nanoseconds / 1_000).to_integral_value(rounding=ROUND_HALF_EVEN)
-    try:
-        return timedelta(microseconds=int(microseconds))
-    except OverflowError:
-        raise ValueError(f"{value!r}: duration too large ({_DURATION_HINT})") from None
-
-
-def _parse_duration_text(text: str) -> Decimal:
-    """Nanoseconds of a Go-style duration or a plain number of seconds."""
-    try:
-        if _SECONDS_RE.fullmatch(text):
-            return Decimal(text) * _UNIT_NS["s"]
-        match = _GO_DURATION_RE.fullmatch(text)
-        if match is None:
-            raise ValueError(f"{text!r}: {_DURATION_HINT}")
-        total = sum(
-            (Decimal(number) * _UNIT_NS[unit] for number, unit in _GO_PART_RE.findall(match[2])),
-            Decimal(0),
-        )
-    except InvalidOperation:
-        raise ValueError(f"{text!r}: {_DURATION_HINT}") from None
-    return -total if match[1] == "-" else total
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest Go-style string for ``value``, which :func:`parse_duration` reads back.
-
-    ``timedelta(minutes=90)`` -> ``"1h30m"``, ``timedelta(milliseconds=100)`` -> ``"100ms"``,
-    ``timedelta(seconds=1.5)`` -> ``"1.5s"``, ``timedelta(0)`` -> ``"0s"``.
-    """
-    microseconds = value // timedelta(microseconds=1)
-    if microseconds == 0:
-        return "0s"
-    sign = "-" if microseconds < 0 else ""
-    microseconds = abs(microseconds)
-    if microseconds < 1_000_000:
-        if microseconds % 1_000 == 0:
-            return f"{sign}{microseconds // 1_000}ms"
-        return f"{sign}{microseconds}us"
-    hours, rest = divmod(microseconds, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    seconds, fraction = divmod(rest, 1_000_000)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
-    if fraction:
-        parts.append(f"{seconds}.{fraction:06d}".rstrip("0") + "s")
-    elif seconds:
-        parts.append(f"{seconds}s")
-    return sign + "".join(parts)
 
 
 def mask_database_url(url: str) -> str:
@@ -225,30 +137,6 @@ def parse_cache_ttls(value: object) -> dict[str, timedelta]:
     return ttls
 
 
-def parse_rate_limit(value: str) -> float:
-    """Requests per second from ``RATE_LIMIT``'s form ``N/s``, ``N/m`` or ``N/h`` (``100/s``,
-    ``6000/m``); ``ValueError`` for anything else or a rate of zero."""
-    match = _RATE_LIMIT_RE.fullmatch(value)
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(_RATE_LIMIT_HINT)
-    return float(match[1]) / _RATE_UNITS[match[2]]
-
-
-def parse_trusted_proxies(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """The networks of ``TRUSTED_PROXIES``: addresses or CIDR blocks separated by commas."""
-    networks = []
-    for item in value.split(","):
-        if item.strip():
-            try:
-                networks.append(ipaddress.ip_network(item.strip(), strict=False))
-            except ValueError:
-                raise ValueError(
-                    f"{item.strip()!r} is not an IP address or network; expected addresses or "
-                    "CIDR blocks separated by commas, like 10.0.0.0/8,127.0.0.1"
-                ) from None
-    return tuple(networks)
-
-
 def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
     """The one error for a bad variable: its name, its value, what is accepted."""
     return PydanticCustomError(
@@ -281,6 +169,7 @@ _POSITIVE_INT_FIELDS: Final = (
     "max_http_conns",
     "max_body_bytes",
     "max_client_conns",
+    "rate_limit_burst",
 )
 _NON_NEGATIVE_INT_FIELDS: Final = (
     "max_idle_database_conns",
@@ -400,40 +289,22 @@ class Settings(BaseSettings):
     )
 
     database_statement_timeout: timedelta = Field(
-        default=timedelta(seconds=5),
-        description="longest feature query; the service also stops waiting for a connection"
-        " and the query together after this plus its connection wait",
+        default=timedelta(seconds=5), description="longest feature query (then 504)"
     )
     shutdown_timeout: timedelta = Field(
-        default=timedelta(seconds=10),
-        description="requests in flight get this long after SIGTERM or SIGINT, then are cancelled",
+        default=timedelta(seconds=10), description="time requests get to finish after a signal"
     )
-    max_body_bytes: int = Field(default=65_536, description="largest request body (beyond it: 413)")
-    max_client_conns: int = Field(
-        default=1000,
-        description="connections and requests in progress served at once (beyond it: 503)",
-    )
+    max_body_bytes: int = Field(default=65_536, description="largest request body (then 413)")
+    max_client_conns: int = Field(default=1000, description="connections served at once (503)")
     negative_cache_ttl: timedelta = Field(
-        default=timedelta(seconds=5),
-        description="an unknown query hash is answered 404 from memory for this long",
+        default=timedelta(seconds=5), description="an unknown query hash is remembered this long"
     )
-    admin_token: SecretStr | None = Field(
-        default=None,
-        description="bearer token of the operator endpoints (cache invalidation and deletion);"
-        " unset: they answer 403",
-    )
+    admin_token: SecretStr | None = Field(default=None, description="operator bearer token")
     rate_limit: str | None = Field(
-        default=None,
-        description="requests per client, like 100/s or 6000/m; unset: no rate limit",
+        default=None, description="per client: 100/s, 6000/m; unset: off"
     )
-    rate_limit_burst: int | None = Field(
-        default=None,
-        description="requests a quiet client may make at once; unset: one second's worth",
-    )
-    trusted_proxies: str = Field(
-        default="",
-        description="addresses or networks of proxies whose X-Forwarded-For names the client",
-    )
+    rate_limit_burst: int | None = Field(default=None, description="default: one second's worth")
+    trusted_proxies: str = Field(default="", description="proxies whose X-Forwarded-For counts")
 
     @field_validator(*_DURATION_FIELDS, mode="before")
     @classmethod
@@ -451,9 +322,11 @@ class Settings(BaseSettings):
 
     @field_validator(*_POSITIVE_INT_FIELDS, *_NON_NEGATIVE_INT_FIELDS, mode="before")
     @classmethod
-    def _check_count(cls, value: object, info: ValidationInfo) -> int:
+    def _check_count(cls, value: object, info: ValidationInfo) -> int | None:
         field = str(info.field_name)
         default = cls.model_fields[field].default
+        if value is None and field == "rate_limit_burst":
+            return None
         minimum = 1 if field in _POSITIVE_INT_FIELDS else 0
         kind = "positive" if minimum else "non-negative"
         hint = f"expected a {kind} integer like {default}"
@@ -469,56 +342,19 @@ class Settings(BaseSettings):
             raise _invalid(field, repr(value), f"expected at most {_CACHE_MAX_SIZE_LIMIT}")
         return number
 
-    @field_validator("rate_limit_burst", mode="before")
+    @field_validator("rate_limit", "trusted_proxies", "admin_token", mode="before")
     @classmethod
-    def _check_burst(cls, value: object, info: ValidationInfo) -> int | None:
-        hint = "expected a positive integer like 100 (unset: one second's worth)"
+    def _check_access(cls, value: object, info: ValidationInfo) -> str | SecretStr | None:
+        field = str(info.field_name)
         if value is None:
             return None
-        if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
-            number = int(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            raise _invalid(str(info.field_name), repr(value), hint)
-        if not 1 <= number <= 2**63 - 1:
-            raise _invalid(str(info.field_name), repr(value), hint)
-        return number
-
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _check_rate_limit(cls, value: object, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise _invalid(str(info.field_name), repr(value), _RATE_LIMIT_HINT)
-        try:
-            parse_rate_limit(value)
-        except ValueError:
-            raise _invalid(str(info.field_name), repr(value), _RATE_LIMIT_HINT) from None
-        return "".join(value.split())
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _check_trusted_proxies(cls, value: object, info: ValidationInfo) -> str:
-        if not isinstance(value, str):
-            raise _invalid(str(info.field_name), repr(value), "expected addresses or networks")
-        try:
-            networks = parse_trusted_proxies(value)
-        except ValueError as exc:
-            raise _invalid(str(info.field_name), repr(value), str(exc)) from None
-        return ",".join(str(network) for network in networks)
-
-    @field_validator("admin_token", mode="before")
-    @classmethod
-    def _check_admin_token(cls, value: object, info: ValidationInfo) -> SecretStr | None:
-        if value is None:
-            return None
+        secret = field == "admin_token"
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not isinstance(text, str) or not _ADMIN_TOKEN_RE.fullmatch(text):
-            # never show the value: it may be a real token with a typo
-            raise _invalid(str(info.field_name), "***", _ADMIN_TOKEN_HINT)
-        return SecretStr(text)
+        try:
+            checked = check_access_setting(field, text)
+        except ValueError as exc:  # a token is never shown: it may be a real one with a typo
+            raise _invalid(field, "***" if secret else repr(value), str(exc)) from None
+        return SecretStr(checked) if secret else checked
 
     @field_validator("cache_enabled", "dashboard", mode="before")
     @classmethod
@@ -676,9 +512,7 @@ class Settings(BaseSettings):
         """``RATE_LIMIT`` in requests per second (``None``: no rate limit)."""
         return None if self.rate_limit is None else parse_rate_limit(self.rate_limit)
 
-    def trusted_proxy_networks(
-        self,
-    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
         """``TRUSTED_PROXIES`` as networks (a single address is a /32 or /128 network)."""
         return parse_trusted_proxies(self.trusted_proxies)
 

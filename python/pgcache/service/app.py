@@ -20,24 +20,28 @@ from pgcache.observability.requests import RequestMetrics, RequestMetricsMiddlew
 from pgcache.service.dashboard import STREAM_PATH, dashboard_routes
 from pgcache.service.lifespan import DEFAULT_DB_TIMEOUT, PgCacheState, pgcache_lifespan
 from pgcache.service.middleware import RequestIdMiddleware
+from pgcache.service.openapi import openapi_routes
 from pgcache.service.problems import http_error
+from pgcache.service.ratelimit import RateLimitMiddleware
 from pgcache.service.routes import pgcache_routes
-from pgcache.service.serving import check_port, serve_in_background
+from pgcache.service.serving import check_port, http_protocol, serve_in_background
 
 
 def create_app(
     settings: Settings | None = None, *, db_timeout: float = DEFAULT_DB_TIMEOUT
 ) -> Starlette:
-    """The pgcache service: :func:`pgcache_routes` and the dashboard's, :func:`pgcache_lifespan`,
-    request metrics per endpoint, request ids and JSON errors. ``settings`` defaults to the
+    """The pgcache service: :func:`pgcache_routes` and the dashboard's, the OpenAPI document
+    (``/openapi.json``, ``/docs``), :func:`pgcache_lifespan`, request metrics per endpoint,
+    request ids, the rate limit (``RATE_LIMIT``) and JSON errors. ``settings`` defaults to the
     environment, read at start-up."""
     db_timeout = check_seconds("db_timeout", db_timeout)
     request_metrics = RequestMetrics()
     return Starlette(
-        routes=[*pgcache_routes(), *dashboard_routes()],
+        routes=[*pgcache_routes(), *dashboard_routes(), *openapi_routes()],
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=request_metrics, exclude=[STREAM_PATH]),
             Middleware(RequestIdMiddleware),
+            Middleware(RateLimitMiddleware),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=partial(
@@ -130,6 +134,7 @@ def serve_in_thread(
         access_log=False,
         lifespan="on",
         loop="asyncio",
+        http=http_protocol("h11"),
         timeout_graceful_shutdown=5,
     )
     running = serve_in_background(

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from pgcache._core import Cache
 from pgcache._validate import check_seconds
 from pgcache.caching.manager import CacheManager
 from pgcache.config import Settings
@@ -27,6 +28,7 @@ from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
 from pgcache.postgres.features import AsyncPgStatStatementsExtractor
 from pgcache.postgres.pools import PoolSettings, make_async_pool
 from pgcache.service.metrics_stream import MetricsStream, StreamSources
+from pgcache.service.ratelimit import LimitsCollector, RequestLimiter
 
 DEFAULT_DB_TIMEOUT: Final = 5.0
 """Seconds a request waits for a database connection before answering 503."""
@@ -44,6 +46,9 @@ class PgCacheState:
     ``registry`` holds only the :class:`pgcache.PgCacheCollector` (caches, pool, ML client).
     ``requests``: the per-endpoint request metrics (None when the app records none);
     ``metrics_stream``: the dashboard's live metrics (None with ``DASHBOARD=false``).
+    ``unknown_queries``: query hashes found unknown, kept ``NEGATIVE_CACHE_TTL``;
+    ``rate_limiter``: the ``RATE_LIMIT`` of :class:`pgcache.service.ratelimit.RateLimitMiddleware`
+    (None: no limit), shared through Redis with ``REDIS_URL``.
     """
 
     settings: Settings
@@ -56,6 +61,8 @@ class PgCacheState:
     db_timeout: float
     requests: RequestMetrics | None = None
     metrics_stream: MetricsStream | None = None
+    unknown_queries: Cache[int, bool] | None = None
+    rate_limiter: RequestLimiter | None = None
 
 
 async def open_pool(settings: Settings, db_timeout: float) -> AsyncConnectionPool[Any]:
@@ -105,10 +112,24 @@ async def pgcache_lifespan(
         if settings.database_url:
             pool = await open_pool(settings, db_timeout)
             stack.push_async_callback(pool.close)
-            features = AsyncCachedFeatureExtractor(AsyncPgStatStatementsExtractor(pool), manager)
+            extractor = AsyncPgStatStatementsExtractor(
+                pool, statement_timeout=settings.database_statement_timeout
+            )
+            features = AsyncCachedFeatureExtractor(extractor, manager)
             predictor = AsyncCachedPredictor(features, ml_client, manager)
+        unknown_queries: Cache[int, bool] = Cache(
+            ttl=settings.negative_cache_ttl,
+            max_size=settings.cache_max_size,
+            name="unknown_queries",
+        )
+        stack.callback(unknown_queries.close)
+        shared = manager.shared_tier
+        rate_limiter = RequestLimiter.from_settings(
+            settings, shared=None if shared is None else shared.connection
+        )
         registry = CollectorRegistry(auto_describe=True)
         registry.register(PgCacheCollector(manager, pool, ml_client))
+        registry.register(LimitsCollector(rate_limiter))
         metrics_stream: MetricsStream | None = None
         if settings.dashboard:
             metrics_stream = MetricsStream(
@@ -127,6 +148,8 @@ async def pgcache_lifespan(
             db_timeout=db_timeout,
             requests=request_metrics,
             metrics_stream=metrics_stream,
+            unknown_queries=unknown_queries,
+            rate_limiter=rate_limiter,
         )
         try:
             yield

@@ -28,13 +28,21 @@ def error_response(
 
 
 class ProblemError(Exception):
-    """A client-visible error raised inside a handler; :func:`json_endpoint` turns it into JSON."""
+    """A client-visible error raised inside a handler; :func:`json_endpoint` turns it into JSON
+    (with ``headers``, e.g. ``WWW-Authenticate`` or ``Retry-After``)."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        """This problem as its JSON answer."""
+        return error_response(self.status, self.error, self.detail, self.headers)
 
 
 def problem_of(exc: Exception) -> ProblemError | None:
@@ -45,6 +53,8 @@ def problem_of(exc: Exception) -> ProblemError | None:
         return ProblemError(404, "query_not_found", str(exc))
     if isinstance(exc, PgStatStatementsUnavailableError):
         return ProblemError(503, "pg_stat_statements_unavailable", str(exc))
+    if isinstance(exc, psycopg.errors.QueryCanceled):  # statement_timeout, or no answer at all
+        return ProblemError(504, "database_timeout", f"the database did not answer in time: {exc}")
     if isinstance(exc, psycopg.OperationalError):  # includes PoolTimeout and PoolClosed
         return ProblemError(503, "database_unavailable", f"the database did not answer: {exc}")
     if isinstance(exc, MLServiceUnavailable):  # includes CircuitOpenError
@@ -67,7 +77,7 @@ def json_endpoint(handler: Handler) -> Handler:
             problem = problem_of(exc)
             if problem is None:
                 raise
-            return error_response(problem.status, problem.error, problem.detail)
+            return problem.response()
 
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__

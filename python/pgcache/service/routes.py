@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import inspect
 import re
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pgcache._validate import INT64_MAX, INT64_MIN, MAX_SCENARIO_LENGTH, validation_text
-from pgcache.errors import MLServiceError
+from pgcache._validate import INT64_MAX, INT64_MIN, validation_text
+from pgcache.errors import MLServiceError, QueryNotFoundError
 from pgcache.keys import CACHE_NAMES
 from pgcache.ml.predictor import AsyncCachedPredictor
 from pgcache.observability.snapshot import CacheStatusResponse, calculate_metrics_snapshot
 from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
+from pgcache.service.auth import require_admin
 from pgcache.service.lifespan import PgCacheState, pgcache_state
+from pgcache.service.limits import check_identifier, parse_json, read_body
+from pgcache.service.openapi import InvalidateRequest, PredictRequest
 from pgcache.service.problems import ProblemError, json_endpoint
 
 _QUERY_HASH_RE: Final = re.compile(r"-?[0-9]{1,20}")
@@ -50,44 +54,34 @@ def _query_hash(request: Request) -> int:
     )
 
 
-def _scenario(value: str) -> str:
-    if not 0 < len(value) <= MAX_SCENARIO_LENGTH or not value.isprintable():
-        raise ProblemError(
-            422,
-            "invalid_scenario",
-            f"scenario={value[:MAX_SCENARIO_LENGTH]!r}: expected 1 to {MAX_SCENARIO_LENGTH} "
-            "printable characters, e.g. current",
-        )
-    return value
-
-
-class _PredictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    scenario: StrictStr = "current"
-    model_id: StrictStr | None = None
-
-
-class _InvalidateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    query_hash: StrictInt | None = None
-    cache: StrictStr | None = None
-
-
-async def _json_body(request: Request, model: type[_M], *, empty_ok: bool) -> _M:
-    raw = await request.body()
-    if not raw.strip() and empty_ok:
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ProblemError(422, "invalid_body", f"the body is not valid JSON: {exc}") from None
+async def _json_body(
+    request: Request, state: PgCacheState, model: type[_M], *, empty_ok: bool
+) -> _M:
+    """The body as ``model``: at most ``MAX_BODY_BYTES`` (413), nested at most
+    :data:`pgcache.service.limits.MAX_JSON_DEPTH` deep, valid (422 otherwise)."""
+    raw = await read_body(request, state.settings.max_body_bytes)
+    data: Any = {} if empty_ok and not raw.strip() else parse_json(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProblemError(422, "invalid_body", validation_text(exc)) from None
+
+
+async def _unless_unknown(state: PgCacheState, query_hash: int, lookup: Awaitable[_T]) -> _T:
+    """``lookup``'s answer, unless ``query_hash`` was found unknown less than
+    ``NEGATIVE_CACHE_TTL`` ago (404 from memory: a flood of unknown hashes costs one database
+    read per hash per interval)."""
+    unknown = state.unknown_queries
+    if unknown is not None and query_hash in unknown:
+        if inspect.iscoroutine(lookup):
+            lookup.close()
+        raise QueryNotFoundError(query_hash)
+    try:
+        return await lookup
+    except QueryNotFoundError:
+        if unknown is not None:
+            unknown[query_hash] = True
+        raise
 
 
 def _require_database(
@@ -224,9 +218,11 @@ async def _features(request: Request) -> Response:
     """GET /api/v1/queries/{query_hash}/features?scenario=current: cached features."""
     state = pgcache_state(request)
     query_hash = _query_hash(request)
-    scenario = _scenario(request.query_params.get("scenario", "current"))
+    scenario = check_identifier("scenario", request.query_params.get("scenario", "current"))
     extractor, _ = _require_database(state)
-    features = await extractor.extract_query_features(query_hash, scenario)
+    features = await _unless_unknown(
+        state, query_hash, extractor.extract_query_features(query_hash, scenario)
+    )
     body = features.model_dump_json().encode()
     return _cacheable_json(request, body, _features_cache_control(state, features.collected_at))
 
@@ -235,10 +231,12 @@ async def _predict(request: Request) -> Response:
     """POST /api/v1/queries/{query_hash}/predict {scenario, model_id}: cached prediction."""
     state = pgcache_state(request)
     query_hash = _query_hash(request)
-    body = await _json_body(request, _PredictBody, empty_ok=True)
+    body = await _json_body(request, state, PredictRequest, empty_ok=True)
     _, predictor = _require_database(state)
-    prediction = await predictor.predict_query(
-        query_hash, _scenario(body.scenario), model_id=body.model_id
+    prediction = await _unless_unknown(
+        state,
+        query_hash,
+        predictor.predict_query(query_hash, body.scenario, model_id=body.model_id),
     )
     return Response(prediction.model_dump_json(), media_type="application/json", headers=_NO_STORE)
 
@@ -258,7 +256,8 @@ async def _clear_cache(state: PgCacheState, name: str) -> int:
 async def _invalidate(request: Request) -> Response:
     """POST /api/v1/cache/invalidate {"query_hash": n} or {"cache": name}: how many removed."""
     state = pgcache_state(request)
-    body = await _json_body(request, _InvalidateBody, empty_ok=False)
+    require_admin(request, state.settings.admin_token)
+    body = await _json_body(request, state, InvalidateRequest, empty_ok=False)
     if (body.query_hash is None) == (body.cache is None):
         raise ProblemError(
             422,
@@ -273,6 +272,8 @@ async def _invalidate(request: Request) -> Response:
                 f"query_hash={body.query_hash}: outside the signed 64-bit range of a queryid",
             )
         removed = await state.manager.ainvalidate_query(body.query_hash)
+        if state.unknown_queries is not None:
+            state.unknown_queries.pop(body.query_hash, None)
         return JSONResponse({"query_hash": body.query_hash, "removed": removed}, headers=_NO_STORE)
     assert body.cache is not None
     removed = await _clear_cache(state, body.cache)
@@ -282,7 +283,9 @@ async def _invalidate(request: Request) -> Response:
 async def _delete_cache(request: Request) -> Response:
     """DELETE /api/v1/cache/{name}: empty one cache (its metrics are kept)."""
     name: str = request.path_params["name"]
-    removed = await _clear_cache(pgcache_state(request), name)
+    state = pgcache_state(request)
+    require_admin(request, state.settings.admin_token)
+    removed = await _clear_cache(state, name)
     return JSONResponse({"cache": name, "removed": removed}, headers=_NO_STORE)
 
 
