@@ -49,8 +49,12 @@ def check_identifier(name: str, value: str) -> str:
 
 
 def _too_large(max_bytes: int) -> ProblemError:
+    # Connection: close, or the server would keep reading (and dropping) the rest of the body.
     return ProblemError(
-        413, "body_too_large", f"the request body is larger than {max_bytes} bytes (MAX_BODY_BYTES)"
+        413,
+        "body_too_large",
+        f"the request body is larger than {max_bytes} bytes (MAX_BODY_BYTES)",
+        {"Connection": "close"},
     )
 
 
