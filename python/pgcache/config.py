@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self, get_args
 from urllib.parse import urlsplit
 
+from pgcache._extras import require
+
+require("config", "pgcache.config")
+
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import (

@@ -16,7 +16,6 @@ import stamina
 from pydantic import BaseModel
 
 from pgcache._validate import check_optional_seconds, check_scenario, check_seconds
-from pgcache.config import Settings
 from pgcache.errors import MLServiceError, MLServiceUnavailable
 from pgcache.ml.models import (
     Prediction,
@@ -44,6 +43,7 @@ from pgcache.ml.stats import MLClientStats, Stats
 from pgcache.resilience.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
+    from pgcache.config import Settings
     from pgcache.postgres.features import QueryFeatures
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -79,7 +79,10 @@ class _ClientBase:
         pool_timeout: float | timedelta | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        settings = Settings.load() if settings is None else settings
+        if settings is None:
+            from pgcache.config import Settings  # pgcache[config]: only when none is given
+
+            settings = Settings.load()
         url = settings.ml_service_url if base_url is None else base_url
         try:
             parsed = httpx.URL(url)

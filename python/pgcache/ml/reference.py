@@ -23,6 +23,10 @@ anything, keeps no state beyond its start time, and does no authentication.
 
 from __future__ import annotations
 
+from pgcache._extras import require
+
+require("service", "pgcache.ml.reference")
+
 import argparse
 import json
 import math
