@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -35,6 +35,21 @@ _SWAGGER_UI: Final = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 # --- the models --------------------------------------------------------------------------------
 
 
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema counts them: ``7`` or ``7.0``; never ``"7"`` or ``true``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    return value
+
+
+QueryHash = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX), BeforeValidator(_json_integer)]
+"""A pg_stat_statements queryid in a JSON body."""
+
+
 class PredictRequest(BaseModel):
     """The body of ``POST /api/v1/queries/{query_hash}/predict`` (empty: the defaults)."""
 
@@ -49,12 +64,29 @@ class PredictRequest(BaseModel):
 
 
 class InvalidateRequest(BaseModel):
-    """The body of ``POST /api/v1/cache/invalidate``: exactly one of the two fields."""
+    """The body of ``POST /api/v1/cache/invalidate``: exactly one of the two fields (the
+    document says so as ``oneOf`` :class:`InvalidateQuery` or :class:`InvalidateCache`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    query_hash: StrictInt | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
+    query_hash: QueryHash | None = None
     cache: StrictStr | None = Field(default=None, max_length=MAX_IDENTIFIER_LENGTH)
+
+
+class InvalidateQuery(BaseModel):
+    """Remove every entry of one query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_hash: QueryHash
+
+
+class InvalidateCache(BaseModel):
+    """Empty one cache (features, predictions, fingerprints, explain_plans, anomalies)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache: StrictStr = Field(max_length=MAX_IDENTIFIER_LENGTH)
 
 
 class InvalidateQueryResult(BaseModel):
@@ -233,7 +265,11 @@ def _paths() -> dict[str, Any]:
                 "security": _BEARER,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("InvalidateRequest")}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"oneOf": [_ref("InvalidateQuery"), _ref("InvalidateCache")]}
+                        }
+                    },
                 },
                 "responses": {
                     "200": _json(
@@ -272,7 +308,8 @@ def openapi_document() -> dict[str, Any]:
 
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (PredictRequest, "validation"),
-        (InvalidateRequest, "validation"),
+        (InvalidateQuery, "validation"),
+        (InvalidateCache, "validation"),
         (QueryFeatures, "serialization"),
         (Prediction, "serialization"),
         (CacheStatusResponse, "serialization"),

@@ -1,0 +1,125 @@
+"""The OpenAPI contract: the document at ``/openapi.json`` describes every endpoint, and
+schemathesis, driving the running service (PostgreSQL and the reference ML service behind it)
+with a few hundred generated requests, finds no 5xx and no answer the document does not allow.
+The routes mounted in a FastAPI application appear in its own ``/docs`` document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from schemathesis import Case
+
+from pgcache.config import Settings
+from pgcache.ml.reference import MLServiceHandle, serve_in_thread as serve_ml_in_thread
+from pgcache.service.app import ServiceHandle, serve_in_thread
+from pgcache.service.openapi import add_to_fastapi, openapi_document
+from pgcache.service.routes import pgcache_routes
+
+TOKEN = "operator-token-0123456789abcdef"
+EXAMPLES_PER_OPERATION = 30  # eight operations: a few hundred requests in all
+
+
+@pytest.fixture(scope="module")
+def ml_service() -> Iterator[MLServiceHandle]:
+    with serve_ml_in_thread() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def service(postgres_url: str, ml_service: MLServiceHandle) -> Iterator[ServiceHandle]:
+    settings = Settings.load(
+        database_url=postgres_url,
+        ml_service_url=ml_service.url,
+        max_database_conns=4,
+        max_idle_database_conns=1,
+        admin_token=TOKEN,
+    )
+    with serve_in_thread(settings) as handle:
+        yield handle
+
+
+def _operations() -> list[Any]:
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+# Driven by hand rather than through schemathesis' pytest plugin: one test per operation, the
+# service started once for all of them.
+@pytest.mark.parametrize("operation", _operations(), ids=lambda operation: operation.label)
+def test_every_answer_matches_the_document_and_none_is_a_server_error(
+    operation: Any, service: ServiceHandle
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"} if operation.security else None
+
+    @given(case=operation.as_strategy())
+    @hypothesis_settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def exchange(case: Case) -> None:
+        case.call_and_validate(base_url=service.url, headers=headers)
+
+    exchange()
+
+
+# --- the document itself ----------------------------------------------------------------------
+
+
+def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
+    document = openapi_document()
+    assert document["openapi"] == "3.1.0"
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    routed = {
+        (method, route.path)
+        for route in pgcache_routes()
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert routed == documented
+
+
+def test_every_error_answer_is_a_problem_and_limits_are_documented() -> None:
+    document = openapi_document()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            assert "429" in answers, (method, path)
+            for status, answer in answers.items():
+                if int(status) >= 400 and not (path == "/readyz" and status == "503"):
+                    schema_ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert schema_ref == "#/components/schemas/Problem", (method, path, status)
+
+
+def test_the_service_serves_the_document_and_its_docs_page(service: ServiceHandle) -> None:
+    with httpx.Client(base_url=service.url, timeout=30.0) as http:
+        assert http.get("/openapi.json").json() == openapi_document()
+        page = http.get("/docs")
+    assert page.status_code == 200
+    assert "/openapi.json" in page.text
+    assert "swagger-ui" in page.text
+
+
+def test_the_routes_appear_in_a_fastapi_applications_docs() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+    app.router.routes.extend(pgcache_routes())
+    add_to_fastapi(app)
+    document = app.openapi()
+    assert "/api/v1/queries/{query_hash}/predict" in document["paths"]
+    assert "Prediction" in document["components"]["schemas"]
+    assert app.openapi() is document or app.openapi() == document
+
+
+def test_schemathesis_reads_every_operation_of_the_document() -> None:
+    assert len(_operations()) == 8
