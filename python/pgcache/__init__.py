@@ -17,6 +17,8 @@ from pgcache._core import (
     CacheMetrics as CacheMetrics,
     ManualClock as ManualClock,
     PgCacheError as PgCacheError,
+    RateLimitDecision as RateLimitDecision,
+    RateLimiter as RateLimiter,
     __version__ as __version__,
 )
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:  # the same names as _PUBLIC (tests/test_layout.py checks it)
         CacheManager as CacheManager,
         prediction_cache_key as prediction_cache_key,
     )
+    from pgcache.caching.redis_tier import RedisTier as RedisTier
+    from pgcache.caching.tiered import TieredCache as TieredCache
     from pgcache.config import (
         Settings as Settings,
         parse_duration as parse_duration,
@@ -113,7 +117,15 @@ if TYPE_CHECKING:  # the same names as _PUBLIC (tests/test_layout.py checks it)
         pgcache_routes as pgcache_routes,
     )
 
-_EAGER: Final = ("Cache", "CacheClosedError", "CacheMetrics", "ManualClock", "PgCacheError")
+_EAGER: Final = (
+    "Cache",
+    "CacheClosedError",
+    "CacheMetrics",
+    "ManualClock",
+    "PgCacheError",
+    "RateLimitDecision",
+    "RateLimiter",
+)
 
 # Public name -> the module that defines it (imported on first use).
 _PUBLIC: Final[dict[str, str]] = {
@@ -153,10 +165,12 @@ _PUBLIC: Final[dict[str, str]] = {
     "PredictionValidation": "pgcache.ml.models",
     "QueryFeatures": "pgcache.postgres.features",
     "QueryNotFoundError": "pgcache.errors",
+    "RedisTier": "pgcache.caching.redis_tier",
     "RequestIdMiddleware": "pgcache.service.middleware",
     "RequestIdLogFilter": "pgcache.service.request_ids",
     "ServiceHealth": "pgcache.ml.models",
     "Settings": "pgcache.config",
+    "TieredCache": "pgcache.caching.tiered",
     "TrainingJob": "pgcache.ml.models",
     "cached": "pgcache.caching.cached",
     "calculate_metrics_snapshot": "pgcache.observability.snapshot",
