@@ -12,18 +12,21 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.http_faults import Fault, FaultServer
+from tests.support.postgres import Workload
 
 _TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+) "
@@ -43,7 +46,13 @@ def _environment(**variables: str) -> dict[str, str]:
 class _Command:
     """``python -m pgcache ARGS`` in the background, its stderr collected line by line."""
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str],
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pgcache", *args],
             cwd=cwd,
@@ -52,6 +61,7 @@ class _Command:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -97,8 +107,15 @@ class _Command:
 
 
 @contextmanager
-def _serve(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[_Command]:
-    command = _Command("serve", "--port", "0", *args, cwd=cwd, env=env or _environment())
+def _serve(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Iterator[_Command]:
+    command = _Command(
+        "serve", "--port", "0", *args, cwd=cwd, env=env or _environment(), preexec_fn=preexec_fn
+    )
     try:
         yield command
     finally:
@@ -425,3 +442,127 @@ def test_serve_logs_a_database_outage_once_however_many_retries(tmp_path: Path) 
         assert len(outage) == 1, outage
         assert "WARNING psycopg.pool [-] pool 'pgcache' cannot connect to the database" in outage[0]
         assert not any("error connecting" in line for line in served.lines)
+
+
+# --- limits of a running service --------------------------------------------------------------
+
+BOUNDED = 30.0  # far above every configured timeout below: proves "bounded", not "fast"
+
+
+def test_a_stuck_request_is_cancelled_at_the_shutdown_deadline(
+    tmp_path: Path, postgres_url: str, pg_workload: Workload
+) -> None:
+    with FaultServer() as ml_service:
+        ml_service.push(Fault.slow(600.0), times=10)
+        env = _environment(
+            DATABASE_URL=postgres_url,
+            ML_SERVICE_URL=ml_service.url,
+            ML_SERVICE_TIMEOUT="10m",
+            SHUTDOWN_TIMEOUT="2s",
+            MAX_IDLE_DATABASE_CONNS="1",
+        )
+        with _serve(cwd=tmp_path, env=env) as served:
+            host, port = served.listening()
+            served.wait_for("Application startup complete")
+
+            def stuck() -> None:
+                connection = http.client.HTTPConnection(host, port, timeout=120)
+                try:
+                    connection.request(
+                        "POST", f"/api/v1/queries/{pg_workload.negative_ids[0]}/predict"
+                    )
+                    connection.getresponse().read()
+                except OSError:
+                    pass  # cut off by the shutdown: expected
+                finally:
+                    connection.close()
+
+            client = threading.Thread(target=stuck, daemon=True)
+            client.start()
+            deadline = time.monotonic() + 60
+            while ml_service.request_count() == 0:
+                assert time.monotonic() < deadline, "the request never reached the ML service"
+                time.sleep(0.05)
+            started = time.monotonic()
+            assert served.stop(signal.SIGTERM) == EXIT_SIGTERM
+            assert time.monotonic() - started < BOUNDED
+            assert any("Cancel 1 running task" in line for line in served.lines), served.lines
+            client.join(30)
+
+
+def _lower_open_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+
+def test_serve_raises_the_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    with _serve(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
+        served.wait_for(r"up to 1024 open files")
+
+
+def test_connections_that_never_send_a_request_are_closed_and_logged_without_a_flood(
+    tmp_path: Path,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    idle: list[socket.socket] = []
+    try:
+        with _serve(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
+            host, port = served.listening()
+            served.wait_for("Application startup complete")
+            for _ in range(1100):  # beyond the service's 1024 files, none sends a byte
+                idle.append(socket.create_connection((host, port), timeout=30))
+            # Until the idle ones are closed (the keep-alive timeout, 5 s) new connections may be
+            # refused; then /healthz answers.
+            assert _healthz_answers_within(host, port, BOUNDED)
+            closed = sum(1 for sock in idle if _closed_by_peer(sock))
+            assert closed > 0
+            assert served.stop() == EXIT_SIGTERM
+            text = "\n".join(served.lines)
+            assert text.count("out of system resource") <= 3, text[-3000:]
+            assert text.count("Traceback") <= 3, text[-3000:]
+            assert len(served.lines) < 100
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _healthz_answers_within(host: str, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return _get(host, port, "/healthz").status == 200
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(0.001)
+    try:
+        return sock.recv(1) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("command", ["config", "serve"])
+def test_a_cache_size_beyond_what_a_cache_holds_is_a_configuration_error(
+    command: str, tmp_path: Path
+) -> None:
+    args = [command] if command == "config" else [command, "--port", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pgcache", *args],
+        cwd=tmp_path,
+        env=_environment(CACHE_MAX_SIZE=str(2**40)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CACHE_MAX_SIZE=" in result.stderr
+    assert "Traceback" not in result.stderr
