@@ -9,6 +9,7 @@ per ``NEGATIVE_CACHE_TTL``.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -236,3 +237,56 @@ def test_invalidating_a_hash_forgets_that_it_was_unknown(
     before = extractor_statement_calls(postgres_url)
     assert client.get(FEATURES.format(unknown)).status_code == 404
     assert extractor_statement_calls(postgres_url) - before == 1
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+def _wait_closed(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (reading whatever it sends)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_a_connection_that_sends_nothing_is_closed(service: ServiceHandle) -> None:
+    host, port = service.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        assert _wait_closed(sock, 60.0)
+
+
+def test_a_request_head_trickled_past_the_timeout_is_closed(service: ServiceHandle) -> None:
+    host, port = service.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.settimeout(1.0)
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: pgcache\r\nX-Slow: " + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed
+
+
+def test_closed_idle_connections_are_counted(client: httpx.Client, service: ServiceHandle) -> None:
+    host, port = service.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        assert _wait_closed(sock, 60.0)
+    metrics = client.get("/metrics").text
+    found = re.search(
+        r'^pgcache_connections_refused_total\{reason="head_timeout"\} (\S+)$', metrics, re.M
+    )
+    assert found is not None
+    assert float(found[1]) >= 1
