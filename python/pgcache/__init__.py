@@ -25,8 +25,14 @@ from pgcache._core import (
 if TYPE_CHECKING:  # the same names as _PUBLIC (tests/test_layout.py checks it)
     from pgcache.caching.cached import (
         AsyncCachedFunction as AsyncCachedFunction,
+        AsyncCachedMethod as AsyncCachedMethod,
         CachedFunction as CachedFunction,
+        CachedMethod as CachedMethod,
+        CacheInfo as CacheInfo,
         cached as cached,
+        cached_method as cached_method,
+    )
+    from pgcache.caching.callkeys import (
         make_key as make_key,
     )
     from pgcache.caching.manager import (
@@ -131,6 +137,7 @@ _EAGER: Final = (
 _PUBLIC: Final[dict[str, str]] = {
     "AsyncCachedFeatureExtractor": "pgcache.postgres.cached_features",
     "AsyncCachedFunction": "pgcache.caching.cached",
+    "AsyncCachedMethod": "pgcache.caching.cached",
     "AsyncCachedPredictor": "pgcache.ml.predictor",
     "AsyncFeatureExtractor": "pgcache.postgres.features",
     "AsyncMLClient": "pgcache.ml.client",
@@ -141,7 +148,9 @@ _PUBLIC: Final[dict[str, str]] = {
     "CacheMetricsSnapshot": "pgcache.observability.snapshot",
     "CacheStatusResponse": "pgcache.observability.snapshot",
     "CachedFeatureExtractor": "pgcache.postgres.cached_features",
+    "CacheInfo": "pgcache.caching.cached",
     "CachedFunction": "pgcache.caching.cached",
+    "CachedMethod": "pgcache.caching.cached",
     "CachedPredictor": "pgcache.ml.predictor",
     "CircuitBreaker": "pgcache.resilience.breaker",
     "CircuitOpenError": "pgcache.errors",
@@ -173,10 +182,11 @@ _PUBLIC: Final[dict[str, str]] = {
     "TieredCache": "pgcache.caching.tiered",
     "TrainingJob": "pgcache.ml.models",
     "cached": "pgcache.caching.cached",
+    "cached_method": "pgcache.caching.cached",
     "calculate_metrics_snapshot": "pgcache.observability.snapshot",
     "create_app": "pgcache.service.app",
     "make_async_pool": "pgcache.postgres.pools",
-    "make_key": "pgcache.caching.cached",
+    "make_key": "pgcache.caching.callkeys",
     "make_pool": "pgcache.postgres.pools",
     "parse_duration": "pgcache.config",
     "pgcache_lifespan": "pgcache.service.lifespan",

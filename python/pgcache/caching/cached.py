@@ -28,7 +28,7 @@ import itertools
 import sys
 import types
 import weakref
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import Callable, Coroutine, Hashable
 from datetime import timedelta
 from typing import (
     Any,
@@ -45,6 +45,7 @@ from typing import (
 
 from pgcache._core import Cache
 from pgcache._validate import check_optional_seconds
+from pgcache.caching.callkeys import make_key
 from pgcache.caching.singleflight import AsyncSingleFlight
 
 P = ParamSpec("P")
@@ -52,103 +53,6 @@ P2 = ParamSpec("P2")
 R = TypeVar("R")
 S = TypeVar("S")
 T = TypeVar("T")
-
-
-class _Marker:
-    """A private tag inside keys; compares by identity, so no user value can equal it."""
-
-    __slots__ = ("_label",)
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-
-    def __repr__(self) -> str:
-        return self._label
-
-
-_LIST: Final = _Marker("<list>")
-_DICT: Final = _Marker("<dict>")
-_KWARGS: Final = _Marker("<kwargs>")
-
-# Immutable types whose values are their own canonical form (their hash never fails).
-_SCALARS: Final = frozenset({int, float, str, bytes, bool, complex, type(None)})
-
-
-class _UnhashableArgumentError(TypeError):
-    """Raised inside :func:`_freeze`; :func:`make_key` names the argument and re-raises."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__(value)
-        self.value = value
-
-
-def _freeze(value: object, typed: bool) -> Hashable:
-    """The canonical hashable form of one argument."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return (kind, value) if typed else value
-    if isinstance(value, tuple):
-        return tuple([_freeze(item, typed) for item in value])
-    if isinstance(value, list):
-        return (_LIST, tuple([_freeze(item, typed) for item in value]))
-    if isinstance(value, dict):
-        return _freeze_mapping(value, typed)
-    if isinstance(value, (set, frozenset)):  # a tuple: faster than a union in 3.11
-        # A set equals the frozenset with the same items, so both share one key.
-        return frozenset([_freeze(item, typed) for item in value])
-    if isinstance(value, bytearray):
-        return _freeze(bytes(value), typed)
-    try:
-        hash(value)
-    except TypeError:
-        # Checked only now: an ABC isinstance check is slow, and most arguments are hashable.
-        if isinstance(value, Mapping):
-            return _freeze_mapping(value, typed)
-        raise _UnhashableArgumentError(value) from None
-    return (kind, value) if typed else value
-
-
-def _freeze_mapping(value: Mapping[Any, Any], typed: bool) -> Hashable:
-    return (_DICT, frozenset([(_freeze(k, typed), _freeze(v, typed)) for k, v in value.items()]))
-
-
-def make_key(
-    args: tuple[object, ...], kwargs: Mapping[str, object], typed: bool = False
-) -> Hashable:
-    """The default cache key of one call: a tuple built from its arguments.
-
-    Lists, tuples, dicts, sets and bytearrays (also nested) become hashable; dicts, sets and
-    keyword arguments are order-insensitive. ``typed=True`` includes every value's type, so
-    ``1``, ``1.0`` and ``True`` give three keys instead of one. An argument that stays
-    unhashable raises ``TypeError`` naming it.
-    """
-    key: tuple[object, ...] = args
-    culprit: int | str = 0  # the argument being converted, named if it fails
-    try:
-        for arg in args:
-            if typed or type(arg) not in _SCALARS:
-                frozen: list[Hashable] = []
-                for item in args:
-                    culprit = len(frozen)
-                    frozen.append(_freeze(item, typed))
-                key = tuple(frozen)
-                break
-        if kwargs:
-            pairs: list[tuple[str, Hashable]] = []
-            for culprit, value in kwargs.items():
-                pairs.append((culprit, _freeze(value, typed)))
-            key = (*key, _KWARGS, frozenset(pairs))
-    except _UnhashableArgumentError as error:
-        where = (
-            f"positional argument {culprit}"
-            if isinstance(culprit, int)
-            else f"keyword argument {culprit!r}"
-        )
-        raise TypeError(
-            f"cannot build a cache key: {where} is {error.value!r} of unhashable type "
-            f"{type(error.value).__name__}; make it hashable or pass key= to cached()"
-        ) from None
-    return key
 
 
 class _Absent:
