@@ -44,8 +44,15 @@ FEATURES = "/api/v1/queries/{}/features"
 PREDICT = "/api/v1/queries/{}/predict"
 
 
+# The operator endpoints need ADMIN_TOKEN (tests/service/test_auth.py tests that part); every
+# client of these tests is an operator.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def _settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "admin_token": ADMIN_TOKEN,
         "max_database_conns": 10,
         "max_idle_database_conns": 1,
         "retry_max_attempts": 0,
@@ -89,7 +96,7 @@ def service(postgres_url: str, ml_service: MLServiceHandle) -> Iterator[ServiceH
 
 @pytest.fixture(scope="module")
 def client(service: ServiceHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=service.url, timeout=30.0) as http:
         yield http
 
 
@@ -102,7 +109,7 @@ def dead_db_client(ml_service: MLServiceHandle) -> Iterator[httpx.Client]:
     )
     with (
         serve_in_thread(settings, db_timeout=0.3) as handle,
-        httpx.Client(base_url=handle.url, timeout=30.0) as http,
+        httpx.Client(headers=OPERATOR, base_url=handle.url, timeout=30.0) as http,
     ):
         yield http
 
@@ -119,7 +126,7 @@ def faulty_ml_client(postgres_url: str, faulty_ml: FaultServer) -> Iterator[http
     settings = _settings(database_url=postgres_url, ml_service_url=faulty_ml.url)
     with (
         serve_in_thread(settings) as handle,
-        httpx.Client(base_url=handle.url, timeout=30.0) as http,
+        httpx.Client(headers=OPERATOR, base_url=handle.url, timeout=30.0) as http,
     ):
         yield http
 
@@ -492,7 +499,7 @@ def test_an_unexpected_error_is_a_500_json_and_a_logged_traceback(
     fresh_service: ServiceHandle, caplog: pytest.LogCaptureFixture, wait_until: WaitUntil
 ) -> None:
     fresh_service.state.manager.close()  # every cache now raises CacheClosedError
-    with httpx.Client(base_url=fresh_service.url) as http:
+    with httpx.Client(headers=OPERATOR, base_url=fresh_service.url) as http:
         response = http.get("/api/v1/metrics/cache", headers={"X-Request-ID": "bug-1"})
     body = _error_body(response, 500, "internal_error")
     assert body["request_id"] == "bug-1"
@@ -517,7 +524,7 @@ def test_cache_hits_answer_while_the_database_is_unreachable(
     fresh_service: ServiceHandle, pg_workload: Workload
 ) -> None:
     warm, cold = pg_workload.negative_ids[0], pg_workload.negative_ids[1]
-    with httpx.Client(base_url=fresh_service.url) as http:
+    with httpx.Client(headers=OPERATOR, base_url=fresh_service.url) as http:
         expected = http.get(FEATURES.format(warm)).json()
         pool = fresh_service.state.pool
         assert pool is not None
@@ -532,7 +539,7 @@ def test_cache_hits_answer_while_the_database_is_unreachable(
 def test_without_database_url_features_are_503_naming_it(ml_service: MLServiceHandle) -> None:
     with (
         serve_in_thread(_settings(ml_service_url=ml_service.url)) as handle,
-        httpx.Client(base_url=handle.url) as http,
+        httpx.Client(headers=OPERATOR, base_url=handle.url) as http,
     ):
         response = http.get(FEATURES.format(1))
         ready = http.get("/readyz")
@@ -638,7 +645,7 @@ def _shared_tier_settled(*services: ServiceHandle) -> bool:
 def test_readyz_names_redis_when_it_is_configured(
     tiered_services: tuple[ServiceHandle, ServiceHandle],
 ) -> None:
-    with httpx.Client(base_url=tiered_services[0].url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=tiered_services[0].url, timeout=30.0) as http:
         response = http.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": "ok", "ml_service": "ok", "redis": "ok"}
@@ -655,7 +662,7 @@ def test_readyz_says_redis_is_degraded_and_the_service_stays_ready(
     )
     with (
         serve_in_thread(settings) as handle,
-        httpx.Client(base_url=handle.url, timeout=30.0) as http,
+        httpx.Client(headers=OPERATOR, base_url=handle.url, timeout=30.0) as http,
     ):
         response = http.get("/readyz")
         metrics = http.get("/api/v1/metrics/cache").json()["metrics"]
@@ -673,7 +680,7 @@ def test_an_invalidation_sent_to_one_service_is_honoured_by_the_other(
     first.state.manager.set_explain_plan(query_hash, {"Plan": {"Node Type": "Seq Scan"}})
     assert wait_until(lambda: _shared_tier_settled(first, second))
     assert second.state.manager.get_explain_plan(query_hash) is not None  # an L2 hit
-    with httpx.Client(base_url=first.url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=first.url, timeout=30.0) as http:
         response = http.post("/api/v1/cache/invalidate", json={"query_hash": query_hash})
     assert response.status_code == 200
     assert wait_until(lambda: second.state.manager.cache("explain_plans").get(query_hash) is None)
@@ -687,7 +694,7 @@ def test_deleting_a_cache_on_one_service_empties_it_on_the_other(
     first.state.manager.set_anomaly(7, {"anomalous": False})
     assert wait_until(lambda: _shared_tier_settled(first, second))
     assert second.state.manager.get_anomaly(7) == {"anomalous": False}
-    with httpx.Client(base_url=first.url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=first.url, timeout=30.0) as http:
         assert http.delete("/api/v1/cache/anomalies").status_code == 200
     assert wait_until(lambda: len(second.state.manager.cache("anomalies")) == 0)
     assert second.state.manager.get_anomaly(7) is None
@@ -698,7 +705,7 @@ def test_cache_metrics_report_the_second_tier_and_the_redis_connection(
 ) -> None:
     first, second = tiered_services
     first.state.manager.set_fingerprint(11, "grouped")
-    with httpx.Client(base_url=second.url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=second.url, timeout=30.0) as http:
         second.state.manager.get_fingerprint(11)
         metrics = http.get("/api/v1/metrics/cache").json()["metrics"]
     assert set(metrics["query_results_cache"]["l2"]) >= {"hits", "misses", "errors", "bypassed"}
@@ -710,7 +717,7 @@ def test_cache_metrics_report_the_second_tier_and_the_redis_connection(
 def test_prometheus_exports_the_second_tier_per_cache(
     tiered_services: tuple[ServiceHandle, ServiceHandle],
 ) -> None:
-    with httpx.Client(base_url=tiered_services[0].url, timeout=30.0) as http:
+    with httpx.Client(headers=OPERATOR, base_url=tiered_services[0].url, timeout=30.0) as http:
         text = http.get("/metrics").text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families["pgcache_l2_hits"].type == "counter"
@@ -727,8 +734,8 @@ def test_what_one_service_extracted_the_other_serves_without_the_database(
     first, second = tiered_services
     query_hash = pg_workload.positive_ids[3]
     with (
-        httpx.Client(base_url=first.url, timeout=30.0) as one,
-        httpx.Client(base_url=second.url, timeout=30.0) as other,
+        httpx.Client(headers=OPERATOR, base_url=first.url, timeout=30.0) as one,
+        httpx.Client(headers=OPERATOR, base_url=second.url, timeout=30.0) as other,
     ):
         statements = extractor_statement_calls(postgres_url)
         assert one.get(FEATURES.format(query_hash)).status_code == 200
