@@ -247,8 +247,9 @@ def test_idempotent_calls_retry_read_timeouts(
     make_client: MakeClient, fault_server: FaultServer, endpoint: str
 ) -> None:
     fault_server.push(Fault.slow(5.0))
-    client = make_client(
-        make_settings(fault_server.url, ml_service_timeout=timedelta(milliseconds=200))
+    client = make_client(  # each wait is cut at 200 ms; the whole call may take 5 s
+        make_settings(fault_server.url, ml_service_timeout=timedelta(milliseconds=200)),
+        deadline=5.0,
     )
     client.call(endpoint)
     assert fault_server.request_count() == 2
