@@ -228,9 +228,15 @@ def test_threads_share_one_budget_exactly() -> None:
 
 def test_with_the_real_clock_a_request_retried_after_its_wait_is_allowed() -> None:
     limiter = RateLimiter(20.0, 1)
-    assert limiter.allow("client") == 0.0
-    for _ in range(5):
+    retried = 0
+    for _ in range(10_000):  # a loaded machine may refill the bucket between two calls
         wait = limiter.allow("client")
-        assert 0 < wait <= 0.1
+        if wait == 0.0:
+            continue
+        assert wait <= 0.1
         time.sleep(wait)
         assert limiter.allow("client") == 0.0
+        retried += 1
+        if retried == 5:
+            break
+    assert retried == 5
