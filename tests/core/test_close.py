@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gc
 import operator
-import subprocess
-import sys
-import textwrap
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.support.scripts import run_python
 
 from pgcache import Cache, CacheClosedError, ManualClock, PgCacheError
 
@@ -218,18 +216,8 @@ def test_many_closed_caches_release_their_values_and_expiry_keeps_working(
         assert wait_until(lambda: live.metrics().expirations == 1), live.metrics().to_dict()
 
 
-def _run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_live_caches_do_not_block_interpreter_exit() -> None:
-    result = _run_python(
+    result = run_python(
         """
         from pgcache import Cache
         caches = [Cache(ttl=1, cleanup_interval=0.01) for _ in range(10)]
@@ -243,7 +231,7 @@ def test_live_caches_do_not_block_interpreter_exit() -> None:
 
 
 def test_value_with_del_does_not_break_interpreter_exit() -> None:
-    result = _run_python(
+    result = run_python(
         """
         from pgcache import Cache
 

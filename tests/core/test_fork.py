@@ -11,13 +11,10 @@ waited for with a deadline: a hung child is killed and reported.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import functools
 
 import pytest
-
-HANG_TIMEOUT = 120.0
+from tests.support.scripts import SLOW_KEY, run_python
 
 #: Helpers for the scripts: fork a child running a function, wait for it with a deadline.
 PRELUDE = """
@@ -56,25 +53,15 @@ def eventually(predicate, deadline=20.0):
     return True
 """
 
-
-def run_python(script: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` (after the prelude) in a fresh interpreter, failing the test on a hang."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", PRELUDE + textwrap.dedent(script)],
-            capture_output=True,
-            text=True,
-            timeout=HANG_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"hung (killed after {HANG_TIMEOUT} s): {hung.stdout!r} {hung.stderr!r}")
+#: The forking scripts wait for their children with deadlines of their own.
+run_script = functools.partial(run_python, prelude=PRELUDE, timeout=120.0)
 
 
 @pytest.mark.slow
 def test_children_forked_during_a_sweep_of_a_large_cache_never_hang() -> None:
     # The issue's finding: a fork landing while the expiry thread held a store lock left the
     # child a lock that no thread would ever release (1 run in 3 with 2M entries).
-    result = run_python(
+    result = run_script(
         """
         entries = 400_000
         cache = Cache(max_size=1_000_000, cleanup_interval=0.001)
@@ -100,7 +87,7 @@ def test_children_forked_during_a_sweep_of_a_large_cache_never_hang() -> None:
 
 
 def test_a_forked_child_gets_background_expiry_and_so_does_the_parent() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache(ttl=0.05, cleanup_interval=0.01)
         cache.set_many((i, i) for i in range(100))
@@ -122,7 +109,7 @@ def test_a_forked_child_gets_background_expiry_and_so_does_the_parent() -> None:
 
 
 def test_a_child_that_exits_with_sys_exit_prints_nothing() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache(ttl=60, cleanup_interval=0.01)
         cache["k"] = "v"
@@ -139,7 +126,7 @@ def test_a_child_that_exits_with_sys_exit_prints_nothing() -> None:
 
 
 def test_a_multiprocessing_fork_pool_works_with_its_copies() -> None:
-    result = run_python(
+    result = run_script(
         """
         import multiprocessing
 
@@ -172,7 +159,7 @@ def test_a_multiprocessing_fork_pool_works_with_its_copies() -> None:
 
 
 def test_the_child_forgets_loads_of_threads_lost_in_the_fork() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
         loading, finish = threading.Event(), threading.Event()
@@ -203,20 +190,9 @@ def test_the_child_forgets_loads_of_threads_lost_in_the_fork() -> None:
 
 
 def test_a_cache_locked_by_another_thread_at_the_fork_raises_in_the_child() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache, other = Cache(), Cache()
-        inside, leave = threading.Event(), threading.Event()
-        slow = False
-
-        class Key:
-            def __hash__(self):
-                return 7
-            def __eq__(self, other):
-                if slow:
-                    inside.set()
-                    leave.wait()      # holds the store lock across the fork
-                return self is other
 
         cache[Key()] = "stored"
         other["k"] = "other"
@@ -239,7 +215,8 @@ def test_a_cache_locked_by_another_thread_at_the_fork_raises_in_the_child() -> N
         holder.join()
         slow = False
         print("parent", cache.get("x", "absent"), flush=True)
-        """
+        """,
+        prelude=PRELUDE + SLOW_KEY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -251,7 +228,7 @@ def test_a_cache_locked_by_another_thread_at_the_fork_raises_in_the_child() -> N
 
 
 def test_a_fork_from_inside_a_key_eq_keeps_that_cache_usable_in_the_child() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
         pids = []
@@ -287,7 +264,7 @@ def test_a_fork_from_inside_a_key_eq_keeps_that_cache_usable_in_the_child() -> N
 def test_children_forked_while_other_threads_use_the_cache_never_hang() -> None:
     # Threads that wait for a store lock while the fork holds it do not exist in the child:
     # releasing the lock there must not hand it to one of them.
-    result = run_python(
+    result = run_script(
         """
         cache = Cache(ttl=60, cleanup_interval=0.001)
         stop = threading.Event()
@@ -324,20 +301,9 @@ def test_children_never_inherit_the_lock_given_to_a_thread_that_waited_in_the_pa
     # Several threads wait for a lock that a slow key __eq__ holds when the fork starts; the
     # fork takes the lock after it, with some of them still queued. They do not exist in the
     # child, and the child's release of the lock must not hand it to one of them.
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
-        inside, leave = threading.Event(), threading.Event()
-        slow = False
-
-        class Key:
-            def __hash__(self):
-                return 7
-            def __eq__(self, other):
-                if slow:
-                    inside.set()
-                    leave.wait()
-                return self is other
 
         cache[Key()] = "stored"
 
@@ -363,7 +329,8 @@ def test_children_never_inherit_the_lock_given_to_a_thread_that_waited_in_the_pa
             for w in waiters:
                 w.join()
         print("failed", [c for c in codes if c != 0], len(cache), flush=True)
-        """
+        """,
+        prelude=PRELUDE + SLOW_KEY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["failed [] 5"]

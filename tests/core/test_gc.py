@@ -8,30 +8,13 @@ sweeps it or another thread holds its lock in a key's ``__eq__``.
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
-import textwrap
 import weakref
 from typing import Any
 
 import pytest
+from tests.support.scripts import SLOW_KEY, run_python
 
 from pgcache import Cache, ManualClock
-
-HANG_TIMEOUT = 60.0
-
-
-def run_python(script: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` in a fresh interpreter; a hang fails the test instead of the suite."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(script)],
-            capture_output=True,
-            text=True,
-            timeout=HANG_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"hung (killed after {HANG_TIMEOUT} s): {hung.stdout!r} {hung.stderr!r}")
 
 
 class Owner:
@@ -178,17 +161,6 @@ def test_a_collection_while_another_thread_holds_the_lock_in_eq_does_not_wait() 
         from pgcache import Cache
 
         cache = Cache()
-        inside, leave = threading.Event(), threading.Event()
-        armed = False
-
-        class Key:
-            def __hash__(self):
-                return 7
-            def __eq__(self, other):
-                if armed:
-                    inside.set()
-                    leave.wait()      # holds the store lock, interpreter released
-                return self is other
 
         class Value(list):
             pass
@@ -198,7 +170,7 @@ def test_a_collection_while_another_thread_holds_the_lock_in_eq_does_not_wait() 
         cache[Key()] = value
         value_ref = weakref.ref(value)
         del value
-        armed = True
+        slow = True
         worker = threading.Thread(target=lambda: cache.get(Key()))
         worker.start()
         inside.wait()
@@ -206,10 +178,11 @@ def test_a_collection_while_another_thread_holds_the_lock_in_eq_does_not_wait() 
         print("collected while held", value_ref() is not None, flush=True)
         leave.set()
         worker.join()
-        armed = False
+        slow = False
         gc.collect()
         print("still cached", value_ref() is not None and len(cache) == 1, flush=True)
-        """
+        """,
+        prelude=SLOW_KEY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["collected while held True", "still cached True"]

@@ -11,36 +11,19 @@ Tests that would hang on failure run in a subprocess with a timeout.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.support.scripts import run_python
 
 from pgcache import Cache, ManualClock
-
-HANG_TIMEOUT = 60.0
 
 #: Least-recently-used eviction where the cache offers a choice of policy: the tests that
 #: compare evictions must not depend on the default policy.
 LRU: dict[str, Any] = (
     {"policy": "lru"} if "policy=" in getattr(Cache, "__text_signature__", "") else {}
 )
-
-
-def run_python(script: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` in a fresh interpreter; a hang fails the test instead of the suite."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(script)],
-            capture_output=True,
-            text=True,
-            timeout=HANG_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"hung (killed after {HANG_TIMEOUT} s): {hung.stdout!r} {hung.stderr!r}")
 
 
 class BoomError(Exception):

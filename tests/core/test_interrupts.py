@@ -12,13 +12,10 @@ ignores signals hangs the script, and the timeout fails the test.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import functools
 
 import pytest
-
-HANG_TIMEOUT = 60.0
+from tests.support.scripts import SLOW_KEY, run_python
 
 #: Arms a SIGINT handler that raises only while the main thread is in the call under test,
 #: and a thread that sends SIGINT (or calls _thread.interrupt_main) until it was seen.
@@ -50,26 +47,14 @@ threading.Thread(target=keep_interrupting, daemon=True).start()
 """
 
 
-def run_python(script: str, how: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` (after the prelude) in a fresh interpreter, failing the test on a hang."""
-    source = PRELUDE + textwrap.dedent(script)
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", source, how],
-            capture_output=True,
-            text=True,
-            timeout=HANG_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"hung (killed after {HANG_TIMEOUT} s): {hung.stdout!r} {hung.stderr!r}")
-
+run_script = functools.partial(run_python, prelude=PRELUDE)
 
 HOW = pytest.mark.parametrize("how", ["kill", "interrupt_main"])
 
 
 @HOW
 def test_ctrl_c_reaches_a_get_or_set_waiting_for_another_threads_load(how: str) -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
         loading, finish = threading.Event(), threading.Event()
@@ -110,20 +95,9 @@ def test_ctrl_c_reaches_a_get_or_set_waiting_for_another_threads_load(how: str) 
 
 @HOW
 def test_ctrl_c_reaches_a_thread_waiting_for_the_store_lock(how: str) -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
-        inside, leave = threading.Event(), threading.Event()
-        slow = False
-
-        class Key:
-            def __hash__(self):
-                return 7
-            def __eq__(self, other):
-                if slow:
-                    inside.set()
-                    leave.wait()      # holds the store lock, interpreter released
-                return self is other
 
         cache[Key()] = "stored"
         slow = True
@@ -143,13 +117,14 @@ def test_ctrl_c_reaches_a_thread_waiting_for_the_store_lock(how: str) -> None:
         print("usable", cache.get("other"), len(cache), flush=True)
         """,
         how,
+        prelude=PRELUDE + SLOW_KEY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["interrupted while waiting", "usable 2 2"]
 
 
 def test_an_interrupted_waiter_changes_nothing_and_the_next_call_succeeds() -> None:
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
         loading, finish = threading.Event(), threading.Event()
@@ -183,20 +158,9 @@ def test_an_interrupted_waiter_changes_nothing_and_the_next_call_succeeds() -> N
 def test_a_load_interrupted_while_storing_its_result_does_not_block_its_key() -> None:
     # The loader itself is interrupted while it waits for the lock to store the result: its
     # load ends without being unregistered, and the next call for the key must replace it.
-    result = run_python(
+    result = run_script(
         """
         cache = Cache()
-        inside, leave = threading.Event(), threading.Event()
-        slow = False
-
-        class Key:
-            def __hash__(self):
-                return 7
-            def __eq__(self, other):
-                if slow:
-                    inside.set()
-                    leave.wait()
-                return self is other
 
         def factory():
             global slow
@@ -223,6 +187,7 @@ def test_a_load_interrupted_while_storing_its_result_does_not_block_its_key() ->
         print(cache.get_or_set("k", lambda: "loaded again"), flush=True)
         """,
         "kill",
+        prelude=PRELUDE + SLOW_KEY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["interrupted while storing", "loaded again"]
