@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
+from tests.support.typecheck import SLOW, mypy_strict
 
 TYPED_USE = """\
 from collections.abc import Callable, Coroutine, Hashable
@@ -126,33 +126,13 @@ Extractor.own.cache_info()  # flagged: no cache on the class, one per instance
 """
 
 
-def _mypy(tmp_path: Path, *files: Path) -> tuple[str, str, int]:
-    mypy_api = pytest.importorskip("mypy.api")
-    config = tmp_path / "mypy.ini"
-    config.write_text("[mypy]\n")
-    result: tuple[str, str, int] = mypy_api.run(
-        [
-            "--strict",
-            "--python-version",
-            "3.11",
-            "--config-file",
-            str(config),
-            "--cache-dir",
-            str(tmp_path / ".mypy_cache"),
-            "--no-error-summary",
-            "--show-error-codes",
-            *map(str, files),
-        ]
-    )
-    return result
-
-
+@SLOW
 def test_mypy_strict_keeps_the_decorated_signatures_and_flags_misuse(tmp_path: Path) -> None:
     good = tmp_path / "typed_use.py"
     good.write_text(TYPED_USE)
     bad = tmp_path / "mistyped_use.py"
     bad.write_text(MISTYPED_USE)
-    stdout, stderr, _ = _mypy(tmp_path, good, bad)
+    stdout, stderr, _ = mypy_strict(tmp_path, good, bad)
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert not [line for line in lines if line.startswith(str(good))], stdout + stderr
     flagged = {int(m.group(1)) for m in re.finditer(r"mistyped_use.py:(\d+): error", stdout)}

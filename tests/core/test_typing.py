@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import types
 from pathlib import Path
 
-import pytest
+from tests.support.typecheck import SLOW, mypy_strict, stubtest
 
 from pgcache import Cache
 
@@ -89,32 +87,13 @@ def test_subscripted_cache_can_be_instantiated() -> None:
         assert c.get("a") == 1
 
 
-def _mypy(tmp_path: Path, *files: Path) -> tuple[str, str, int]:
-    mypy_api = pytest.importorskip("mypy.api")
-    config = tmp_path / "mypy.ini"
-    config.write_text("[mypy]\n")
-    return mypy_api.run(
-        [
-            "--strict",
-            "--python-version",
-            "3.11",
-            "--config-file",
-            str(config),
-            "--cache-dir",
-            str(tmp_path / ".mypy_cache"),
-            "--no-error-summary",
-            "--show-error-codes",
-            *map(str, files),
-        ]
-    )
-
-
+@SLOW
 def test_mypy_strict_accepts_generic_use_and_reports_type_errors(tmp_path: Path) -> None:
     good = tmp_path / "good_use.py"
     good.write_text(GOOD_MODULE)
     bad = tmp_path / "bad_use.py"
     bad.write_text(BAD_MODULE)
-    stdout, stderr, status = _mypy(tmp_path, good, bad)
+    stdout, stderr, status = mypy_strict(tmp_path, good, bad)
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert status == 1, (stdout, stderr)
     assert not [line for line in lines if "good_use.py" in line], stdout
@@ -124,15 +103,8 @@ def test_mypy_strict_accepts_generic_use_and_reports_type_errors(tmp_path: Path)
     assert len(bad_lines) >= 2, stdout
 
 
+@SLOW
 def test_stubtest_finds_the_stub_consistent_with_the_extension(tmp_path: Path) -> None:
-    pytest.importorskip("mypy.stubtest")
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "pgcache._core"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=110,
-        check=False,
-    )
+    result = stubtest("pgcache._core", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().startswith("Success"), result.stdout
