@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.cli.demo_processes import (
+    alive,
+    demo_environment as _environment,
+    empty_tmpdir,
+    processes_mentioning,
+    serving_demo,
+    wait_until,
+)
 
 import pgcache
 from pgcache.cli import bench as bench_module, exits, main
@@ -27,49 +32,11 @@ _SMALL_DEMO = ("demo", "--requests", "120", "--queries", "15", "--runs", "3")
 _COMMANDS = ("serve", "ml-service", "config", "bench", "demo")
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not reaped by its parent, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (e.g. a data directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture
 def demo_tmpdir() -> Iterator[Path]:
     """An empty TMPDIR for the demo; readable by the unprivileged server user when root."""
-    path = Path(tempfile.mkdtemp(prefix="pgcache-demo-test-"))
-    path.chmod(0o755)
-    try:
+    with empty_tmpdir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _environment(tmpdir: Path | None = None, **variables: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() != "DATABASE_URL"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["COLUMNS"] = "120"
-    if tmpdir is not None:
-        env["TMPDIR"] = str(tmpdir)
-    env.update(variables)
-    return env
 
 
 def _pgcache(
@@ -98,13 +65,8 @@ def _server_pid(output: str) -> int:
 @pytest.fixture(scope="module")
 def demo_run() -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
     """One small demo run (shared by the tests that read its output), in its own TMPDIR."""
-    tmpdir = Path(tempfile.mkdtemp(prefix="pgcache-demo-test-"))
-    tmpdir.chmod(0o755)
-    try:
-        result = _pgcache(*_SMALL_DEMO, cwd=tmpdir, env=_environment(tmpdir))
-        yield result, tmpdir
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with empty_tmpdir() as tmpdir:
+        yield _pgcache(*_SMALL_DEMO, cwd=tmpdir, env=_environment(tmpdir)), tmpdir
 
 
 def test_demo_exits_0(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
@@ -141,8 +103,8 @@ def test_demo_leaves_no_server_process_behind(
 ) -> None:
     result, tmpdir = demo_run
     pid = _server_pid(result.stdout)
-    assert not _alive(pid)
-    assert _processes_mentioning(str(tmpdir)) == []
+    assert not alive(pid)
+    assert processes_mentioning(str(tmpdir)) == []
 
 
 def test_demo_leaves_no_temporary_directory_behind(
@@ -160,47 +122,26 @@ def test_demo_leaves_no_temporary_directory_behind(
 def test_demo_serve_stopped_by_a_signal_removes_everything(
     stop_signal: signal.Signals, demo_tmpdir: Path
 ) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "pgcache", *_SMALL_DEMO, "--serve"],
-        cwd=demo_tmpdir,
-        env=_environment(demo_tmpdir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            lines = []
-            for line in process.stdout:
-                lines.append(line)
-                if "curl" in line:
-                    break
-            output = "".join(lines)
-            assert "/api/v1/metrics/cache" in output, output
-            pid = _server_pid(output)
-            assert _alive(pid)
-            process.send_signal(stop_signal)
-            # Generous: on a loaded machine the shutdown (pool, services, PostgreSQL) can take
-            # seconds; it normally takes half of one.
-            _, errors = process.communicate(timeout=90)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with serving_demo(_SMALL_DEMO, demo_tmpdir, _environment(demo_tmpdir)) as (process, output):
+        assert "/api/v1/metrics/cache" in output, output
+        pid = _server_pid(output)
+        assert alive(pid)
+        process.send_signal(stop_signal)
+        # Generous: on a loaded machine the shutdown (pool, services, PostgreSQL) can take
+        # seconds; it normally takes half of one.
+        _, errors = process.communicate(timeout=90)
     assert process.returncode == 0, errors
 
-    # Processes are reaped asynchronously on a loaded machine: allow a short grace period.
     def everything_gone() -> bool:
         return (
-            not _alive(pid)
-            and _processes_mentioning(str(demo_tmpdir)) == []
+            not alive(pid)
+            and processes_mentioning(str(demo_tmpdir)) == []
             and list(demo_tmpdir.iterdir()) == []
         )
 
-    deadline = time.monotonic() + 10
-    while not everything_gone() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
-    assert _processes_mentioning(str(demo_tmpdir)) == []
+    wait_until(everything_gone, timeout=10)
+    assert not alive(pid)
+    assert processes_mentioning(str(demo_tmpdir)) == []
     assert list(demo_tmpdir.iterdir()) == []
 
 

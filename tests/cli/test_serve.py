@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.cli.demo_processes import alive
 from tests.support.http_faults import Fault, FaultServer
 from tests.support.postgres import Workload
 
@@ -285,15 +286,6 @@ def test_ml_service_stopped_by_a_signal_exits_128_plus_the_signal(
 # --- --workers ----------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not reaped by its parent, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -402,7 +394,7 @@ def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sig
         assert _answering_workers(host, port, workers) == set(workers)
 
         assert served.stop(signal.SIGTERM) == EXIT_SIGTERM
-        assert not [pid for pid in workers if _alive(pid)]
+        assert not [pid for pid in workers if alive(pid)]
         assert sum("Finished server process" in line for line in served.lines) == 2
         assert not any("Traceback" in line for line in served.lines)
 

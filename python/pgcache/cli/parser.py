@@ -10,7 +10,8 @@ Sub-commands (``pgcache COMMAND --help`` for each one's options):
   keys) with a table of throughput, latency, hit rates, evictions and memory;
 * ``demo``: the whole system end to end: PostgreSQL (``DATABASE_URL``, or a private server
   from :mod:`pgcache.postgres.devserver`), a real workload, both services, HTTP traffic with hot
-  keys, and a summary of what the caches saved.
+  keys, and a summary of what the caches saved; ``--instances N``: N service processes sharing
+  one Redis (:mod:`pgcache.cli.demo_instances`).
 
 The exit codes are listed in :mod:`pgcache.cli.exits`. This module is a thin shell over the
 library: it computes nothing the library or the service does not already expose.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from pgcache import __version__
 from pgcache.cli.exits import (
@@ -33,6 +35,9 @@ from pgcache.cli.exits import (
 )
 from pgcache.service.logs import LOG_FORMATS, LOG_LEVELS
 
+MAX_DEMO_INSTANCES: Final = 8
+"""The most service processes ``pgcache demo --instances`` starts."""
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -43,6 +48,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def instance_count(text: str) -> int:
+    """``demo --instances``: 1 to :data:`MAX_DEMO_INSTANCES`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_DEMO_INSTANCES:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of instances from 1 to {MAX_DEMO_INSTANCES}, got {text!r}"
+        )
     return value
 
 
@@ -142,10 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start PostgreSQL (DATABASE_URL, or a private server from the installed "
         "binaries, removed at exit), run a query workload, start the reference ML service "
         "and the pgcache service on free loopback ports, send HTTP traffic with 80/20 hot "
-        "keys, and print hit rates, latency cached vs. uncached and what was saved.",
+        "keys, and print hit rates, latency cached vs. uncached and what was saved. The "
+        "services get a random ADMIN_TOKEN, printed, unless ADMIN_TOKEN is set.",
     )
     demo.add_argument(
-        "--requests", type=positive_int, default=2000, help="HTTP requests to send (2000)"
+        "--requests",
+        type=positive_int,
+        default=2000,
+        help="HTTP requests to send, split evenly over the instances (2000)",
     )
     demo.add_argument(
         "--queries", type=positive_int, default=40, help="distinct query shapes to run (40)"
@@ -154,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=positive_int, default=20, help="executions of each query shape (20)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed of the traffic (0)")
+    demo.add_argument(
+        "--instances",
+        type=instance_count,
+        default=1,
+        help="service instances: 1 runs in this process; 2 to 8 are `pgcache serve` processes "
+        "sharing one Redis (REDIS_URL, or a private redis-server removed at exit) that get "
+        "the same requests in turn, then an invalidation sent to instance 1 is timed until "
+        "the others honour it (1)",
+    )
     demo.add_argument(
         "--serve",
         action="store_true",
