@@ -29,6 +29,8 @@ from tests.cli.demo_processes import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 _TWO_INSTANCES = (
     "demo", "--instances", "2", "--requests", "160", "--queries", "15", "--runs", "3",
 )  # fmt: skip

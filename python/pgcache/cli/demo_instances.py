@@ -7,7 +7,8 @@ to each instance in turn; the summary reads each instance's own counters from it
 endpoints (L1 hits, L2 hits, loads, ML calls) beside PostgreSQL's count of feature queries, then
 measures how long an invalidation sent to instance 1 takes to be honoured by the others: from
 its ``POST`` returning to the first answer with the new value. Every wait is on a condition,
-with a deadline generous enough for a loaded machine; nothing sleeps a fixed time.
+with a deadline generous enough for a loaded machine; nothing sleeps a fixed time. For the same
+reason the instances wait up to 2 s for a Redis reply (``REDIS_SOCKET_TIMEOUT``, unless set).
 
 Everything it starts (processes, servers, the directory of the instances' logs) is removed at
 exit, also on Ctrl-C and SIGTERM. It measures what the services expose; it computes no cache
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from rich.console import Console
@@ -48,6 +49,9 @@ from pgcache.cli.demo_parts import (
 )
 from pgcache.cli.exits import EXIT_OK, CommandError
 
+if TYPE_CHECKING:
+    from pgcache.config import Settings
+
 START_TIMEOUT: Final = 180.0
 """Seconds an instance gets to listen, then to be ready (imports on a loaded machine)."""
 STOP_TIMEOUT: Final = 30.0
@@ -55,6 +59,8 @@ STOP_TIMEOUT: Final = 30.0
 PROPAGATION_TIMEOUT: Final = 30.0
 """Seconds after which an invalidation not yet honoured by another instance counts as lost."""
 INVALIDATION_SAMPLES: Final = 20
+DEMO_REDIS_SOCKET_TIMEOUT: Final = "2s"
+"""REDIS_SOCKET_TIMEOUT of the instances unless it is configured."""
 
 _LISTENING: Final = re.compile(r" on (http://127\.0\.0\.1:\d+): \d+ worker")
 _POLL: Final = 0.05
@@ -324,9 +330,13 @@ def _print_propagation(console: Console, measured: Propagation, received: list[i
 
 
 def _instance_environment(
-    database_url: str, ml_url: str, redis_url: str, token: str
+    settings: Settings, database_url: str, ml_url: str, redis_url: str, token: str
 ) -> dict[str, str]:
     environment = dict(os.environ)
+    if "redis_socket_timeout" not in settings.model_fields_set:
+        # The default 250 ms is a production bound; a loaded demo machine can exceed it, and
+        # the tier would then (rightly) skip Redis, which is not what the demo is showing.
+        environment["REDIS_SOCKET_TIMEOUT"] = DEMO_REDIS_SOCKET_TIMEOUT
     environment.update(
         DATABASE_URL=database_url,
         ML_SERVICE_URL=ml_url,
@@ -358,7 +368,9 @@ def demo_instances(args: argparse.Namespace) -> int:
         hashes = demo_workload(console, database_url, args)
         ml_service = stack.enter_context(serve_ml_service())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgcache-demo-")))
-        variables = _instance_environment(database_url, ml_service.url, redis_url, token[0])
+        variables = _instance_environment(
+            environment, database_url, ml_service.url, redis_url, token[0]
+        )
         instances = [
             stack.enter_context(ServiceProcess(number, variables, logs))
             for number in range(1, args.instances + 1)
