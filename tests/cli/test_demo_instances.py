@@ -173,6 +173,32 @@ def test_two_instances_leave_no_process_and_no_directory_behind(
     assert wait_until(lambda: _everything_gone(pids, tmpdir), timeout=30)
 
 
+def test_an_unreachable_redis_url_exits_1_with_one_line_naming_it() -> None:
+    with empty_tmpdir() as tmpdir:
+        env = demo_environment(tmpdir, REDIS_URL="redis://:secret@127.0.0.1:1/0")
+        result = subprocess.run(
+            [sys.executable, "-m", "pgcache", *_TWO_INSTANCES],
+            cwd=tmpdir, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stderr.startswith("pgcache demo: REDIS_URL redis://")
+        assert result.stderr.count("\n") == 1
+        assert "secret" not in result.stdout + result.stderr
+        assert "PostgreSQL" not in result.stdout  # nothing was started
+        assert list(tmpdir.iterdir()) == []
+
+
+def test_more_instances_than_the_demo_starts_is_a_usage_error_naming_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pgcache.cli import main
+
+    assert main(["demo", "--instances", "9"]) == 2
+    assert "--instances: expected a number of instances from 1 to 8, got '9'" in (
+        capsys.readouterr().err
+    )
+
+
 # --- the operator token, and --serve stopped by a signal -----------------------------------------
 
 

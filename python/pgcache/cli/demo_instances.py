@@ -158,14 +158,30 @@ class ServiceProcess:
             self._log.close()
 
 
+def _check_answers(url: str) -> None:
+    """``CommandError`` naming REDIS_URL (password masked) unless it answers ``PING``."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    from pgcache.caching.redis_client import RedisConnection
+
+    connection = RedisConnection(url, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        connection.client().ping()
+    except (RedisError, RedisClusterException, OSError) as exc:
+        raise CommandError(f"REDIS_URL {connection.url} does not answer: {exc}") from None
+    finally:
+        connection.close()
+
+
 @contextmanager
 def _demo_redis(console: Console, redis_url: str | None) -> Iterator[str]:
-    """REDIS_URL, or a private ``redis-server`` removed when the block ends."""
+    """REDIS_URL (checked), or a private ``redis-server`` removed when the block ends."""
     from pgcache.caching.redis_url import mask_redis_url
     from pgcache.caching.redisserver import redis_url as shared_redis
 
     with shared_redis(redis_url) as (url, server):
         if server is None:
+            _check_answers(url)
             console.print(f"Redis: REDIS_URL {mask_redis_url(url)}", soft_wrap=True)
         else:
             console.print(
@@ -363,8 +379,8 @@ def demo_instances(args: argparse.Namespace) -> int:
     configure_logging("warning")
     per_instance = max(1, args.requests // args.instances)
     with sigterm_as_interrupt(), ExitStack() as stack:
-        database_url = stack.enter_context(demo_database(console, environment.database_url))
         redis_url = stack.enter_context(_demo_redis(console, environment.redis_url))
+        database_url = stack.enter_context(demo_database(console, environment.database_url))
         hashes = demo_workload(console, database_url, args)
         ml_service = stack.enter_context(serve_ml_service())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgcache-demo-")))
