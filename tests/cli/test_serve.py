@@ -1,6 +1,7 @@
 """``pgcache serve`` and ``pgcache ml-service`` as real subprocesses: their log lines (text and
 JSON, with the request id), a port in use, a graceful stop by signal (exit 130 for SIGINT, 143
-for SIGTERM), ``--workers 2`` (two processes answering on one port, all stopped by SIGTERM), a
+for SIGTERM), ``--workers 2`` (two processes answering on one port, sharing one Redis tier, all stopped by
+SIGTERM), a
 database outage in one line, the shutdown deadline with a stuck request, the open-file limit,
 connections that never send a request, and a configuration that config accepts but the cache
 could not hold."""
@@ -28,6 +29,8 @@ import pytest
 from tests.cli.demo_processes import alive
 from tests.support.http_faults import Fault, FaultServer
 from tests.support.postgres import Workload
+
+from pgcache.caching.redisserver import RedisServer
 
 _TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+) "
@@ -397,6 +400,68 @@ def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sig
         assert not [pid for pid in workers if alive(pid)]
         assert sum("Finished server process" in line for line in served.lines) == 2
         assert not any("Traceback" in line for line in served.lines)
+
+
+def _get_on(connection: http.client.HTTPConnection, path: str) -> tuple[int, str]:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+def _sample(prometheus_text: str, name: str, cache: str) -> float:
+    match = re.search(rf'^{name}{{cache="{cache}"}} (\S+)$', prometheus_text, re.M)
+    assert match is not None, (name, cache, prometheus_text)
+    return float(match[1])
+
+
+def test_two_workers_share_the_redis_tier(
+    tmp_path: Path, postgres_url: str, pg_workload: Workload, redis_server: RedisServer
+) -> None:
+    # A private Redis: nothing in it but what the two workers put there.
+    env = _environment(DATABASE_URL=postgres_url, REDIS_URL=redis_server.url)
+    queryid = next(iter(pg_workload.queryids.values()))
+    with _serve("--workers", "2", cwd=tmp_path, env=env) as served:
+        host, port = served.listening()
+        deadline = time.monotonic() + 120
+        while sum("Application startup complete" in line for line in served.lines) < 2:
+            assert time.monotonic() < deadline, "\n".join(served.lines)
+            time.sleep(0.05)
+        listening = {
+            s["inode"] for s in _tcp_sockets() if s["listening"] and s["local_port"] == port
+        }
+        workers = [pid for pid in _children(served.process.pid) if _socket_inodes(pid) & listening]
+        assert len(workers) == 2, workers
+        # One kept-alive connection to each worker: the first that reaches each one.
+        by_worker: dict[int, http.client.HTTPConnection] = {}
+        spare: list[http.client.HTTPConnection] = []
+        for _ in range(200):
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            assert _get_on(connection, "/healthz")[0] == 200
+            assert connection.sock is not None
+            owner = _owner_of(port, connection.sock.getsockname()[1], workers)
+            if owner is not None and owner not in by_worker:
+                by_worker[owner] = connection
+            else:
+                spare.append(connection)
+            if len(by_worker) == 2:
+                break
+        try:
+            first, second = by_worker.values()
+            path = f"/api/v1/queries/{queryid}/features"
+            status, loaded = _get_on(first, path)
+            assert status == 200, loaded
+            status, shared = _get_on(second, path)
+            assert status == 200, shared
+            assert json.loads(shared) == json.loads(loaded)
+            first_metrics, second_metrics = (_get_on(c, "/metrics")[1] for c in (first, second))
+        finally:
+            for connection in [*by_worker.values(), *spare]:
+                connection.close()
+        # The first worker read PostgreSQL and wrote Redis; the second found it in Redis.
+        assert _sample(first_metrics, "pgcache_l2_misses_total", "features") >= 1
+        assert _sample(second_metrics, "pgcache_l2_hits_total", "features") == 1
+        assert _sample(second_metrics, "pgcache_misses_total", "features") == 1  # its L1
+        assert served.stop(signal.SIGTERM) == EXIT_SIGTERM
 
 
 # --- a database outage through the command ---------------------------------------------------
