@@ -1,10 +1,9 @@
 """``pgcache serve`` and ``pgcache ml-service`` as real subprocesses: their log lines (text and
 JSON, with the request id), a port in use, a graceful stop by signal (exit 130 for SIGINT, 143
-for SIGTERM), ``--workers 2`` (two processes answering on one port, sharing one Redis tier, all stopped by
-SIGTERM), a
-database outage in one line, the shutdown deadline with a stuck request, the open-file limit,
-connections that never send a request, and a configuration that config accepts but the cache
-could not hold."""
+for SIGTERM), ``--workers 2`` (two processes answering on one port, sharing one Redis tier,
+all stopped by SIGTERM), a database outage in one line, the shutdown deadline with a stuck
+request, the open-file limit, connections that never send a request, and a configuration that
+config accepts but the cache could not hold."""
 
 from __future__ import annotations
 
