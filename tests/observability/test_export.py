@@ -62,6 +62,18 @@ def _lookups(cache: Cache[Any, Any], *, hits: int, misses: int) -> None:
         assert cache.get("absent") is None
 
 
+def _churn(manager: CacheManager) -> int:
+    """Ten rounds over 20 fingerprints (a full cache of frequent entries), then 300 new ones
+    seen once: W-TinyLFU turns most newcomers away. Returns how many entries left."""
+    for _ in range(10):
+        for query in range(20):
+            if manager.get_fingerprint(query) is None:
+                manager.set_fingerprint(query, f"q{query}")
+    for query in range(100, 400):
+        manager.set_fingerprint(query, f"q{query}")
+    return 20 + 300 - 20
+
+
 def _scrape(registry: CollectorRegistry) -> dict[str, dict[str, float]]:
     """Sample name -> {label value (cache or pool name, "" if none) -> value}, as scraped."""
     samples: dict[str, dict[str, float]] = {}
@@ -97,6 +109,7 @@ def test_snapshot_counts_three_hits_and_one_miss(manager: CacheManager) -> None:
         hits=3,
         misses=1,
         evictions=0,
+        rejections=0,
         expirations=0,
         hit_rate=75.0,
         size=1,
@@ -162,6 +175,21 @@ def test_snapshot_counts_evictions_and_expirations(clock: ManualClock) -> None:
     assert anomalies.size == 1  # entry 2 has expired too, but nothing has looked at it yet
 
 
+def test_snapshot_counts_rejected_newcomers_apart_from_evictions(clock: ManualClock) -> None:
+    with CacheManager(max_size=20, clock=clock, cleanup_interval=3600.0) as manager:
+        left = _churn(manager)
+        counters = manager.cache("fingerprints").metrics()
+        snapshot = calculate_metrics_snapshot(manager)
+    fingerprints = snapshot.query_results_cache
+    assert fingerprints.rejections > 0
+    assert (fingerprints.rejections, fingerprints.evictions) == (
+        counters.rejections,
+        counters.evictions,
+    )
+    assert fingerprints.evictions + fingerprints.rejections == left
+    assert snapshot.feature_cache.rejections == 0
+
+
 def test_snapshot_reports_the_ttls_of_the_settings() -> None:
     with CacheManager.from_settings(Settings(cache_max_size=500)) as manager:
         snapshot = calculate_metrics_snapshot(manager)
@@ -201,6 +229,7 @@ def test_snapshot_json_has_the_original_field_names(manager: CacheManager) -> No
         "hits",
         "misses",
         "evictions",
+        "rejections",
         "expirations",
         "hit_rate",
         "size",
@@ -250,6 +279,7 @@ def test_detailed_metrics_reject_impossible_numbers() -> None:
             hits=-1,
             misses=0,
             evictions=0,
+            rejections=0,
             expirations=0,
             hit_rate=0.0,
             size=0,
@@ -296,6 +326,7 @@ def test_collector_exports_counters_per_cache(
     assert samples["pgcache_hits_total"] == {**zero, "fingerprints": 3.0}
     assert samples["pgcache_misses_total"] == {**zero, "fingerprints": 1.0}
     assert samples["pgcache_evictions_total"] == zero
+    assert samples["pgcache_rejections_total"] == zero
     assert samples["pgcache_expirations_total"] == zero
 
 
@@ -336,6 +367,22 @@ def test_collector_counts_evictions_and_expirations(
     assert samples["pgcache_size"]["explain_plans"] == 0.0
 
 
+def test_collector_counts_rejections(clock: ManualClock, registry: CollectorRegistry) -> None:
+    with CacheManager(max_size=20, clock=clock, cleanup_interval=3600.0) as manager:
+        registry.register(PgCacheCollector(manager))
+        left = _churn(manager)
+        counters = manager.cache("fingerprints").metrics()
+        samples = _scrape(registry)
+    assert counters.rejections > 0
+    assert samples["pgcache_rejections_total"]["fingerprints"] == float(counters.rejections)
+    assert samples["pgcache_rejections_total"]["features"] == 0.0
+    assert (
+        samples["pgcache_evictions_total"]["fingerprints"]
+        + samples["pgcache_rejections_total"]["fingerprints"]
+        == left
+    )
+
+
 def test_collector_follows_prometheus_naming_and_types(
     manager: CacheManager, registry: CollectorRegistry
 ) -> None:
@@ -344,6 +391,7 @@ def test_collector_follows_prometheus_naming_and_types(
         "pgcache_hits": "counter",
         "pgcache_misses": "counter",
         "pgcache_evictions": "counter",
+        "pgcache_rejections": "counter",
         "pgcache_expirations": "counter",
         "pgcache_size": "gauge",
         "pgcache_max_size": "gauge",

@@ -66,7 +66,8 @@ class PgCacheCollector(Collector):
     Register it with a registry: ``registry.register(PgCacheCollector(manager, pool))``.
     Per cache (label ``cache``: features, predictions, fingerprints, explain_plans,
     anomalies): counters ``pgcache_hits_total``, ``pgcache_misses_total``,
-    ``pgcache_evictions_total``, ``pgcache_expirations_total``; gauges ``pgcache_size``,
+    ``pgcache_evictions_total``, ``pgcache_rejections_total`` (new entries W-TinyLFU gave up),
+    ``pgcache_expirations_total``; gauges ``pgcache_size``,
     ``pgcache_max_size``, ``pgcache_hit_ratio`` (0 to 1) and ``pgcache_ttl_seconds``
     (absent for a cache without TTL). Gauge ``pgcache_enabled`` (1 or 0). With a pool
     (label ``pool``: its name): the ``pgcache_db_pool_*`` gauges and counters of
@@ -120,7 +121,12 @@ class PgCacheCollector(Collector):
         hits = CounterMetricFamily("pgcache_hits", "Cache lookups that hit.", labels=labels)
         misses = CounterMetricFamily("pgcache_misses", "Cache lookups that missed.", labels=labels)
         evictions = CounterMetricFamily(
-            "pgcache_evictions", "Entries evicted to make room (LRU).", labels=labels
+            "pgcache_evictions", "Entries given up to make room for new ones.", labels=labels
+        )
+        rejections = CounterMetricFamily(
+            "pgcache_rejections",
+            "New entries given up by W-TinyLFU: less frequent than the entry they would replace.",
+            labels=labels,
         )
         expirations = CounterMetricFamily(
             "pgcache_expirations", "Entries removed because their TTL passed.", labels=labels
@@ -143,6 +149,7 @@ class PgCacheCollector(Collector):
                 hits.add_metric([name], metrics.hits)
                 misses.add_metric([name], metrics.misses)
                 evictions.add_metric([name], metrics.evictions)
+                rejections.add_metric([name], metrics.rejections)
                 expirations.add_metric([name], metrics.expirations)
                 size.add_metric([name], metrics.size)
                 max_size.add_metric(
@@ -151,7 +158,18 @@ class PgCacheCollector(Collector):
                 hit_ratio.add_metric([name], hit_rate(metrics.hits, metrics.misses) / 100.0)
                 if cache.ttl is not None:
                     ttl.add_metric([name], cache.ttl)
-        yield from (hits, misses, evictions, expirations, size, max_size, hit_ratio, ttl, enabled)
+        yield from (
+            hits,
+            misses,
+            evictions,
+            rejections,
+            expirations,
+            size,
+            max_size,
+            hit_ratio,
+            ttl,
+            enabled,
+        )
 
     def _tier_families(self, *, with_samples: bool) -> Iterator[Metric]:
         tiers = (tier_metrics_of(self._manager) or {}) if with_samples else {}

@@ -177,7 +177,13 @@ class CacheDetailedMetrics(BaseModel):
 
     hits: int = Field(ge=0, description="lookups that found a live entry")
     misses: int = Field(ge=0, description="lookups that found nothing or an expired entry")
-    evictions: int = Field(ge=0, description="entries removed to make room (LRU)")
+    evictions: int = Field(
+        ge=0, description="entries given up to make room (LRU's oldest, or W-TinyLFU's victim)"
+    )
+    rejections: int = Field(
+        ge=0,
+        description="new entries W-TinyLFU gave up: less frequent than the one they would replace",
+    )
     expirations: int = Field(ge=0, description="entries removed because their TTL passed")
     hit_rate: float = Field(ge=0, le=100, description="100 * hits / (hits + misses); 0 if none")
     size: int = Field(ge=0, description="live entries now")
@@ -197,6 +203,7 @@ class CacheDetailedMetrics(BaseModel):
             hits=metrics.hits,
             misses=metrics.misses,
             evictions=metrics.evictions,
+            rejections=metrics.rejections,
             expirations=metrics.expirations,
             hit_rate=metrics.hit_rate,
             size=metrics.size,
