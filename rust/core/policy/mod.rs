@@ -145,3 +145,16 @@ pub fn random_seed() -> u64 {
     hasher.write_u64(0x0070_6763_6163_6865); // "pgcache"
     hasher.finish()
 }
+
+/// A tuning constant, or in test builds its override from the environment
+/// (`PGCACHE_KNOB_<NAME>`), for the trace simulator (see `simulate.rs`).
+#[cfg(test)]
+pub(crate) fn knob(name: &str, default: f64) -> f64 {
+    std::env::var(format!("PGCACHE_KNOB_{name}")).map_or(default, |v| v.parse().expect("a number"))
+}
+/// A tuning constant (overridable in test builds only).
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn knob(_name: &str, default: f64) -> f64 {
+    default
+}

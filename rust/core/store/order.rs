@@ -111,7 +111,7 @@ impl<K, V, F> Store<K, V, F> {
                 let mut slab = Slab(&mut self.nodes);
                 p.on_insert(&mut slab, index);
                 let (hits, misses) = self.metrics.lookups();
-                p.maintain(&mut slab, self.len, hits + misses);
+                p.maintain(&mut slab, self.len, hits, misses);
             }
         }
     }
