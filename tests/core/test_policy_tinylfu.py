@@ -136,12 +136,13 @@ def replay(cache: Cache[int, bool], keys: list[int]) -> float:
 
 @pytest.mark.skipif(not GLI.exists(), reason=f"the LIRS traces are not at {TRACES}")
 def test_gli_trace_hit_rate_matches_the_benchmark(make_cache: Any) -> None:
-    # benches/hitrate.py, gli @ 500: LRU 0.009, tinylfu 0.330, theine 0.323, optimum 0.343.
+    # benches/hitrate.py, gli @ 500: LRU 0.009, tinylfu 0.330, theine 0.323, optimum 0.343;
+    # tinylfu 0.331 to 0.335 over eight runs of this code (each cache draws its own seed).
     with gzip.open(GLI, "rt") as lines:
         keys = [int(line.split()[0]) for line in lines if line.strip() not in ("", "*")]
     assert len(keys) == 6015
     assert replay(make_cache(max_size=500, policy="lru"), keys) == pytest.approx(0.009, abs=0.001)
-    assert replay(make_cache(max_size=500), keys) == pytest.approx(0.330, abs=0.015)
+    assert replay(make_cache(max_size=500), keys) == pytest.approx(0.333, abs=0.015)
 
 
 def test_zipf_with_scans_hit_rate_matches_the_benchmark(make_cache: Any) -> None:
@@ -154,10 +155,10 @@ def test_zipf_with_scans_hit_rate_matches_the_benchmark(make_cache: Any) -> None
         keys += range(2000)
     lru = replay(make_cache(max_size=250, policy="lru"), keys)
     tinylfu = replay(make_cache(max_size=250), keys)
-    # Measured with this code: LRU 0.542; tinylfu 0.593 to 0.607 over eight runs (each cache
+    # Measured with this code: LRU 0.542; tinylfu 0.603 to 0.614 over eight runs (each cache
     # draws its own sketch seed).
     assert lru == pytest.approx(0.542, abs=0.001)
-    assert tinylfu == pytest.approx(0.600, abs=0.015)
+    assert tinylfu == pytest.approx(0.608, abs=0.015)
 
 
 # --------------------------------------------------------------------------- model-based test
