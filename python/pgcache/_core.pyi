@@ -3,7 +3,9 @@
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import GenericAlias, TracebackType
-from typing import Any, Generic, Literal, NoReturn, TypeVar, final, overload
+from typing import Any, Generic, Literal, NoReturn, Self, TypeVar, final, overload
+
+from typing_extensions import disjoint_base
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -13,6 +15,8 @@ __all__ = [
     "Cache",
     "CacheClosedError",
     "CacheMetrics",
+    "CachedCall",
+    "CallCounter",
     "ManualClock",
     "PgCacheError",
     "RateLimitDecision",
@@ -196,3 +200,38 @@ class Cache(Generic[_K, _V]):
     def __contains__(self, key: object, /) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[_K]: ...
+
+@final
+class CallCounter:
+    """How many times a cached function was called (bumped by ``CachedCall.__call__``)."""
+
+    def __new__(cls) -> CallCounter: ...
+    @property
+    def value(self) -> int:
+        """The calls counted so far."""
+
+@disjoint_base
+class CachedCall:
+    """The native base of ``pgcache.CachedFunction`` and ``AsyncCachedFunction``: builds the
+    default key of calls with plain arguments and answers hits without running Python code;
+    calls back into its subclass (``_call``, ``_load``, ``_miss``) for everything else."""
+
+    def __new__(cls, *_args: object, **_kwargs: object) -> Self: ...
+    def _configure(
+        self,
+        *,
+        cache: Cache[Any, Any] | None,
+        tag: object,
+        ttl: float | None,
+        typed: bool,
+        native_keys: bool,
+        calls: CallCounter,
+        unstored: type[BaseException],
+        ready: Callable[[Any], Any] | None,
+        kwargs_marker: object,
+    ) -> None:
+        """Sets what calls need, once."""
+    @property
+    def cache(self) -> Cache[Any, Any]:
+        """The cache the results are stored in."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...

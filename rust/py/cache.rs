@@ -88,7 +88,7 @@ impl Cache {
 
     /// One counted lookup: the live value (made most recently used) or None.
     #[inline(always)]
-    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    pub(crate) fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
         self.with_key(py, key, |store, hash, probe, released| {
             let now = || self.shared.core.now();
             let found = store.get(hash, &mut probe.eq(), now, released)?;
@@ -114,6 +114,103 @@ impl Cache {
             Removed::Live(_key, value) => Some(value),
             Removed::Expired | Removed::Absent => None,
         })
+    }
+
+    /// `get_or_set` with the key already hashed, the TTL parsed and the factory a Rust closure:
+    /// what the cached-function object (`cached.rs`) calls, so that its hit counts once.
+    pub(crate) fn get_or_load(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        hash: u64,
+        ttl_ns: Option<u64>,
+        factory: impl FnOnce() -> PyResult<Value>,
+    ) -> PyResult<Value> {
+        let me = thread_token(py);
+        let mut released = Released::new();
+        let probe = Probe::new(&self.shared, key);
+        let mut replaced = None;
+        let load = {
+            let mut store = self.shared.lock(py)?;
+            let found = store
+                .get(
+                    hash,
+                    &mut probe.eq(),
+                    || self.shared.core.now(),
+                    &mut released,
+                )
+                .map_err(StoreFailed::into_err)?;
+            if let Some(value) = found {
+                return Ok(value.clone_ref(py));
+            }
+            let running = store
+                .find_load(hash, &mut probe.eq())
+                .map_err(StoreFailed::into_err)?
+                .cloned();
+            match running {
+                // A load that finished without unregistering (its thread could not
+                // take the lock again, e.g. interrupted by a signal) is replaced.
+                Some(stale) if stale.is_finished() => {
+                    let stale_key = store.end_load(|l| Arc::ptr_eq(l, &stale));
+                    released.extend(stale_key.map(Garbage::Key));
+                    replaced = Some(stale); // holds its outcome: dropped after the lock
+                    let load = Arc::new(Load::new(me));
+                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
+                    Ok(load)
+                }
+                Some(load) if load.owner == me => {
+                    return Err(PyRuntimeError::new_err(
+                        "get_or_set: the factory for this key asked for the same key again",
+                    ));
+                }
+                Some(load) => Err(load),
+                None => {
+                    let load = Arc::new(Load::new(me));
+                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
+                    Ok(load)
+                }
+            }
+        };
+        release(released);
+        drop(replaced);
+        let load = match load {
+            Ok(mine) => mine,
+            Err(theirs) => return theirs.wait(py),
+        };
+
+        let outcome = factory();
+        let mut released = Released::new();
+        let stored = (|| {
+            let mut store = self.shared.lock(py)?;
+            if let Some(loading_key) = store.end_load(|l| Arc::ptr_eq(l, &load)) {
+                released.push(Garbage::Key(loading_key));
+            }
+            if let Ok(value) = &outcome {
+                let now = self.shared.core.now();
+                let expires_at = self.shared.core.expires_at(now, ttl_ns);
+                let probe = Probe::new(&self.shared, key);
+                store
+                    .insert(
+                        hash,
+                        || key.clone().unbind(),
+                        value.clone_ref(py),
+                        expires_at,
+                        &mut probe.eq(),
+                        now,
+                        &mut released,
+                    )
+                    .map_err(StoreFailed::into_err)?;
+            }
+            Ok(())
+        })();
+        release(released);
+        let outcome = stored.and(outcome);
+        let shared_outcome = match &outcome {
+            Ok(value) => Ok(value.clone_ref(py)),
+            Err(error) => Err(error.clone_ref(py)),
+        };
+        load.finish(py, shared_outcome);
+        outcome
     }
 }
 
@@ -436,91 +533,7 @@ impl Cache {
     ) -> PyResult<Value> {
         let hash = table_hash(key)?;
         let ttl_ns = optional_ttl_ns(ttl)?;
-        let me = thread_token(py);
-        let mut released = Released::new();
-        let probe = Probe::new(&self.shared, key);
-        let mut replaced = None;
-        let load = {
-            let mut store = self.shared.lock(py)?;
-            let found = store
-                .get(
-                    hash,
-                    &mut probe.eq(),
-                    || self.shared.core.now(),
-                    &mut released,
-                )
-                .map_err(StoreFailed::into_err)?;
-            if let Some(value) = found {
-                return Ok(value.clone_ref(py));
-            }
-            let running = store
-                .find_load(hash, &mut probe.eq())
-                .map_err(StoreFailed::into_err)?
-                .cloned();
-            match running {
-                // A load that finished without unregistering (its thread could not
-                // take the lock again, e.g. interrupted by a signal) is replaced.
-                Some(stale) if stale.is_finished() => {
-                    let stale_key = store.end_load(|l| Arc::ptr_eq(l, &stale));
-                    released.extend(stale_key.map(Garbage::Key));
-                    replaced = Some(stale); // holds its outcome: dropped after the lock
-                    let load = Arc::new(Load::new(me));
-                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
-                    Ok(load)
-                }
-                Some(load) if load.owner == me => {
-                    return Err(PyRuntimeError::new_err(
-                        "get_or_set: the factory for this key asked for the same key again",
-                    ));
-                }
-                Some(load) => Err(load),
-                None => {
-                    let load = Arc::new(Load::new(me));
-                    store.begin_load(hash, key.clone().unbind(), Arc::clone(&load));
-                    Ok(load)
-                }
-            }
-        };
-        release(released);
-        drop(replaced);
-        let load = match load {
-            Ok(mine) => mine,
-            Err(theirs) => return theirs.wait(py),
-        };
-
-        let outcome = factory.call0().map(Bound::unbind);
-        let mut released = Released::new();
-        let stored = (|| {
-            let mut store = self.shared.lock(py)?;
-            if let Some(loading_key) = store.end_load(|l| Arc::ptr_eq(l, &load)) {
-                released.push(Garbage::Key(loading_key));
-            }
-            if let Ok(value) = &outcome {
-                let now = self.shared.core.now();
-                let expires_at = self.shared.core.expires_at(now, ttl_ns);
-                let probe = Probe::new(&self.shared, key);
-                store
-                    .insert(
-                        hash,
-                        || key.clone().unbind(),
-                        value.clone_ref(py),
-                        expires_at,
-                        &mut probe.eq(),
-                        now,
-                        &mut released,
-                    )
-                    .map_err(StoreFailed::into_err)?;
-            }
-            Ok(())
-        })();
-        release(released);
-        let outcome = stored.and(outcome);
-        let shared_outcome = match &outcome {
-            Ok(value) => Ok(value.clone_ref(py)),
-            Err(error) => Err(error.clone_ref(py)),
-        };
-        load.finish(py, shared_outcome);
-        outcome
+        self.get_or_load(py, key, hash, ttl_ns, || factory.call0().map(Bound::unbind))
     }
 
     /// Keys of live entries: most recently used first under "lru"; under

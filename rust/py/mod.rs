@@ -2,6 +2,7 @@
 
 mod args;
 mod cache;
+mod cached;
 mod clock;
 mod errors;
 mod expiry;
@@ -16,6 +17,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<cache::Cache>()?;
+    m.add_class::<cached::CachedCall>()?;
+    m.add_class::<cached::CallCounter>()?;
     m.add_class::<clock::ManualClock>()?;
     m.add_class::<metrics::CacheMetrics>()?;
     m.add_class::<ratelimit::RateLimiter>()?;

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use parking_lot::MutexGuard;
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
+use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::PyString;
 
 use super::errors::closed_error;
 use crate::core::waits::{Blocker, Waiting};
@@ -131,16 +131,62 @@ impl<'a, 'py> Probe<'a, 'py> {
     fn compare(&self, stored: &Key) -> Result<bool, StoreFailed> {
         let py = self.key.py();
         let stored = stored.bind(py);
-        if stored.is_exact_instance_of::<PyString>() && self.key.is_exact_instance_of::<PyString>()
-        {
-            // SAFETY: both are str objects; comparing two str runs no Python code.
-            let order = unsafe { pyo3::ffi::PyUnicode_Compare(stored.as_ptr(), self.key.as_ptr()) };
-            return Ok(order == 0);
+        if let Some(equal) = plain_equal(stored.as_ptr(), self.key.as_ptr(), 0) {
+            return Ok(equal);
         }
         self.shared.owner.store(thread_token(py), Ordering::Release);
         let equal = stored.eq(self.key);
         self.shared.owner.store(0, Ordering::Release);
         equal.map_err(|error| StoreFailed(Box::new(error)))
+    }
+}
+
+/// `a == b` when both are of one exact built-in type whose comparison runs no Python code
+/// and creates no object (str, int, float, bytes, complex), or exact tuples of such items of
+/// equal length (compared as a tuple does: identity first); None for anything else.
+fn plain_equal(a: *mut ffi::PyObject, b: *mut ffi::PyObject, depth: u32) -> Option<bool> {
+    if a == b {
+        return Some(true);
+    }
+    // SAFETY: both are live objects, borrowed by the caller, which is attached.
+    unsafe {
+        let kind = ffi::Py_TYPE(a);
+        if kind != ffi::Py_TYPE(b) {
+            return None;
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            let length = ffi::PyTuple_GET_SIZE(a);
+            if depth >= 8 {
+                return None;
+            }
+            if length != ffi::PyTuple_GET_SIZE(b) {
+                return Some(false);
+            }
+            for i in 0..length {
+                let (x, y) = (ffi::PyTuple_GET_ITEM(a, i), ffi::PyTuple_GET_ITEM(b, i));
+                if !plain_equal(x, y, depth + 1)? {
+                    return Some(false);
+                }
+            }
+            return Some(true);
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            return Some(ffi::PyUnicode_Compare(a, b) == 0);
+        }
+        let scalar = kind == std::ptr::addr_of_mut!(ffi::PyLong_Type)
+            || kind == std::ptr::addr_of_mut!(ffi::PyFloat_Type)
+            || kind == std::ptr::addr_of_mut!(ffi::PyBytes_Type)
+            || kind == std::ptr::addr_of_mut!(ffi::PyComplex_Type);
+        if !scalar {
+            return None;
+        }
+        match ffi::PyObject_RichCompareBool(a, b, ffi::Py_EQ) {
+            -1 => {
+                ffi::PyErr_Clear();
+                None
+            }
+            equal => Some(equal == 1),
+        }
     }
 }
 

@@ -7,12 +7,17 @@ A miss calls the function once per key however many callers miss at once: thread
 Errors reach every waiting caller and are never stored; nor is a result ``condition`` rejects,
 which still reaches every waiting caller (sync: carried out of ``get_or_set`` by ``_Unstored``).
 
-Hits and misses are counted per function and cache by two ``itertools.count`` (one C call on the
-hit path, no count lost between threads). A cached ``async def`` passes
+A cached function is a :class:`pgcache._core.CachedCall`, whose native ``__call__`` builds the
+default key of calls with plain arguments (exact scalars and tuples of them, positional or by
+keyword) exactly as :func:`make_key` does and answers a hit without running Python code (an async
+hit as a finished coroutine); it calls back here for a miss (``_load``, ``_miss``) and for every
+other call (``_call``: other argument types, ``key=``, a method whose instance is in the key).
+
+Calls are counted natively (a :class:`pgcache._core.CallCounter`), loads (calls that ran the
+function) by an ``itertools.count``; hits are the difference. A cached ``async def`` passes
 :func:`inspect.iscoroutinefunction`: on 3.12+ through :func:`inspect.markcoroutinefunction`; on
 3.11, whose check reads the code flags of function-like objects only, the wrapper carries the
-code of its own ``async def __call__`` (what runs when it is called) and the attributes of a
-function that check reads.
+code of a coroutine function and the attributes of a function that check reads.
 
 What it deliberately does not do: it does not cache exceptions or ``await`` results of sync
 functions, does not copy values (callers share the stored object, as with ``lru_cache``), does
@@ -31,6 +36,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Hashable
 from datetime import timedelta
 from typing import (
+    TYPE_CHECKING,
     Any,
     Concatenate,
     Final,
@@ -43,9 +49,9 @@ from typing import (
     overload,
 )
 
-from pgcache._core import Cache
+from pgcache._core import Cache, CachedCall, CallCounter
 from pgcache._validate import check_optional_seconds
-from pgcache.caching.callkeys import make_key
+from pgcache.caching.callkeys import KWARGS, make_key
 from pgcache.caching.singleflight import AsyncSingleFlight
 
 P = ParamSpec("P")
@@ -53,6 +59,7 @@ P2 = ParamSpec("P2")
 R = TypeVar("R")
 S = TypeVar("S")
 T = TypeVar("T")
+B = TypeVar("B", bound="_CachedBase[Any, Any]")
 
 
 class _Absent:
@@ -99,23 +106,29 @@ class _Counts:
     __slots__ = ("calls", "cleared", "loads")
 
     def __init__(self) -> None:
-        self.calls = itertools.count()
+        self.calls = CallCounter()  # bumped by the native __call__
         self.loads = itertools.count()
         self.cleared = (0, 0)  # the readings at the last cache_clear()
 
     def hits_and_misses(self) -> tuple[int, int]:
         loads = _read(self.loads) - self.cleared[1]
-        calls = _read(self.calls) - self.cleared[0]
+        calls = self.calls.value - self.cleared[0]
         # A call counted before a concurrent cache_clear() may load after it.
         return max(calls - loads, 0), loads
 
     def reset(self) -> None:
-        self.cleared = (_read(self.calls), _read(self.loads))
+        self.cleared = (self.calls.value, _read(self.loads))
 
 
 class _Unstored(Exception):  # noqa: N818  # a carrier, not an error anyone sees
     """Carries a result (``args[0]``) that ``condition`` rejected out of ``Cache.get_or_set``:
     nothing is stored, and every thread waiting for the same key receives it too."""
+
+
+async def _ready(value: T) -> T:
+    """An async hit: the native ``__call__`` returns this finished coroutine (the cheapest
+    awaitable to await: no ``StopIteration`` is raised to deliver its value)."""
+    return value
 
 
 _CacheOf = Callable[[Any], Cache[Hashable, Any]]  # the cache of an instance, from the instance
@@ -131,14 +144,10 @@ class _Options(NamedTuple):
 class _Wrapper:
     """What every cached callable holds: the function, how keys are built, what is stored."""
 
-    cache: Cache[Hashable, Any]
-    """The cache the results are stored in."""
     __name__: str
     __qualname__: str  # both copied from the function, as functools.wraps does
 
-    def __init__(
-        self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any] | None
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], options: _Options) -> None:
         # As functools.update_wrapper (whose __wrapped__ would hit our property), state after.
         for name in functools.WRAPPER_ASSIGNMENTS:
             if hasattr(func, name):
@@ -146,17 +155,15 @@ class _Wrapper:
         self.__dict__.update(getattr(func, "__dict__", {}))
         if not isinstance(getattr(self, "__name__", None), str):
             self.__name__ = type(func).__name__
-        if cache is not None:
-            self.cache = cache
         self._func: Callable[..., Any] = func
         self._key, self._ttl, self._typed, self._condition = options
         self._tag = _FunctionTag(func)
         self._owns_cache = False
         self._counts = _Counts()
-        self._calls = self._counts.calls  # read on the hit path: one attribute less
+        self._calls = self._counts.calls  # handed to the native __call__
         self._bound_to: tuple[object, ...] = ()  # the instance of a bound method: first argument
         self._key_bound: tuple[object, ...] = ()  # ... and first in the default key, or not
-        self._plain_key = self._key is None  # the key is (tag, make_key(args, kwargs)): inlined
+        self._plain_key = self._key is None  # the key is (tag, make_key(args, kwargs)): native
         if isinstance(self, _Coroutine):
             self._flight: AsyncSingleFlight[Hashable, Any] = AsyncSingleFlight()
             if sys.version_info >= (3, 12):
@@ -181,17 +188,38 @@ class _Wrapper:
             return types.MethodType(self._func, self._bound_to[0])
         return self._func
 
-    def _copy(self, cls: type[T], changes: dict[str, object]) -> T:
+    def _copy(self, cls: type[B], changes: dict[str, object], cache: Cache[Hashable, Any]) -> B:
         # Shares key space, counts and flights; runs on every attribute access of a method.
-        bound = object.__new__(cls)
+        bound = cls.__new__(cls)
         state = self.__dict__.copy()  # a clone of the table, no re-insertion
         state.update(changes)
         bound.__dict__ = state
+        bound._arm(cache)
         return bound
 
 
-class _CachedBase(_Wrapper, Generic[P, R]):
+class _CachedBase(CachedCall, _Wrapper, Generic[P, R]):
     """What the sync and async cached functions share: keys, invalidation, info, clearing."""
+
+    def __init__(
+        self, func: Callable[..., Any], options: _Options, cache: Cache[Hashable, Any]
+    ) -> None:
+        _Wrapper.__init__(self, func, options)
+        self._arm(cache)
+
+    def _arm(self, cache: Cache[Hashable, Any]) -> None:
+        """Hands the native __call__ what it needs (once per object)."""
+        self._configure(
+            cache=cache,
+            tag=self._tag,
+            ttl=self._ttl,
+            typed=self._typed,
+            native_keys=self._plain_key,
+            calls=self._calls,
+            unstored=_Unstored,
+            ready=_ready if isinstance(self, _Coroutine) else None,
+            kwargs_marker=KWARGS,
+        )
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable:
         """The key a call with these arguments is stored under."""
@@ -234,7 +262,7 @@ class _CachedBase(_Wrapper, Generic[P, R]):
     def _bind(self, instance: object) -> Any:
         bound_to = (instance,)
         changes = {"_bound_to": bound_to, "_key_bound": bound_to, "_plain_key": False}
-        return self._copy(type(self), changes)
+        return self._copy(type(self), changes, self.cache)
 
     def __repr__(self) -> str:
         return f"<cached {self._tag._name} in {self.cache!r}>"
@@ -248,12 +276,12 @@ class CachedFunction(_CachedBase[P, R]):
         """The function called on a miss (bound to the instance on a bound method)."""
         return cast("Callable[P, R]", self._unwrapped())
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        next(self._calls)
-        if self._plain_key:
-            key: Hashable = (self._tag, make_key(args, kwargs, self._typed))
-        else:
-            key = self._key_of(args, kwargs)
+    if TYPE_CHECKING:  # the native CachedCall.__call__, typed
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def _call(self, args: tuple[object, ...], kwargs: dict[str, object]) -> R:
+        key = self._key_of(args, kwargs)
         try:
             result: R = self.cache.get_or_set(key, lambda: self._load(args, kwargs), self._ttl)
         except _Unstored as unstored:
@@ -273,15 +301,12 @@ class CachedFunction(_CachedBase[P, R]):
 
 
 class _Coroutine:
-    """Makes a callable object with an ``async def __call__`` pass
-    :func:`inspect.iscoroutinefunction` (see the module docstring)."""
+    """Makes a callable object that returns coroutines pass :func:`inspect.iscoroutinefunction`
+    (see the module docstring)."""
 
-    __code__: types.CodeType  # the code of the class's async __call__
+    __code__: types.CodeType = _ready.__code__  # the code of a coroutine function
     __defaults__ = None
     __kwdefaults__ = None
-
-    def __init_subclass__(cls) -> None:
-        cls.__code__ = cls.__call__.__code__
 
 
 class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
@@ -293,22 +318,24 @@ class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
         """The function called on a miss (bound to the instance on a bound method)."""
         return cast("Callable[P, Coroutine[Any, Any, R]]", self._unwrapped())
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        next(self._calls)
-        if self._plain_key:
-            key: Hashable = (self._tag, make_key(args, kwargs, self._typed))
-        else:
-            key = self._key_of(args, kwargs)
-        cache = self.cache
-        found = cache.get(key, _ABSENT)
+    if TYPE_CHECKING:  # the native CachedCall.__call__, typed
+
+        async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    async def _call(self, args: tuple[object, ...], kwargs: dict[str, object]) -> R:
+        key = self._key_of(args, kwargs)
+        found = self.cache.get(key, _ABSENT)
         if found is not _ABSENT:
             hit: R = found
             return hit
+        return await self._miss(key, args, kwargs)
+
+    def _miss(
+        self, key: Hashable, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> Coroutine[Any, Any, R]:
+        cache = self.cache
         # Keyed by the cache too: instances of a cached_method have caches of their own.
-        loaded: R = await self._flight.run(
-            (cache, key), lambda: self._load_async(cache, key, args, kwargs)
-        )
-        return loaded
+        return self._flight.run((cache, key), lambda: self._load_async(cache, key, args, kwargs))
 
     async def _load_async(
         self,
@@ -317,6 +344,11 @@ class AsyncCachedFunction(_CachedBase[P, R], _Coroutine):
         args: tuple[object, ...],
         kwargs: dict[str, object],
     ) -> R:
+        if key in cache:  # stored since the call looked (its coroutine was awaited later)
+            found = cache.get(key, _ABSENT)
+            if found is not _ABSENT:
+                stored: R = found
+                return stored
         next(self._counts.loads)
         value: R = await self._func(*self._bound_to, *args, **kwargs)
         if self._condition is None or self._condition(value):
@@ -342,11 +374,11 @@ class _PerInstance(_Wrapper):
     """What the sync and async cached methods share: a cache taken from each instance."""
 
     def __init__(self, func: Callable[..., Any], options: _Options, cache_of: _CacheOf) -> None:
-        super().__init__(func, options, None)
+        super().__init__(func, options)
         self._cache_of = cache_of
         self._counts_by_cache: dict[int, _Counts] = {}
 
-    def _bound_as(self, cls: type[T], instance: object) -> T:
+    def _bound_as(self, cls: type[B], instance: object) -> B:
         cache = self._cache_of(instance)
         if not isinstance(cache, Cache):
             raise TypeError(
@@ -356,9 +388,8 @@ class _PerInstance(_Wrapper):
         counts = self._counts_by_cache.get(id(cache))
         if counts is None:
             counts = self._count_in(cache)
-        changes = {"_bound_to": (instance,), "cache": cache, "_counts": counts}
-        changes["_calls"] = counts.calls
-        return self._copy(cls, changes)
+        changes = {"_bound_to": (instance,), "_counts": counts, "_calls": counts.calls}
+        return self._copy(cls, changes, cache)
 
     def _count_in(self, cache: Cache[Hashable, Any]) -> _Counts:
         mine = _Counts()

@@ -28,7 +28,8 @@ class _Marker:
 
 _LIST: Final = _Marker("<list>")
 _DICT: Final = _Marker("<dict>")
-_KWARGS: Final = _Marker("<kwargs>")
+KWARGS: Final = _Marker("<kwargs>")
+"""Separates positional from keyword arguments in a key; the native key builder uses it too."""
 
 # Immutable types whose values are their own canonical form (their hash never fails).
 _SCALARS: Final = frozenset({int, float, str, bytes, bool, complex, type(None)})
@@ -97,7 +98,7 @@ def make_key(
             pairs: list[tuple[str, Hashable]] = []
             for culprit, value in kwargs.items():
                 pairs.append((culprit, _freeze(value, typed)))
-            key = (*key, _KWARGS, frozenset(pairs))
+            key = (*key, KWARGS, frozenset(pairs))
     except _UnhashableArgumentError as error:
         where = (
             f"positional argument {culprit}"
