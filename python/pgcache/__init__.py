@@ -28,10 +28,10 @@ if TYPE_CHECKING:  # the same names as _PUBLIC (tests/test_layout.py checks it)
         AsyncCachedMethod as AsyncCachedMethod,
         CachedFunction as CachedFunction,
         CachedMethod as CachedMethod,
-        CacheInfo as CacheInfo,
         cached as cached,
         cached_method as cached_method,
     )
+    from pgcache.caching.callcounts import CacheInfo as CacheInfo
     from pgcache.caching.callkeys import (
         make_key as make_key,
     )
@@ -148,7 +148,7 @@ _PUBLIC: Final[dict[str, str]] = {
     "CacheMetricsSnapshot": "pgcache.observability.snapshot",
     "CacheStatusResponse": "pgcache.observability.snapshot",
     "CachedFeatureExtractor": "pgcache.postgres.cached_features",
-    "CacheInfo": "pgcache.caching.cached",
+    "CacheInfo": "pgcache.caching.callcounts",
     "CachedFunction": "pgcache.caching.cached",
     "CachedMethod": "pgcache.caching.cached",
     "CachedPredictor": "pgcache.ml.predictor",

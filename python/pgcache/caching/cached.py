@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import sys
 import types
 import weakref
@@ -49,9 +48,13 @@ from typing import (
     overload,
 )
 
-from pgcache._core import Cache, CachedCall, CallCounter
+from pgcache._core import Cache, CachedCall
 from pgcache._validate import check_optional_seconds
-from pgcache.caching.callkeys import KWARGS, make_key
+from pgcache.caching.callcounts import (
+    CacheInfo as CacheInfo,  # re-exported: its first home
+    CallCounts,
+)
+from pgcache.caching.callkeys import KWARGS, FunctionTag, make_key
 from pgcache.caching.singleflight import AsyncSingleFlight
 
 P = ParamSpec("P")
@@ -67,57 +70,6 @@ class _Absent:
 
 
 _ABSENT: Final = _Absent()
-
-
-class _FunctionTag:
-    """Leads every default key of one decorated function: keeps functions sharing a cache apart."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, func: Callable[..., object]) -> None:
-        self._name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}"
-
-    def __repr__(self) -> str:
-        return f"<{self._name}>"
-
-
-class CacheInfo(NamedTuple):
-    """What ``cache_info()`` returns: the fields of :func:`functools.lru_cache`'s ``CacheInfo``.
-
-    ``hits`` and ``misses`` count calls since decoration or the last ``cache_clear()`` (a miss
-    ran the function); ``maxsize`` is the cache's ``max_size`` (None: unbounded); ``currsize``
-    the number of the function's results stored now, None when they cannot be told apart.
-    """
-
-    hits: int
-    misses: int
-    maxsize: int | None
-    currsize: int | None
-
-
-def _read(counter: itertools.count[int]) -> int:
-    # itertools.count has no reader; its repr is "count(N)" (its pickling is deprecated).
-    return int(repr(counter)[6:-1])
-
-
-class _Counts:
-    """Calls and loads (calls that ran the function) of one function in one cache."""
-
-    __slots__ = ("calls", "cleared", "loads")
-
-    def __init__(self) -> None:
-        self.calls = CallCounter()  # bumped by the native __call__
-        self.loads = itertools.count()
-        self.cleared = (0, 0)  # the readings at the last cache_clear()
-
-    def hits_and_misses(self) -> tuple[int, int]:
-        loads = _read(self.loads) - self.cleared[1]
-        calls = self.calls.value - self.cleared[0]
-        # A call counted before a concurrent cache_clear() may load after it.
-        return max(calls - loads, 0), loads
-
-    def reset(self) -> None:
-        self.cleared = (self.calls.value, _read(self.loads))
 
 
 class _Unstored(Exception):  # noqa: N818  # a carrier, not an error anyone sees
@@ -157,9 +109,9 @@ class _Wrapper:
             self.__name__ = type(func).__name__
         self._func: Callable[..., Any] = func
         self._key, self._ttl, self._typed, self._condition = options
-        self._tag = _FunctionTag(func)
+        self._tag = FunctionTag(func)
         self._owns_cache = False
-        self._counts = _Counts()
+        self._counts = CallCounts()
         self._calls = self._counts.calls  # handed to the native __call__
         self._bound_to: tuple[object, ...] = ()  # the instance of a bound method: first argument
         self._key_bound: tuple[object, ...] = ()  # ... and first in the default key, or not
@@ -246,7 +198,7 @@ class _CachedBase(CachedCall, _Wrapper, Generic[P, R]):
             self.cache.clear()
         elif self._key is not None:
             raise TypeError(
-                f"cache_clear() cannot tell the entries of {self._tag._name} from others in "
+                f"cache_clear() cannot tell the entries of {self._tag.name} from others in "
                 "the cache it shares: its keys come from key=; clear that cache or invalidate "
                 "calls one by one"
             )
@@ -265,7 +217,7 @@ class _CachedBase(CachedCall, _Wrapper, Generic[P, R]):
         return self._copy(type(self), changes, self.cache)
 
     def __repr__(self) -> str:
-        return f"<cached {self._tag._name} in {self.cache!r}>"
+        return f"<cached {self._tag.name} in {self.cache!r}>"
 
 
 class CachedFunction(_CachedBase[P, R]):
@@ -376,13 +328,13 @@ class _PerInstance(_Wrapper):
     def __init__(self, func: Callable[..., Any], options: _Options, cache_of: _CacheOf) -> None:
         super().__init__(func, options)
         self._cache_of = cache_of
-        self._counts_by_cache: dict[int, _Counts] = {}
+        self._counts_by_cache: dict[int, CallCounts] = {}
 
     def _bound_as(self, cls: type[B], instance: object) -> B:
         cache = self._cache_of(instance)
         if not isinstance(cache, Cache):
             raise TypeError(
-                f"the cache of {self._tag._name} for {instance!r} must be a pgcache.Cache, "
+                f"the cache of {self._tag.name} for {instance!r} must be a pgcache.Cache, "
                 f"got {cache!r}"
             )
         counts = self._counts_by_cache.get(id(cache))
@@ -391,15 +343,15 @@ class _PerInstance(_Wrapper):
         changes = {"_bound_to": (instance,), "_counts": counts, "_calls": counts.calls}
         return self._copy(cls, changes, cache)
 
-    def _count_in(self, cache: Cache[Hashable, Any]) -> _Counts:
-        mine = _Counts()
+    def _count_in(self, cache: Cache[Hashable, Any]) -> CallCounts:
+        mine = CallCounts()
         counts = self._counts_by_cache.setdefault(id(cache), mine)
         if counts is mine:  # forget the counts with the cache (before its id can be reused)
             weakref.finalize(cache, self._counts_by_cache.pop, id(cache), None).atexit = False
         return counts
 
     def __repr__(self) -> str:
-        return f"<cached method {self._tag._name}, a cache per instance>"
+        return f"<cached method {self._tag.name}, a cache per instance>"
 
 
 class CachedMethod(_PerInstance, Generic[S, P, R]):
@@ -485,7 +437,7 @@ class _Decorator:
             raise TypeError(f"cached() decorates a function, got {func!r}")
         options, cache = self.options, self.cache
         if cache is None:  # its own cache applies the TTL to every entry itself
-            name = _FunctionTag(func)._name
+            name = FunctionTag(func).name
             cache = Cache(ttl=options.ttl, max_size=self.max_size, name=name)
             options = options._replace(ttl=None)
         kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction

@@ -10,7 +10,7 @@ keys, as with ``lru_cache``; binding would cost microseconds on every hit).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
 
 
@@ -30,6 +30,19 @@ _LIST: Final = _Marker("<list>")
 _DICT: Final = _Marker("<dict>")
 KWARGS: Final = _Marker("<kwargs>")
 """Separates positional from keyword arguments in a key; the native key builder uses it too."""
+
+
+class FunctionTag:
+    """Leads every default key of one decorated function: keeps functions sharing a cache apart."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, func: Callable[..., object]) -> None:
+        self.name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}"
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
 
 # Immutable types whose values are their own canonical form (their hash never fails).
 _SCALARS: Final = frozenset({int, float, str, bytes, bool, complex, type(None)})
