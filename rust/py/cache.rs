@@ -75,7 +75,18 @@ impl Cache {
         key: &Bound<'_, PyAny>,
         op: impl FnOnce(&mut PyStore, u64, &Probe<'_, '_>, &mut PyReleased) -> Result<T, StoreFailed>,
     ) -> PyResult<T> {
-        let hash = table_hash(key)?;
+        self.with_hashed_key(py, key, table_hash(key)?, op)
+    }
+
+    /// `with_key` for a key whose `table_hash` the caller computed.
+    #[inline(always)]
+    fn with_hashed_key<T>(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        hash: u64,
+        op: impl FnOnce(&mut PyStore, u64, &Probe<'_, '_>, &mut PyReleased) -> Result<T, StoreFailed>,
+    ) -> PyResult<T> {
         let mut released = Released::new();
         let probe = Probe::new(&self.shared, key);
         let outcome = {
@@ -88,8 +99,19 @@ impl Cache {
 
     /// One counted lookup: the live value (made most recently used) or None.
     #[inline(always)]
-    pub(crate) fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
-        self.with_key(py, key, |store, hash, probe, released| {
+    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+        self.lookup_hashed(py, key, table_hash(key)?)
+    }
+
+    /// `lookup` of a key whose `table_hash` the caller computed (the cached-function object).
+    #[inline(always)]
+    pub(crate) fn lookup_hashed(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        hash: u64,
+    ) -> PyResult<Option<Value>> {
+        self.with_hashed_key(py, key, hash, |store, hash, probe, released| {
             let now = || self.shared.core.now();
             let found = store.get(hash, &mut probe.eq(), now, released)?;
             Ok(found.map(|v| v.clone_ref(py)))

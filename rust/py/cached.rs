@@ -23,7 +23,7 @@ use pyo3::types::{
 
 use super::args::optional_ttl_ns;
 use super::cache::Cache;
-use super::shared::table_hash;
+use super::shared::spread_hash;
 
 /// Deeper tuples than this are left to the Python key builder.
 const MAX_DEPTH: u32 = 8;
@@ -51,8 +51,9 @@ impl CallCounter {
 struct State {
     /// None: no cache of its own (a per-instance method before it is bound).
     cache: Option<Py<Cache>>,
-    /// Leads every default key of the function (`cached._FunctionTag`).
+    /// Leads every default key of the function (`callkeys.FunctionTag`), and its hash.
     tag: Py<PyAny>,
+    tag_hash: u64,
     ttl_ns: Option<u64>,
     typed: bool,
     /// The key is `(tag, make_key(args, kwargs, typed))`: built here when the shape allows.
@@ -152,6 +153,7 @@ impl CachedCall {
     #[allow(clippy::too_many_arguments)]
     fn _configure(
         &self,
+        py: Python<'_>,
         cache: Option<Py<Cache>>,
         tag: Py<PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
@@ -162,9 +164,11 @@ impl CachedCall {
         ready: Option<Py<PyAny>>,
         kwargs_marker: Py<PyAny>,
     ) -> PyResult<()> {
+        let tag_hash = tag.bind(py).hash()? as u64;
         let state = State {
             cache,
             tag,
+            tag_hash,
             ttl_ns: optional_ttl_ns(ttl)?,
             typed,
             native_keys,
@@ -202,15 +206,12 @@ impl CachedCall {
             Some(cache) if state.native_keys => cache.get(),
             _ => return call_python(slf, args, kwargs),
         };
-        let Some(key) = default_key(py, state, args, kwargs)? else {
+        let Some((key, hash)) = default_key(py, state, args, kwargs)? else {
             return call_python(slf, args, kwargs);
         };
         match &state.ready {
-            None => {
-                let hash = table_hash(&key)?;
-                load_sync(slf, state, cache, &key, hash, args, kwargs)
-            }
-            Some(ready) => match cache.lookup(py, &key)? {
+            None => load_sync(slf, state, cache, &key, hash, args, kwargs),
+            Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
                 Some(value) => ready.bind(py).call1((value,)),
                 None => miss_async(slf, key, args, kwargs),
             },
@@ -234,13 +235,38 @@ impl CachedCall {
     }
 }
 
-/// `(tag, make_key(args, kwargs, typed))` for the shapes built here; None for any other.
+// CPython's tuple hash (xxHash-based, the same from 3.8 to 3.14) on 64 bits.
+const XXPRIME_1: u64 = 11_400_714_785_074_694_791;
+const XXPRIME_2: u64 = 14_029_467_366_897_019_727;
+const XXPRIME_5: u64 = 2_870_177_450_012_600_261;
+
+/// `hash((tag, positional))` from the two items' hashes, as `tuplehash` computes it: the
+/// outer tuple is hashed here without a call through its type (the tests check, through the
+/// Python key builder, that both hashes agree).
+#[inline]
+fn pair_hash(first: u64, second: u64) -> u64 {
+    let mut acc = XXPRIME_5;
+    for lane in [first, second] {
+        acc = acc.wrapping_add(lane.wrapping_mul(XXPRIME_2));
+        acc = acc.rotate_left(31);
+        acc = acc.wrapping_mul(XXPRIME_1);
+    }
+    acc = acc.wrapping_add(2 ^ (XXPRIME_5 ^ 3_527_539));
+    if acc == u64::MAX {
+        1_546_275_796
+    } else {
+        acc
+    }
+}
+
+/// `(tag, make_key(args, kwargs, typed))` and its table hash for the shapes built here; None
+/// for any other.
 fn default_key<'py>(
     py: Python<'py>,
     state: &State,
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
+) -> PyResult<Option<(Bound<'py, PyAny>, u64)>> {
     let kwargs = kwargs.filter(|k| !k.is_empty());
     let positional = if !state.typed && kwargs.is_none() {
         // make_key's own fast path keeps the argument tuple; a tuple argument is rebuilt
@@ -270,9 +296,10 @@ fn default_key<'py>(
             }
         }
     };
-    Ok(Some(
-        PyTuple::new(py, [state.tag.bind(py).clone(), positional])?.into_any(),
-    ))
+    let hash = pair_hash(state.tag_hash, positional.hash()? as u64);
+    let key = PyTuple::new(py, [state.tag.bind(py).clone(), positional])?.into_any();
+    debug_assert_eq!(hash, key.hash()? as u64);
+    Ok(Some((key, spread_hash(hash))))
 }
 
 /// Exactly one of the scalar types whose values are their own key (`callkeys._SCALARS`).

@@ -72,8 +72,14 @@ fn release_slow(released: PyReleased) {
 /// Spreads Python's hash over 64 bits (ints hash to themselves).
 #[inline]
 pub(crate) fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let product = u128::from(key.hash()? as u64) * 0x9E37_79B9_7F4A_7C15;
-    Ok((product as u64) ^ ((product >> 64) as u64))
+    Ok(spread_hash(key.hash()? as u64))
+}
+
+/// `table_hash` of an object whose Python hash is `python_hash`.
+#[inline]
+pub(crate) fn spread_hash(python_hash: u64) -> u64 {
+    let product = u128::from(python_hash) * 0x9E37_79B9_7F4A_7C15;
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// A store operation that failed: a key comparison raised, or an unbounded
