@@ -10,10 +10,12 @@
 //! What it deliberately does not do: decide anything the Python layer decides
 //! (single flight for asyncio, `condition`, what the function is called with).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
+use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -65,6 +67,72 @@ struct State {
     ready: Option<Py<PyAny>>,
     /// Separates positional from keyword arguments in a key (`callkeys._KWARGS`).
     kwargs_marker: Py<PyAny>,
+    /// A `(tag, None)` tuple that only this object holds, refilled for the next key: a hit
+    /// allocates no key. Null while a call uses it. A key that left native code (stored on a
+    /// miss, handed to Python) is never taken back, so CPython never hashed a reused tuple.
+    spare: AtomicPtr<ffi::PyObject>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let spare = *self.spare.get_mut();
+        if !spare.is_null() {
+            // SAFETY: the spare holds one strong reference, and a pyclass is dropped attached.
+            Python::attach(|py| drop(unsafe { Bound::from_owned_ptr(py, spare) }));
+        }
+    }
+}
+
+impl State {
+    /// `(tag, positional)`: the spare tuple refilled, or a new tuple.
+    #[inline(always)]
+    fn key_pair<'py>(
+        &self,
+        py: Python<'py>,
+        positional: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: a non-null spare is a strong reference to a tuple of two (see `give_back`);
+        // with one reference (not even `gc.get_objects()` reached it) it is ours to refill:
+        // its item 1 is a strong reference to None, replaced by the positional part's.
+        if spare.is_null() || unsafe { ffi::Py_REFCNT(spare) } != 1 {
+            if !spare.is_null() {
+                drop(unsafe { Bound::from_owned_ptr(py, spare) });
+            }
+            let tag = self.tag.bind(py).clone();
+            return Ok(PyTuple::new(py, [tag, positional])?.into_any());
+        }
+        unsafe {
+            let none = ffi::PyTuple_GET_ITEM(spare, 1);
+            ffi::PyTuple_SET_ITEM(spare, 1, positional.into_ptr());
+            ffi::Py_DECREF(none);
+            Ok(Bound::from_owned_ptr(py, spare))
+        }
+    }
+
+    /// Keeps `key` as the spare when no one else references it, emptied of the call's part.
+    #[inline(always)]
+    fn give_back(&self, key: Bound<'_, PyAny>) {
+        // SAFETY: a key with one reference is ours alone: a tuple built by `key_pair`.
+        unsafe {
+            if ffi::Py_REFCNT(key.as_ptr()) != 1 || !self.spare.load(Ordering::Relaxed).is_null() {
+                return;
+            }
+            let pair = key.into_ptr();
+            let positional = ffi::PyTuple_GET_ITEM(pair, 1);
+            ffi::PyTuple_SET_ITEM(pair, 1, ffi::Py_NewRef(ffi::Py_None()));
+            ffi::Py_DECREF(positional);
+            let kept = self.spare.compare_exchange(
+                ptr::null_mut(),
+                pair,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            if kept.is_err() {
+                ffi::Py_DECREF(pair);
+            }
+        }
+    }
 }
 
 /// The native base of `CachedFunction` and `AsyncCachedFunction`: see the module docs.
@@ -176,6 +244,7 @@ impl CachedCall {
             unstored,
             ready,
             kwargs_marker,
+            spare: AtomicPtr::new(ptr::null_mut()),
         };
         self.state
             .set(state)
@@ -210,9 +279,16 @@ impl CachedCall {
             return call_python(slf, args, kwargs);
         };
         match &state.ready {
-            None => load_sync(slf, state, cache, &key, hash, args, kwargs),
+            None => {
+                let result = load_sync(slf, state, cache, &key, hash, args, kwargs);
+                state.give_back(key);
+                result
+            }
             Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
-                Some(value) => ready.bind(py).call1((value,)),
+                Some(value) => {
+                    state.give_back(key);
+                    ready.bind(py).call1((value,))
+                }
                 None => miss_async(slf, key, args, kwargs),
             },
         }
@@ -297,9 +373,7 @@ fn default_key<'py>(
         }
     };
     let hash = pair_hash(state.tag_hash, positional.hash()? as u64);
-    let key = PyTuple::new(py, [state.tag.bind(py).clone(), positional])?.into_any();
-    debug_assert_eq!(hash, key.hash()? as u64);
-    Ok(Some((key, spread_hash(hash))))
+    Ok(Some((state.key_pair(py, positional)?, spread_hash(hash))))
 }
 
 /// Exactly one of the scalar types whose values are their own key (`callkeys._SCALARS`).
