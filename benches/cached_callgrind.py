@@ -31,6 +31,7 @@ CASES = (
     "pgcache.cached",
     "pgcache.cached typed",
     "pgcache.cached kwargs",
+    "pgcache.cached lru",
     "cachebox.cached",
     "moka_py.cached",
     "cachetools.cached",
@@ -57,6 +58,8 @@ def _decorated(case: str) -> Callable[..., Any]:  # one branch per case
 
         typed = case.endswith("typed")
         func = _identity_async if case.endswith("async") else _identity
+        if case.endswith("lru"):  # the policy of lru_cache, in a cache passed to @cached
+            return pgcache.cached(pgcache.Cache(max_size=SIZE, policy="lru"))(func)
         return pgcache.cached(max_size=SIZE, typed=typed)(func)
     if case == "cachebox.cached":
         import cachebox

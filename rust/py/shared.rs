@@ -170,7 +170,7 @@ fn plain_equal(a: *mut ffi::PyObject, b: *mut ffi::PyObject, depth: u32) -> Opti
             }
             for i in 0..length {
                 let (x, y) = (ffi::PyTuple_GET_ITEM(a, i), ffi::PyTuple_GET_ITEM(b, i));
-                if !plain_equal(x, y, depth + 1)? {
+                if x != y && !plain_equal(x, y, depth + 1)? {
                     return Some(false);
                 }
             }
