@@ -78,8 +78,8 @@ class _Unstored(Exception):  # noqa: N818  # a carrier, not an error anyone sees
 
 
 async def _ready(value: T) -> T:
-    """An async hit: the native ``__call__`` returns this finished coroutine (the cheapest
-    awaitable to await: no ``StopIteration`` is raised to deliver its value)."""
+    """An async hit: the native ``__call__`` returns this finished coroutine (awaiting a
+    coroutine hands back its value without raising ``StopIteration``)."""
     return value
 
 
