@@ -11,6 +11,7 @@
 //! For tuning, `PGCACHE_KNOB_<NAME>=<number>` overrides a constant in test
 //! builds only (`knob` in `mod.rs`; release builds compile the constants in):
 //! `WINDOW` (initial window fraction), `STATIC` (1: the window never moves),
+//! `WINDOW_MAX` (the density climber's ceiling),
 //! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` (the sketch's
 //! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter).
 
