@@ -15,38 +15,25 @@ share the machine's cores, so the figure is a floor for the service, not its cap
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.support.service_load import cache_totals, run_load, warm_up
+from tests.support.service_load import (
+    cache_totals,
+    cpu_seconds,
+    free_port,
+    run_load,
+    wait_until_answers,
+    warm_up,
+)
 
 from pgcache.ml.reference import serve_in_thread as serve_ml_in_thread
 
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 200
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` (Linux /proc; ``None`` elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +42,7 @@ def service(
 ) -> Iterator[tuple[str, int]]:
     """The service in a subprocess, configured through the environment like a deployment."""
     with serve_ml_in_thread() as ml_service:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": postgres_url,
@@ -80,16 +67,7 @@ def service(
         process = subprocess.Popen(command, env=env, cwd=tmp_path_factory.mktemp("service"))
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start (exit code {process.poll()})")
-                time.sleep(0.05)
+            wait_until_answers(f"{url}/healthz", process)
             yield url, process.pid
         finally:
             process.terminate()
@@ -103,7 +81,7 @@ def test_service_under_20_clients_with_hot_keys(
     hashes = sorted(pg_workload.queryids.values())
     warm_up(service_url, hashes)
     hits_before, misses_before = cache_totals(service_url)
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     result = benchmark.pedantic(
         run_load,
         args=(service_url, hashes),
@@ -111,7 +89,7 @@ def test_service_under_20_clients_with_hot_keys(
         rounds=1,
         iterations=1,
     )
-    cpu_after = _cpu_seconds(pid)
+    cpu_after = cpu_seconds(pid)
     hits, misses = cache_totals(service_url)
     hit_rate = 100 * (hits - hits_before) / max(1, (hits - hits_before) + (misses - misses_before))
     figures: dict[str, float] = {

@@ -8,6 +8,7 @@ routes in a host application and talks to it in-process (httpx's ASGI transport)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import socket
@@ -303,6 +304,30 @@ def test_if_none_match_with_another_etag_is_200(
     response = client.get(FEATURES.format(_hash(pg_workload)), headers={"If-None-Match": '"x"'})
     assert response.status_code == 200
     assert response.json()["query_hash"] == _hash(pg_workload)
+
+
+def test_features_etag_is_the_digest_of_the_body_served(
+    client: httpx.Client, pg_workload: Workload
+) -> None:
+    url = FEATURES.format(_hash(pg_workload))
+    first, second = client.get(url), client.get(url)
+    digest = hashlib.blake2b(second.content, digest_size=16).hexdigest()
+    assert second.headers["etag"] == f'"{digest}"'
+    assert (first.content, first.headers["etag"]) == (second.content, second.headers["etag"])
+
+
+def test_features_extracted_again_carry_their_own_body_and_etag(
+    client: httpx.Client, pg_workload: Workload
+) -> None:
+    url = FEATURES.format(_hash(pg_workload))
+    before = client.get(url)
+    assert client.delete("/api/v1/cache/features").status_code == 200
+    after = client.get(url)
+    assert after.json()["collected_at"] != before.json()["collected_at"]
+    assert after.headers["etag"] != before.headers["etag"]
+    digest = hashlib.blake2b(after.content, digest_size=16).hexdigest()
+    assert after.headers["etag"] == f'"{digest}"'
+    assert client.get(url, headers={"If-None-Match": before.headers["etag"]}).status_code == 200
 
 
 def test_cache_status_carries_etag_and_no_cache(client: httpx.Client) -> None:

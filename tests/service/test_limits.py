@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -278,6 +279,25 @@ def test_a_request_head_trickled_past_the_timeout_is_closed(service: ServiceHand
                 closed = True
                 break
         assert closed
+
+
+def test_a_connection_that_keeps_asking_outlives_the_head_timeout(service: ServiceHandle) -> None:
+    # Six requests 1.5 s apart span 7.5 s, past the 5 s keep-alive timeout: each answer moves
+    # the deadline, so the connection opened first is still the one answering the last.
+    host, port = service.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        answers = sock.makefile("rb")
+        for number in range(6):
+            if number:
+                time.sleep(1.5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: pgcache\r\n\r\n")
+            assert answers.readline().startswith(b"HTTP/1.1 200 ")
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            assert answers.read(length) == b'{"status":"ok"}'
 
 
 def test_closed_idle_connections_are_counted(client: httpx.Client, service: ServiceHandle) -> None:

@@ -6,17 +6,22 @@ them) for query hashes drawn with an 80/20 hot-key pattern: 80 % of requests go 
 20 % of the hashes. The load uses the standard library's ``http.client``: a load generator should
 spend as little CPU as it can (its threads share the GIL). :func:`cache_totals` reads the
 service's own hit and miss counters, so a caller can compute the hit rate of a phase. Nothing
-here asserts: callers decide.
+here asserts: callers decide. :func:`free_port`, :func:`cpu_seconds` and
+:func:`wait_until_answers` serve the benches that run the service in a process of its own.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import random
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -138,3 +143,37 @@ def run_load(
     for thread in threads:
         thread.join()
     return LoadResult(time.perf_counter() - began, latencies, statuses, errors)
+
+
+# --- a service in a process of its own (the benches) -------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server started next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux /proc; ``None`` elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_answers(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once ``url`` answers 200; ``RuntimeError`` if ``process`` ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer (exit code {process.poll()})")
+        time.sleep(0.05)

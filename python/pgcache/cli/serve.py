@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import socket
 
     import uvicorn
+
+    from pgcache.config import Settings
 
 SERVICE_FACTORY: Final = "pgcache.service.app:create_app"
 LIFESPAN_GRACE: Final = 5.0
@@ -197,30 +199,63 @@ def run_uvicorn(config: uvicorn.Config, what: str, *, shutdown_timeout: float) -
 # --- serve, ml-service, config -------------------------------------------------------------
 
 
-def serve(args: argparse.Namespace) -> int:
+KEEP_ALIVE_SECONDS: Final = 5
+"""Seconds an idle keep-alive connection is kept (and a client gets to send a request head):
+uvicorn's default, written down. A proxy in front should close its idle upstream connections
+sooner than this (nginx ``keepalive_timeout`` below 5 s), or it may reuse one as it closes."""
+
+
+def uvicorn_config(
+    app: str | Callable[[], Any],
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    log_format: str = "text",
+) -> uvicorn.Config:
+    """What ``pgcache serve`` runs ``app`` (an ASGI app factory, or its import string) with:
+    uvloop and httptools when installed (the ``service`` extra brings both), the request-head
+    timeout of :func:`pgcache.service.serving.http_protocol`, ``MAX_CLIENT_CONNS``, the
+    shutdown deadline. benches/test_service_stack.py runs its one-route app with it too."""
     import math
 
     import uvicorn
 
-    from pgcache.config import Settings
     from pgcache.service.logs import logging_config
     from pgcache.service.serving import http_protocol
 
-    settings = Settings.load()  # a bad variable stops here (exit 2), not in every worker
-    shutdown_timeout = settings.shutdown_timeout.total_seconds()
-    config = uvicorn.Config(
-        SERVICE_FACTORY,
+    return uvicorn.Config(
+        app,
         factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="auto",
+        http=http_protocol(),
+        log_config=logging_config(log_level, log_format),
+        log_level=log_level,
+        limit_concurrency=settings.max_client_conns,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout.total_seconds())),
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pgcache.config import Settings
+
+    settings = Settings.load()  # a bad variable stops here (exit 2), not in every worker
+    config = uvicorn_config(
+        SERVICE_FACTORY,
+        settings,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop="auto",
-        http=http_protocol(),
-        log_config=logging_config(args.log_level, args.log_format),
         log_level=args.log_level,
-        limit_concurrency=settings.max_client_conns,
-        timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
+        log_format=args.log_format,
     )
+    shutdown_timeout = settings.shutdown_timeout.total_seconds()
     return run_uvicorn(config, "pgcache service", shutdown_timeout=shutdown_timeout)
 
 

@@ -27,6 +27,7 @@ from pgcache.observability.requests import RequestMetrics
 from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
 from pgcache.postgres.features import AsyncPgStatStatementsExtractor
 from pgcache.postgres.pools import PoolSettings, make_async_pool
+from pgcache.service.http_caching import EncodedBodies
 from pgcache.service.metrics_stream import MetricsStream, StreamSources
 from pgcache.service.ratelimit import LimitsCollector, RequestLimiter
 
@@ -48,7 +49,8 @@ class PgCacheState:
     ``metrics_stream``: the dashboard's live metrics (None with ``DASHBOARD=false``).
     ``unknown_queries``: query hashes found unknown, kept ``NEGATIVE_CACHE_TTL``;
     ``rate_limiter``: the ``RATE_LIMIT`` of :class:`pgcache.service.ratelimit.RateLimitMiddleware`
-    (None: no limit), shared through Redis with ``REDIS_URL``.
+    (None: no limit), shared through Redis with ``REDIS_URL``; ``encoded``: the JSON body and
+    ETag of each cached features value, encoded once (None: encoded on every request).
     """
 
     settings: Settings
@@ -63,6 +65,7 @@ class PgCacheState:
     metrics_stream: MetricsStream | None = None
     unknown_queries: Cache[int, bool] | None = None
     rate_limiter: RequestLimiter | None = None
+    encoded: EncodedBodies | None = None
 
 
 async def open_pool(settings: Settings, db_timeout: float) -> AsyncConnectionPool[Any]:
@@ -123,6 +126,8 @@ async def pgcache_lifespan(
             name="unknown_queries",
         )
         stack.callback(unknown_queries.close)
+        encoded = EncodedBodies(settings.cache_max_size, manager.cache("features").ttl)
+        stack.callback(encoded.close)
         shared = manager.shared_tier
         rate_limiter = RequestLimiter.from_settings(
             settings, shared=None if shared is None else shared.connection
@@ -150,6 +155,7 @@ async def pgcache_lifespan(
             metrics_stream=metrics_stream,
             unknown_queries=unknown_queries,
             rate_limiter=rate_limiter,
+            encoded=encoded,
         )
         try:
             yield

@@ -4,12 +4,11 @@ and a JSON 500 for any exception a handler lets escape (a client gone mid-reques
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from typing import Final
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +18,12 @@ from pgcache.service.request_ids import REQUEST_ID, RequestIdLogFilter
 _REQUEST_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,128}")
 _logger = logging.getLogger("pgcache.service")
 _logger.addFilter(RequestIdLogFilter())
+
+
+def new_request_id() -> str:
+    """32 random hex digits: 128 random bits (a UUID4 has 122) at a fraction of ``uuid4``'s
+    cost. The ids name requests in logs, they are no secrets; ``random`` reseeds in a fork."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -40,7 +45,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_request_id()
+        header = (b"x-request-id", request_id.encode("latin-1"))
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 0
@@ -50,7 +56,7 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:

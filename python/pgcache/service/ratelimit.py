@@ -233,18 +233,23 @@ class RateLimitMiddleware:
         self._limiter = limiter
         self._trusted = None if trusted_proxies is None else tuple(trusted_proxies)
         self._unlimited = frozenset(unlimited)
+        self._resolved: tuple[object, RequestLimiter | None, Sequence[Network]] | None = None
 
     def _configured(self, scope: Scope) -> tuple[RequestLimiter | None, Sequence[Network]]:
         limiter, trusted = self._limiter, self._trusted
-        if limiter is None or trusted is None:
-            app = scope.get("app")
-            state = getattr(getattr(app, "state", None), "pgcache", None)
-            if limiter is None:
-                found = getattr(state, "rate_limiter", None)
-                limiter = found if isinstance(found, RequestLimiter) else None
-            if trusted is None:
-                settings = getattr(state, "settings", None)
-                trusted = settings.trusted_proxy_networks() if settings is not None else ()
+        if limiter is not None and trusted is not None:
+            return limiter, trusted
+        state = getattr(getattr(scope.get("app"), "state", None), "pgcache", None)
+        resolved = self._resolved
+        if resolved is not None and resolved[0] is state:  # read once per lifespan
+            return resolved[1], resolved[2]
+        if limiter is None:
+            found = getattr(state, "rate_limiter", None)
+            limiter = found if isinstance(found, RequestLimiter) else None
+        if trusted is None:
+            settings = getattr(state, "settings", None)
+            trusted = settings.trusted_proxy_networks() if settings is not None else ()
+        self._resolved = (state, limiter, trusted)
         return limiter, trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import re
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -24,6 +22,7 @@ from pgcache.ml.predictor import AsyncCachedPredictor
 from pgcache.observability.snapshot import CacheStatusResponse, calculate_metrics_snapshot
 from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
 from pgcache.service.auth import require_admin
+from pgcache.service.http_caching import cacheable_json, encode, etag_of, max_age
 from pgcache.service.lifespan import PgCacheState, pgcache_state
 from pgcache.service.limits import check_identifier, parse_json, read_body
 from pgcache.service.openapi import InvalidateRequest, PredictRequest
@@ -33,6 +32,7 @@ _QUERY_HASH_RE: Final = re.compile(r"-?[0-9]{1,20}")
 # Printable ASCII without spaces, bounded: an id from outside must not forge log lines.
 _READY_TIMEOUT: Final = 2.0
 _STATUS_MESSAGE: Final = "Cache performance metrics"
+_DEFAULT_SCENARIO: Final = "current"
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -99,31 +99,12 @@ def _require_database(
 # --- HTTP caching ----------------------------------------------------------------------------
 
 
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison, as ``If-None-Match`` asks for: ``W/"x"`` matches ``"x"``."""
-    if if_none_match is None:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    tags = (tag.strip() for tag in if_none_match.split(","))
-    return any(tag.removeprefix("W/") == etag for tag in tags)
-
-
-def _cacheable_json(request: Request, body: bytes, cache_control: str) -> Response:
-    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
-    headers = {"ETag": etag, "Cache-Control": cache_control}
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
-
-
-def _features_cache_control(state: PgCacheState, collected_at: datetime) -> str:
+def _features_cache_control(state: PgCacheState, collected_at: float) -> str:
     """Fresh for what is left of the features cache TTL (counted from the extraction)."""
     ttl = state.manager.cache("features").ttl
     if not state.manager.enabled or ttl is None:
         return "no-cache"
-    age = (datetime.now(UTC) - collected_at).total_seconds()
-    return f"public, max-age={max(0, int(ttl - age))}"
+    return f"public, max-age={max_age(ttl, collected_at)}"
 
 
 _NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -141,7 +122,8 @@ async def _cache_status(request: Request) -> Response:
         metrics=calculate_metrics_snapshot(manager),
         message=_STATUS_MESSAGE,
     )
-    return _cacheable_json(request, status.model_dump_json().encode(), "no-cache")
+    body = status.model_dump_json().encode()
+    return cacheable_json(request, body, etag_of(body), "no-cache")
 
 
 async def _prometheus(request: Request) -> Response:
@@ -218,13 +200,21 @@ async def _features(request: Request) -> Response:
     """GET /api/v1/queries/{query_hash}/features?scenario=current: cached features."""
     state = pgcache_state(request)
     query_hash = _query_hash(request)
-    scenario = check_identifier("scenario", request.query_params.get("scenario", "current"))
+    scenario = (
+        check_identifier("scenario", request.query_params.get("scenario", _DEFAULT_SCENARIO))
+        if request.scope["query_string"]
+        else _DEFAULT_SCENARIO
+    )
     extractor, _ = _require_database(state)
     features = await _unless_unknown(
         state, query_hash, extractor.extract_query_features(query_hash, scenario)
     )
-    body = features.model_dump_json().encode()
-    return _cacheable_json(request, body, _features_cache_control(state, features.collected_at))
+    if state.encoded is not None and state.manager.enabled:
+        encoded = state.encoded(features)
+    else:  # nothing is cached: a value is served once
+        encoded = encode(features)
+    cache_control = _features_cache_control(state, encoded.collected_at)
+    return cacheable_json(request, encoded.body, encoded.etag, cache_control)
 
 
 async def _predict(request: Request) -> Response:
@@ -250,6 +240,8 @@ async def _clear_cache(state: PgCacheState, name: str) -> int:
     tiered = state.manager.tier(name)
     removed = len(tiered)
     await tiered.aclear()
+    if name == "features" and state.encoded is not None:
+        state.encoded.clear()
     return removed
 
 
@@ -294,12 +286,13 @@ def pgcache_routes() -> list[Route]:
 
     They read ``app.state.pgcache``: run :func:`pgcache_lifespan` in that application's lifespan.
     """
+    # The router tries routes in order: the busiest first (no other path overlaps it).
     return [
+        Route("/api/v1/queries/{query_hash}/features", json_endpoint(_features), methods=["GET"]),
         Route("/api/v1/metrics/cache", json_endpoint(_cache_status), methods=["GET"]),
         Route("/metrics", json_endpoint(_prometheus), methods=["GET"]),
         Route("/healthz", json_endpoint(_healthz), methods=["GET"]),
         Route("/readyz", json_endpoint(_readyz), methods=["GET"]),
-        Route("/api/v1/queries/{query_hash}/features", json_endpoint(_features), methods=["GET"]),
         Route("/api/v1/queries/{query_hash}/predict", json_endpoint(_predict), methods=["POST"]),
         Route("/api/v1/cache/invalidate", json_endpoint(_invalidate), methods=["POST"]),
         Route("/api/v1/cache/{name}", json_endpoint(_delete_cache), methods=["DELETE"]),

@@ -153,27 +153,43 @@ def install_log_filters() -> None:
 class _HeadTimeout:
     """Closes a connection that has not sent a complete request head within the keep-alive
     timeout, counting from when it opened or its last answer ended (mixed into uvicorn's
-    protocols: uvicorn itself times out only a connection idle after an answer)."""
+    protocols: uvicorn itself times out only a connection idle after an answer).
+
+    One timer per connection, not one per request: an answer that ends moves the deadline, a
+    head that arrives clears it, and the timer, when it fires, closes the connection only if a
+    deadline has passed (else it waits for the one set since, or stops)."""
 
     timeout_keep_alive: int
     transport: asyncio.Transport
     _head_timer: asyncio.TimerHandle | None = None
+    _head_deadline: float | None = None
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
         loop = asyncio.get_running_loop()
-        self._head_timer = loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+        self._head_deadline = loop.time() + self.timeout_keep_alive
+        if self._head_timer is None:
+            self._head_timer = loop.call_at(self._head_deadline, self._head_timed_out)
 
-    def _cancel_head_timer(self) -> None:
+    def _head_arrived(self) -> None:
+        self._head_deadline = None
+
+    def _stop_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
-            CONNECTION_COUNTERS["head_timeout"] += 1
-            self.transport.close()
+        deadline = self._head_deadline
+        if deadline is None or self.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:  # an answer ended since the timer was set: wait for it
+            self._head_timer = loop.call_at(deadline, self._head_timed_out)
+            return
+        CONNECTION_COUNTERS["head_timeout"] += 1
+        self.transport.close()
 
 
 class H11HeadTimeoutProtocol(_HeadTimeout, H11Protocol):
@@ -185,13 +201,13 @@ class H11HeadTimeoutProtocol(_HeadTimeout, H11Protocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._stop_head_timer()
         super().connection_lost(exc)
 
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # the head has arrived
-            self._cancel_head_timer()
+            self._head_arrived()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -214,11 +230,11 @@ if importlib.util.find_spec("httptools") is not None:
             self._arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_head_timer()
+            self._stop_head_timer()
             super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
-            self._cancel_head_timer()
+            self._head_arrived()
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
