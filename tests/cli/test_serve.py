@@ -622,3 +622,25 @@ def test_a_cache_size_beyond_what_a_cache_holds_is_a_configuration_error(
     assert result.returncode == 2
     assert "CACHE_MAX_SIZE=" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_runs_uvloop_and_httptools_with_the_head_timeout_and_the_settings() -> None:
+    import uvloop
+
+    from pgcache.cli.serve import KEEP_ALIVE_SECONDS, SERVICE_FACTORY, uvicorn_config
+    from pgcache.config import Settings
+    from pgcache.service.serving import HTTPTOOLS_PROTOCOL
+
+    settings = Settings.load(max_client_conns=123, shutdown_timeout=7.5, database_url=None)
+    config = uvicorn_config(SERVICE_FACTORY, settings, host="127.0.0.1", port=0)
+    loop = config.get_loop_factory()
+    assert loop is not None
+    running = loop()
+    try:
+        assert isinstance(running, uvloop.Loop)
+    finally:
+        running.close()
+    assert config.http == HTTPTOOLS_PROTOCOL
+    assert config.timeout_keep_alive == KEEP_ALIVE_SECONDS
+    assert (config.limit_concurrency, config.timeout_graceful_shutdown) == (123, 8)
+    assert config.factory

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -82,37 +81,6 @@ def shared_tier_status_of(source: object) -> SharedTierStatus | None:
     return read() if callable(read) else None
 
 
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-_REQUIRED: Final = object()
-
-
-@functools.cache
-def _fields(model: type[BaseModel]) -> tuple[tuple[str, Any], ...]:
-    """``model``'s fields in order, each with its default (``_REQUIRED`` if it has none)."""
-    return tuple(
-        (name, _REQUIRED if field.is_required() else field.get_default(call_default_factory=True))
-        for name, field in model.model_fields.items()
-    )
-
-
-def _unvalidated(model: type[_Model], **values: Any) -> _Model:
-    """``model`` holding ``values`` (and its defaults) as they are, unvalidated: what pydantic's
-    ``model_construct`` does without its per-field Python loop, which costs more than the
-    validation it skips. Only for values of the fields' types; ``KeyError`` for a missing one."""
-    data = {
-        name: values[name] if name in values or default is _REQUIRED else default
-        for name, default in _fields(model)
-    }
-    instance = model.__new__(model)
-    object.__setattr__(instance, "__dict__", data)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
-    return instance
-
-
 class L2Metrics(BaseModel):
     """What one cache's second tier (Redis) did: present only when there is one."""
 
@@ -134,8 +102,7 @@ class L2Metrics(BaseModel):
     @classmethod
     def from_tier_metrics(cls, metrics: TierMetrics) -> L2Metrics:
         """The JSON form of :class:`pgcache.caching.tier_stats.TierMetrics`."""
-        return _unvalidated(
-            cls,
+        return cls(
             hits=metrics.l2_hits,
             misses=metrics.l2_misses,
             errors=metrics.l2_errors,
@@ -175,8 +142,7 @@ class SharedTierMetrics(BaseModel):
     @classmethod
     def from_status(cls, status: SharedTierStatus) -> SharedTierMetrics:
         """The JSON form of :class:`pgcache.caching.tier_stats.SharedTierStatus`."""
-        return _unvalidated(
-            cls,
+        return cls(
             redis="degraded" if status.degraded else "ok",
             url=status.url,
             cluster=status.cluster,
@@ -233,8 +199,7 @@ class CacheDetailedMetrics(BaseModel):
     def from_cache(cls, cache: _CacheLike, tier: TierMetrics | None = None) -> CacheDetailedMetrics:
         """The metrics of ``cache`` now (``tier``: its shared tier's, if it has one)."""
         metrics = cache.metrics()
-        return _unvalidated(
-            cls,
+        return cls(
             hits=metrics.hits,
             misses=metrics.misses,
             evictions=metrics.evictions,
@@ -296,12 +261,8 @@ class CacheStatusResponse(BaseModel):
             )
         else:
             message = "caching disabled: nothing is stored and every lookup misses"
-        return _unvalidated(
-            cls,
-            enabled=manager.enabled,
-            max_size=manager.max_size,
-            metrics=snapshot,
-            message=message,
+        return cls(
+            enabled=manager.enabled, max_size=manager.max_size, metrics=snapshot, message=message
         )
 
 
@@ -328,10 +289,6 @@ def calculate_metrics_snapshot(manager: MetricsSource) -> CacheMetricsSnapshot:
     ``overall_hit_rate`` is the hit rate over all lookups of all five caches (not
     the mean of the five rates: a busy cache weighs more than an idle one), in L1. With a
     shared tier, each cache also reports ``l2`` and the snapshot ``shared_tier``.
-
-    The models are built without validation (:func:`_unvalidated`): every value comes from the
-    caches' own counters, already of the fields' types, and this runs on every request of
-    ``/api/v1/metrics/cache`` and every tick of the dashboard's stream.
     """
     tiers = tier_metrics_of(manager) or {}
     status = shared_tier_status_of(manager)
@@ -341,8 +298,7 @@ def calculate_metrics_snapshot(manager: MetricsSource) -> CacheMetricsSnapshot:
     }
     hits = sum(metrics.hits for metrics in per_cache.values())
     misses = sum(metrics.misses for metrics in per_cache.values())
-    return _unvalidated(
-        CacheMetricsSnapshot,
+    return CacheMetricsSnapshot(
         **per_cache,
         total_cache_hits=hits,
         total_cache_misses=misses,
