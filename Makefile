@@ -17,10 +17,13 @@ SYSTEM_PACKAGES ?= postgresql redis-server chromium
 present-postgresql = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null
 present-redis-server = command -v redis-server >/dev/null && command -v redis-cli >/dev/null
 present-chromium = test -x /usr/bin/chromium
+present-valgrind = command -v valgrind >/dev/null
+# What the packages are for, in system-deps' messages.
+SYSTEM_PACKAGES_FOR ?= the tests and the demo
 present = $(or $(present-$(1)),dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q 'ok installed')
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps dev build wheel test test-rust test-python lint fmt bench compare demo clean
+.PHONY: help system-deps dev build wheel test test-rust test-python lint fmt bench compare instructions demo clean
 # Prerequisites run in the order written: system-deps stops `make test` before anything is built.
 .NOTPARALLEL:
 
@@ -42,11 +45,11 @@ system-deps: ## install the Debian packages the tests and the demo need, only th
 	missing="$${missing# }"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-		echo "missing system packages: $$missing (needed by the tests and the demo); install them with:" >&2; \
+		echo "missing system packages: $$missing (needed by $(SYSTEM_PACKAGES_FOR)); install them with:" >&2; \
 		echo "  sudo apt-get install $$missing" >&2; \
 		exit 1; \
 	fi; \
-	echo "installing Debian packages: $$missing (needed by the tests and the demo)"; \
+	echo "installing Debian packages: $$missing (needed by $(SYSTEM_PACKAGES_FOR))"; \
 	log="$$(mktemp)"; \
 	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >"$$log" 2>&1; then \
 		cat "$$log" >&2; rm -f "$$log"; exit 1; \
@@ -87,6 +90,12 @@ bench: dev ## pytest-benchmark suites
 
 compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict
 	$(BIN)/python benches/compare.py
+
+# Instruction counts need valgrind (callgrind), installed here when missing.
+instructions: SYSTEM_PACKAGES := valgrind
+instructions: SYSTEM_PACKAGES_FOR := the instruction counts
+instructions: system-deps dev ## instructions per call (callgrind) of the cache, decorators, features; writes BENCHMARKS.md
+	$(BIN)/python benches/instructions.py --write
 
 # The demo drives no browser.
 demo: SYSTEM_PACKAGES := $(filter-out chromium,$(SYSTEM_PACKAGES))
