@@ -155,7 +155,7 @@ mod tests {
                         } else {
                             let at = cache.expires_at(now, None);
                             store
-                                .insert(key, || key, key * 10, at, &mut eq, now, &mut released)
+                                .insert(key, || key, key * 10, at, &mut eq, || now, &mut released)
                                 .unwrap();
                         }
                     }

@@ -9,12 +9,15 @@
 //! raises `RuntimeError` instead of deadlocking. Batches check every key
 //! before they change anything.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hashbrown::HashTable;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
@@ -26,7 +29,7 @@ use super::shared::{
     release, same_object, table_hash, thread_token, Key, Load, Probe, PyReleased, PyStore, Shared,
     StoreFailed, Value,
 };
-use crate::core::{self, Clock, Garbage, PolicyKind, Released, Removed};
+use crate::core::{self, Clock, Garbage, PolicyKind, Released, Removed, NEVER};
 
 const DEFAULT_MAX_SIZE: usize = 10_000;
 const DEFAULT_CLEANUP_INTERVAL: f64 = 1.0;
@@ -93,7 +96,7 @@ impl Cache {
             let mut store = self.shared.lock(py)?;
             op(&mut store, hash, &probe, &mut released)
         };
-        release(released);
+        release(py, released);
         outcome.map_err(StoreFailed::into_err)
     }
 
@@ -111,11 +114,47 @@ impl Cache {
         key: &Bound<'_, PyAny>,
         hash: u64,
     ) -> PyResult<Option<Value>> {
-        self.with_hashed_key(py, key, hash, |store, hash, probe, released| {
-            let now = || self.shared.core.now();
-            let found = store.get(hash, &mut probe.eq(), now, released)?;
-            Ok(found.map(|v| v.clone_ref(py)))
-        })
+        self.with_hashed_key(
+            py,
+            key,
+            hash,
+            #[inline(always)]
+            |store, hash, probe, released| {
+                let now = || self.shared.core.now();
+                let found = store.get(hash, &mut probe.eq(), now, released)?;
+                Ok(found.map(|v| v.clone_ref(py)))
+            },
+        )
+    }
+
+    /// `set`: the clock is read only if a TTL applies or an entry with a
+    /// deadline is in the way (see `Store::insert`).
+    #[inline(always)]
+    fn store_one(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl_ns: Option<u64>,
+    ) -> PyResult<()> {
+        self.with_key(
+            py,
+            key,
+            #[inline(always)]
+            |store, hash, probe, released| {
+                let core = &self.shared.core;
+                let (expires_at, read) = deadline(core, ttl_ns);
+                store.insert(
+                    hash,
+                    || key.clone().unbind(),
+                    value.clone().unbind(),
+                    expires_at,
+                    &mut probe.eq(),
+                    || read.unwrap_or_else(|| core.now()),
+                    released,
+                )
+            },
+        )
     }
 
     /// Live entries in the policy's order (see `keys`), cloned under the lock.
@@ -193,7 +232,7 @@ impl Cache {
                 }
             }
         };
-        release(released);
+        release(py, released);
         drop(replaced);
         let load = match load {
             Ok(mine) => mine,
@@ -218,14 +257,14 @@ impl Cache {
                         value.clone_ref(py),
                         expires_at,
                         &mut probe.eq(),
-                        now,
+                        || now,
                         &mut released,
                     )
                     .map_err(StoreFailed::into_err)?;
             }
             Ok(())
         })();
-        release(released);
+        release(py, released);
         let outcome = stored.and(outcome);
         let shared_outcome = match &outcome {
             Ok(value) => Ok(value.clone_ref(py)),
@@ -342,18 +381,26 @@ impl Cache {
         self.shared.is_closed()
     }
 
-    /// The value for `key`, or `default` if it is absent or expired.
-    #[pyo3(signature = (key, default = None, /))]
-    fn get(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        default: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Value> {
-        Ok(match self.lookup(py, key)? {
-            Some(value) => value,
-            None => default.map_or_else(|| py.None(), |d| d.clone().unbind()),
-        })
+    /// `get(key, default=None, /)`: a C method of its own (see `get_fastcall`).
+    /// Made while the class is initialised, which is also when `c[k]` and
+    /// `c[k] = v` get their C entry points (see `install_mapping_slots`).
+    #[classattr]
+    fn get(py: Python<'_>) -> PyResult<Py<PyAny>> {
+        // While its attributes are made, the class is already there (PyO3 hands
+        // it out to the thread that is initialising it).
+        let cls = py.get_type::<Cache>();
+        install_mapping_slots(&cls);
+        let def = Box::leak(Box::new(ffi::PyMethodDef {
+            ml_name: c"get".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFast: get_fastcall,
+            },
+            ml_flags: ffi::METH_FASTCALL,
+            ml_doc: c"get($self, key, default=None, /)\n--\n\nThe value for `key`, or `default` if it is absent or expired.".as_ptr(),
+        }));
+        // SAFETY: a method of this class, its definition alive for ever (leaked once per process).
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(cls.as_type_ptr(), def)) }
+            .map(Bound::unbind)
     }
 
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Value> {
@@ -370,19 +417,7 @@ impl Cache {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let ttl_ns = optional_ttl_ns(ttl)?;
-        self.with_key(py, key, |store, hash, probe, released| {
-            let now = self.shared.core.now();
-            store.insert(
-                hash,
-                || key.clone().unbind(),
-                value.clone().unbind(),
-                self.shared.core.expires_at(now, ttl_ns),
-                &mut probe.eq(),
-                now,
-                released,
-            )
-        })
+        self.store_one(py, key, value, optional_ttl_ns(ttl)?)
     }
 
     fn __setitem__(
@@ -391,7 +426,7 @@ impl Cache {
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        self.set(py, key, value, None)
+        self.store_one(py, key, value, None)
     }
 
     /// Removes `key`; True if a live entry was removed.
@@ -469,7 +504,7 @@ impl Cache {
             }
             Ok(())
         })();
-        release(released);
+        release(py, released);
         outcome?;
         let found = PyDict::new(py);
         for (index, value) in hits {
@@ -529,7 +564,7 @@ impl Cache {
                     value.clone().unbind(),
                     expires_at,
                     &mut same_object(stored[first]),
-                    now,
+                    || now,
                     &mut released,
                 );
                 debug_assert!(inserted.is_ok(), "room was made for every new key");
@@ -539,7 +574,7 @@ impl Cache {
             }
             Ok(())
         })();
-        release(released);
+        release(py, released);
         outcome
     }
 
@@ -592,7 +627,7 @@ impl Cache {
             let now = self.shared.core.now();
             store.expire(now, &mut released)
         };
-        release(released);
+        release(py, released);
         Ok(count)
     }
 
@@ -705,6 +740,148 @@ impl Drop for Cache {
     /// interpreter, rather than by whichever thread drops the last `Arc`.
     fn drop(&mut self) {
         Python::attach(|py| self.shared.close_now(py));
+    }
+}
+
+/// Runs the body of a C entry point of `Cache` called without PyO3's
+/// trampoline (`get_fastcall`, `subscript`, `assign_subscript`): what the
+/// trampoline would do is done here. A panic becomes a `PanicException`; an
+/// error is raised and `failed` returned. PyO3 does not count such a call as
+/// attached, so a `Py` dropped in it would have its reference released later:
+/// the hot paths drop none (`release` releases attached), and an error is
+/// raised inside `Python::attach`, which counts.
+#[inline(always)]
+fn c_entry<T>(failed: T, body: impl FnOnce(Python<'_>) -> PyResult<T>) -> T {
+    // SAFETY: CPython calls C methods and slots attached.
+    let py = unsafe { Python::assume_attached() };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body(py))) {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => {
+            Python::attach(|py| error.restore(py));
+            failed
+        }
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "pgcache.Cache panicked".into());
+            Python::attach(|py| PanicException::new_err(message).restore(py));
+            failed
+        }
+    }
+}
+
+/// The `Cache` behind a C entry point's `self`.
+///
+/// # Safety
+/// `slf` is a `Cache` (CPython checks it for methods and for slots of this class).
+#[inline(always)]
+unsafe fn this<'a>(py: Python<'a>, slf: &'a *mut ffi::PyObject) -> &'a Cache {
+    // SAFETY: see the function's contract.
+    unsafe { Bound::ref_from_ptr(py, slf).cast_unchecked::<Cache>().get() }
+}
+
+/// `Cache.get(key, default=None, /)` as a `METH_FASTCALL` C method: the
+/// hottest call of the API skips PyO3's generic argument parsing and its
+/// trampoline (see `c_entry`).
+///
+/// # Safety
+/// Called by CPython through the method descriptor made in `Cache::get`,
+/// which checks that `slf` is a `Cache`; `args` holds `nargs` borrowed references.
+unsafe extern "C" fn get_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    c_entry(std::ptr::null_mut(), |py| {
+        if !(1..=2).contains(&nargs) {
+            return Err(PyTypeError::new_err(format!(
+                "get expected 1 or 2 arguments (key, default=None), got {nargs}"
+            )));
+        }
+        // SAFETY: see the function's contract.
+        let (cache, key) = unsafe { (this(py, &slf), Bound::ref_from_ptr(py, &*args)) };
+        Ok(match cache.lookup(py, key)? {
+            Some(value) => value.into_ptr(),
+            // SAFETY: `args` holds `nargs` pointers.
+            None if nargs == 2 => unsafe { Bound::ref_from_ptr(py, &*args.add(1)) }
+                .clone()
+                .into_ptr(),
+            None => py.None().into_ptr(),
+        })
+    })
+}
+
+/// `c[k]` (the `mp_subscript` slot), without PyO3's trampoline (see `c_entry`);
+/// `Cache.__getitem__` stays PyO3's, with the same behaviour.
+///
+/// # Safety
+/// Called by CPython with a `Cache` and a borrowed key.
+unsafe extern "C" fn subscript(
+    slf: *mut ffi::PyObject,
+    key: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    c_entry(std::ptr::null_mut(), |py| {
+        // SAFETY: see the function's contract.
+        let (cache, key) = unsafe { (this(py, &slf), Bound::ref_from_ptr(py, &key)) };
+        match cache.lookup(py, key)? {
+            Some(value) => Ok(value.into_ptr()),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    })
+}
+
+/// `c[k] = v` and `del c[k]` (the `mp_ass_subscript` slot; `value` is null
+/// for a deletion), without PyO3's trampoline (see `c_entry`).
+///
+/// # Safety
+/// Called by CPython with a `Cache`, a borrowed key and a borrowed value or null.
+unsafe extern "C" fn assign_subscript(
+    slf: *mut ffi::PyObject,
+    key: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+) -> std::os::raw::c_int {
+    c_entry(-1, |py| {
+        // SAFETY: see the function's contract.
+        let (cache, key) = unsafe { (this(py, &slf), Bound::ref_from_ptr(py, &key)) };
+        if value.is_null() {
+            // A deletion drops the removed entry's objects: counted as attached.
+            return Python::attach(|py| cache.__delitem__(py, key)).map(|()| 0);
+        }
+        // SAFETY: see the function's contract.
+        let value = unsafe { Bound::ref_from_ptr(py, &value) };
+        cache.store_one(py, key, value, None).map(|()| 0)
+    })
+}
+
+/// Points the class's `c[k]` and `c[k] = v` slots at `subscript` and
+/// `assign_subscript`, in place of PyO3's trampolines around `__getitem__`,
+/// `__setitem__` and `__delitem__` (whose descriptors, kept in the class,
+/// behave the same). Called once, while the class is being initialised.
+fn install_mapping_slots(cls: &Bound<'_, PyType>) {
+    let ty = cls.as_type_ptr();
+    // SAFETY: a heap type made by PyO3 with `__getitem__` and `__setitem__`, so
+    // with a mapping-methods table of its own; `PyType_Modified` drops cached lookups.
+    unsafe {
+        let mapping = (*ty).tp_as_mapping;
+        assert!(!mapping.is_null(), "pgcache.Cache has mapping slots");
+        (*mapping).mp_subscript = Some(subscript);
+        (*mapping).mp_ass_subscript = Some(assign_subscript);
+        ffi::PyType_Modified(ty);
+    }
+}
+
+/// The deadline of an entry stored now with an optional TTL override, and
+/// the time read for it (`None`: no TTL applies and the clock was not read).
+#[inline(always)]
+fn deadline(core: &core::Cache<Key, Value, Arc<Load>>, ttl_ns: Option<u64>) -> (u64, Option<u64>) {
+    match ttl_ns.or(core.default_ttl_ns()) {
+        Some(ttl) => {
+            let now = core.now();
+            (now.saturating_add(ttl), Some(now))
+        }
+        None => (NEVER, None),
     }
 }
 

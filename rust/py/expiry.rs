@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::shared::Shared;
+use super::shared::{release, Shared};
 
 /// A cache the thread sweeps, every `interval`, next at `due`.
 struct Entry {
@@ -153,7 +153,12 @@ fn run() {
                 // Dropped attached and outside any cache lock; leaked if the
                 // interpreter is already gone (harmless at that point).
                 let mut released = Some(released);
-                if Python::try_attach(|_py| drop(released.take())).is_none() {
+                let attached = Python::try_attach(|py| {
+                    if let Some(released) = released.take() {
+                        release(py, released);
+                    }
+                });
+                if attached.is_none() {
                     std::mem::forget(released.take());
                 }
             }

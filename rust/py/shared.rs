@@ -29,7 +29,7 @@ use pyo3::sync::MutexExt;
 
 use super::errors::closed_error;
 use crate::core::waits::{Blocker, Waiting};
-use crate::core::{self, Full, Held, Released, Store, MAX_CAPACITY};
+use crate::core::{self, Full, Garbage, Held, Released, Store, MAX_CAPACITY};
 
 pub(crate) type Key = Py<PyAny>;
 pub(crate) type Value = Py<PyAny>;
@@ -52,21 +52,43 @@ pub(crate) fn thread_token(_py: Python<'_>) -> usize {
     unsafe { pyo3::ffi::PyThreadState_Get() as usize }
 }
 
-/// Drops what left the store, after the lock is released. Most operations
-/// release nothing; they skip the drop glue entirely.
+/// Drops what left the store, after the lock is released, attached: each
+/// object's reference is released directly (`Py_DECREF`), without the generic
+/// drop glue that asks whether the interpreter is attached. Most operations
+/// release nothing; an overwrite releases one value.
 #[inline(always)]
-pub(crate) fn release(released: PyReleased) {
-    if released.is_empty() {
-        std::mem::forget(released);
-    } else {
-        release_slow(released);
+pub(crate) fn release(py: Python<'_>, released: PyReleased) {
+    match released.len() {
+        0 => std::mem::forget(released),
+        1 => {
+            let mut released = released;
+            if let Some(garbage) = released.pop() {
+                release_one(py, garbage);
+            }
+            std::mem::forget(released);
+        }
+        _ => release_many(py, released),
+    }
+}
+
+#[inline(always)]
+fn release_one(py: Python<'_>, garbage: Garbage<Key, Value>) {
+    match garbage {
+        Garbage::Entry(key, value) => {
+            key.drop_ref(py);
+            value.drop_ref(py);
+        }
+        Garbage::Value(value) => value.drop_ref(py),
+        Garbage::Key(key) => key.drop_ref(py),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn release_slow(released: PyReleased) {
-    drop(released);
+fn release_many(py: Python<'_>, released: PyReleased) {
+    for garbage in released {
+        release_one(py, garbage);
+    }
 }
 
 /// Spreads Python's hash over 64 bits (ints hash to themselves).

@@ -4,6 +4,7 @@
 use super::{key_hash, Link, Node, Store, LRU, NEVER, NIL, UNLINKED};
 
 impl<K, V, F> Store<K, V, F> {
+    #[inline(always)]
     pub(super) fn allocate(&mut self, hash: u64, key: K, value: V, expires_at: u64) -> u32 {
         let node = Node {
             entry: Some((key, value)),
@@ -14,8 +15,8 @@ impl<K, V, F> Store<K, V, F> {
         };
         if self.free != NIL {
             let index = self.free;
-            self.free = self.nodes[index as usize].timer.next;
-            self.nodes[index as usize] = node;
+            self.free = self.node(index).timer.next;
+            *self.node_mut(index) = node;
             index
         } else {
             self.nodes.push(node);
@@ -24,8 +25,9 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// Takes an entry out of the index, both lists and the slab.
+    #[inline(always)]
     pub(super) fn unlink_entry(&mut self, index: u32) -> (K, V) {
-        let hash = key_hash(self.nodes[index as usize].hash);
+        let hash = key_hash(self.node(index).hash);
         if let Ok(slot) = self.table.find_entry(hash, |&i| i == index) {
             slot.remove();
         }
@@ -33,20 +35,38 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// Takes an entry already out of the index out of both lists and the slab.
+    #[inline(always)]
     pub(super) fn free_node(&mut self, index: u32) -> (K, V) {
         self.on_leave(index);
         self.wheel_unschedule(index);
         let free = self.free;
-        let node = &mut self.nodes[index as usize];
+        let node = self.node_mut(index);
         node.timer.next = free;
         node.expires_at = NEVER;
+        let entry = node.entry.take().expect("an indexed node holds an entry");
         self.free = index;
         self.len -= 1;
         self.metrics.set_size(self.len);
-        node.entry.take().expect("an indexed node holds an entry")
+        entry
     }
 
-    /// A node by index without a bounds check, for the hot LRU path.
+    /// A node by index without a bounds check, for the hot paths (the same
+    /// contract as `link` below).
+    #[inline(always)]
+    pub(super) fn node(&self, index: u32) -> &Node<K, V> {
+        debug_assert!((index as usize) < self.nodes.len());
+        // SAFETY: see `link`.
+        unsafe { self.nodes.get_unchecked(index as usize) }
+    }
+
+    #[inline(always)]
+    pub(super) fn node_mut(&mut self, index: u32) -> &mut Node<K, V> {
+        debug_assert!((index as usize) < self.nodes.len());
+        // SAFETY: see `link`.
+        unsafe { self.nodes.get_unchecked_mut(index as usize) }
+    }
+
+    /// A node's LRU links by index without a bounds check, for the hot LRU path.
     ///
     /// SAFETY (of the callers): indices come from the hash index or the list
     /// links, which only ever hold indices of nodes in `self.nodes`; the slab

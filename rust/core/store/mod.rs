@@ -126,6 +126,30 @@ pub enum Removed<K, V> {
     Absent,
 }
 
+/// The current time, read at most once and only when asked for.
+struct LazyNow<F> {
+    read: Option<F>,
+    time: u64,
+}
+
+impl<F: FnOnce() -> u64> LazyNow<F> {
+    #[inline(always)]
+    fn new(read: F) -> Self {
+        LazyNow {
+            read: Some(read),
+            time: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&mut self) -> u64 {
+        if let Some(read) = self.read.take() {
+            self.time = read();
+        }
+        self.time
+    }
+}
+
 /// A get_or_set in progress: the key being loaded and the caller's handle to it.
 struct Flight<K, F> {
     hash: u64,
@@ -160,7 +184,9 @@ fn matcher<'a, K, V, E>(
     error: &'a mut Option<E>,
 ) -> impl FnMut(&u32) -> bool + 'a {
     move |&index| {
-        let node = &nodes[index as usize];
+        debug_assert!((index as usize) < nodes.len());
+        // SAFETY: the table holds only indices of nodes in the slab (see `lru.rs`'s `link`).
+        let node = unsafe { nodes.get_unchecked(index as usize) };
         if key_hash(node.hash) != hash {
             return false;
         }
@@ -256,7 +282,7 @@ impl<K, V, F> Store<K, V, F> {
     ) -> Result<Option<&K>, E> {
         Ok(self
             .find(hash, eq)?
-            .and_then(|index| self.nodes[index as usize].entry.as_ref())
+            .and_then(|index| self.node(index).entry.as_ref())
             .map(|(key, _)| key))
     }
 
@@ -264,13 +290,13 @@ impl<K, V, F> Store<K, V, F> {
     /// not read for entries that never expire).
     #[inline(always)]
     fn expires_by(&self, index: u32, now: impl FnOnce() -> u64) -> bool {
-        let expires_at = self.nodes[index as usize].expires_at;
+        let expires_at = self.node(index).expires_at;
         expires_at != NEVER && now() >= expires_at
     }
 
     #[inline]
     fn is_expired(&self, index: u32, now: u64) -> bool {
-        now >= self.nodes[index as usize].expires_at
+        now >= self.node(index).expires_at
     }
 
     /// Finds a live entry; an expired one is removed (counted as an
@@ -310,7 +336,7 @@ impl<K, V, F> Store<K, V, F> {
             Some(index) => {
                 self.metrics.hit();
                 self.on_access(index);
-                Ok(self.nodes[index as usize].entry.as_ref().map(|(_, v)| v))
+                Ok(self.node(index).entry.as_ref().map(|(_, v)| v))
             }
             None => {
                 self.metrics.miss();
@@ -342,8 +368,11 @@ impl<K, V, F> Store<K, V, F> {
     /// rejection); the new entry itself always stays (an unbounded store at
     /// `MAX_CAPACITY` fails with `Full` instead).
     /// `make_key` is called only when a new entry is created. On failure the
-    /// store is unchanged and `value` is in `released`.
+    /// store is unchanged and `value` is in `released`. `now` is read at most
+    /// once, and only if an entry with a deadline is found or the timer wheel
+    /// holds entries when the store is full.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn insert<E>(
         &mut self,
         hash: u64,
@@ -351,7 +380,7 @@ impl<K, V, F> Store<K, V, F> {
         value: V,
         expires_at: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
-        now: u64,
+        now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<(), E>
     where
@@ -365,7 +394,8 @@ impl<K, V, F> Store<K, V, F> {
                 return Err(e);
             }
         };
-        if let Some(index) = found.filter(|&i| self.is_expired(i, now)) {
+        let mut now = LazyNow::new(now);
+        if let Some(index) = found.filter(|&i| self.expires_by(i, || now.get())) {
             // An expired entry is replaced by a new one (with the new key object).
             self.metrics.expired(1);
             let (k, v) = self.unlink_entry(index);
@@ -373,7 +403,7 @@ impl<K, V, F> Store<K, V, F> {
             found = None;
         }
         if let Some(index) = found {
-            let node = &mut self.nodes[index as usize];
+            let node = self.node_mut(index);
             if let Some((_, old)) = node.entry.as_mut() {
                 released.push(Garbage::Value(std::mem::replace(old, value)));
             }
@@ -388,8 +418,12 @@ impl<K, V, F> Store<K, V, F> {
             self.on_access(index);
             return Ok(());
         }
-        if self.len >= self.limit {
-            self.expire(now, released);
+        // The clock is read, and the wheel advanced, only if something may be due.
+        if self.len >= self.limit && self.wheel.is_occupied() {
+            let now = now.get();
+            if self.wheel.may_expire(now) {
+                self.expire(now, released);
+            }
         }
         if self.len >= self.limit {
             if !self.evicts {
@@ -467,6 +501,9 @@ impl<K, V, F> Store<K, V, F> {
     /// Cost: the expired entries, the entries due within the current wheel
     /// tick (about a millisecond) and those cascading to a finer wheel level.
     pub fn expire(&mut self, now: u64, released: &mut Released<K, V>) -> usize {
+        if !self.wheel.may_expire(now) {
+            return 0;
+        }
         let due = self.wheel_advance(now);
         for &index in &due {
             {

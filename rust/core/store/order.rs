@@ -104,6 +104,7 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// A new entry, already counted in `len`.
+    #[inline(always)]
     pub(super) fn on_new(&mut self, index: u32) {
         match &mut self.policy {
             Policy::Lru => self.lru_push_front(index),
@@ -117,7 +118,7 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// An entry leaves its list.
-    #[inline]
+    #[inline(always)]
     pub(super) fn on_leave(&mut self, index: u32) {
         match &mut self.policy {
             Policy::Lru => self.lru_unlink(index),
@@ -134,6 +135,7 @@ impl<K, V, F> Store<K, V, F> {
 
     /// The entry a full store gives up for a new one, counted as an eviction
     /// or (a W-TinyLFU candidate that lost) a rejection.
+    #[inline(always)]
     pub(super) fn victim(&mut self) -> u32 {
         match &mut self.policy {
             Policy::Lru => {

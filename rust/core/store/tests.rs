@@ -46,7 +46,7 @@ fn set(s: &mut TestStore, key: u64, value: &'static str, expires_at: u64, now: u
         value,
         expires_at,
         &mut eq(key),
-        now,
+        || now,
         &mut released,
     )
     .unwrap();
@@ -81,7 +81,7 @@ fn full_store_evicts_least_recently_used() {
     set(&mut s, 2, "b", NEVER, 0);
     get(&mut s, 1, 0);
     let mut released = Released::new();
-    s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), 0, &mut released)
+    s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), || 0, &mut released)
         .unwrap();
     assert_eq!(released.as_slice(), [Garbage::Entry(2, "b")]);
     assert_eq!(keys(&s, 0), vec![3, 1]);
@@ -93,7 +93,7 @@ fn overwrite_keeps_size_and_releases_old_value() {
     let mut s = store(1);
     set(&mut s, 1, "a", NEVER, 0);
     let mut released = Released::new();
-    s.insert(hash(1), || 1, "b", NEVER, &mut eq(1), 0, &mut released)
+    s.insert(hash(1), || 1, "b", NEVER, &mut eq(1), || 0, &mut released)
         .unwrap();
     assert_eq!(released.as_slice(), [Garbage::Value("a")]);
     assert_eq!(s.len(), 1);
@@ -210,7 +210,7 @@ fn failing_equality_changes_nothing() {
     set(&mut s, 1, "a", NEVER, 0);
     let mut failing = |_: &u64| -> Result<bool, Failure> { Err(Failure::Eq) };
     let mut released = Released::new();
-    let result = s.insert(hash(1), || 1, "b", NEVER, &mut failing, 0, &mut released);
+    let result = s.insert(hash(1), || 1, "b", NEVER, &mut failing, || 0, &mut released);
     assert_eq!(result, Err(Failure::Eq));
     assert_eq!(get(&mut s, 1, 0), Some("a"));
     assert_eq!(s.len(), 1);
@@ -276,7 +276,7 @@ fn unbounded_store_at_its_limit_refuses_a_new_key_and_changes_nothing() {
     set(&mut s, 1, "a", NEVER, 0);
     set(&mut s, 2, "b", NEVER, 0);
     let mut released = Released::new();
-    let result = s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), 0, &mut released);
+    let result = s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), || 0, &mut released);
     assert_eq!(result, Err(Failure::Full));
     assert_eq!(released.as_slice(), [Garbage::Value("c")]);
     assert_eq!(keys(&s, 0), vec![2, 1]);
@@ -324,9 +324,9 @@ fn held_lists_every_entry_and_loading_key() {
     let mut s: Store<u64, &str, u32> =
         Store::new(Some(4), PolicyKind::Lru, Arc::new(Metrics::default()), 0);
     let mut released = Released::new();
-    s.insert(hash(1), || 1, "a", 10, &mut eq(1), 0, &mut released)
+    s.insert(hash(1), || 1, "a", 10, &mut eq(1), || 0, &mut released)
         .unwrap();
-    s.insert(hash(2), || 2, "b", NEVER, &mut eq(2), 0, &mut released)
+    s.insert(hash(2), || 2, "b", NEVER, &mut eq(2), || 0, &mut released)
         .unwrap();
     s.begin_load(hash(3), 3, 30);
     let mut held: Vec<String> = s

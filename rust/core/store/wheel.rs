@@ -9,6 +9,12 @@
 //! costs what expired plus what cascades, never the size of the cache. The
 //! current finest bucket is scanned on every advance, so `expire(now)` is
 //! exact: no entry with `expires_at <= now` survives it.
+//!
+//! The wheel also keeps a lower bound of every deadline on it (`earliest`)
+//! and which buckets may hold entries (a bit per bucket, cleared when the
+//! bucket is emptied): an advance before `earliest` does nothing, so a cache
+//! whose entries live for minutes does not touch the wheel on every insert
+//! into a full cache, and an advance visits only occupied buckets.
 
 use super::{Link, Store, NEVER, NIL, UNLINKED};
 
@@ -21,14 +27,100 @@ const OVERFLOW: usize = LEVELS * BUCKETS;
 /// Bucket sentinels, stored in the node slab right after the LRU sentinel.
 pub(super) const SENTINELS: usize = LEVELS * BUCKETS + 1;
 
-/// The wheel's own state: the time it was last advanced to.
+/// The wheel's own state.
 pub(super) struct Wheel {
+    /// The time it was last advanced to.
     time: u64,
+    /// No entry on the wheel expires before this (`NEVER`: the wheel is empty).
+    earliest: u64,
+    /// Per level, the buckets that may hold entries (a superset: a bucket
+    /// whose last entry left by `wheel_unschedule` keeps its bit until visited).
+    occupied: [u64; LEVELS],
+    overflow_occupied: bool,
 }
 
 impl Wheel {
     pub(super) fn new(now: u64) -> Self {
-        Wheel { time: now }
+        Wheel {
+            time: now,
+            earliest: NEVER,
+            occupied: [0; LEVELS],
+            overflow_occupied: false,
+        }
+    }
+
+    /// Whether any entry may be on the wheel.
+    #[inline(always)]
+    pub(super) fn is_occupied(&self) -> bool {
+        self.earliest != NEVER
+    }
+
+    /// Whether an advance to `now` can find anything due.
+    #[inline(always)]
+    pub(super) fn may_expire(&self, now: u64) -> bool {
+        now >= self.earliest
+    }
+
+    #[inline(always)]
+    fn mark(&mut self, bucket: usize) {
+        if bucket == OVERFLOW {
+            self.overflow_occupied = true;
+        } else {
+            self.occupied[bucket / BUCKETS] |= 1 << (bucket % BUCKETS);
+        }
+    }
+
+    #[inline(always)]
+    fn is_marked(&self, bucket: usize) -> bool {
+        if bucket == OVERFLOW {
+            self.overflow_occupied
+        } else {
+            self.occupied[bucket / BUCKETS] & (1 << (bucket % BUCKETS)) != 0
+        }
+    }
+
+    #[inline(always)]
+    fn unmark(&mut self, bucket: usize) {
+        if bucket == OVERFLOW {
+            self.overflow_occupied = false;
+        } else {
+            self.occupied[bucket / BUCKETS] &= !(1 << (bucket % BUCKETS));
+        }
+    }
+
+    /// A lower bound of every deadline on the wheel, from the occupied
+    /// buckets, right after an advance to `self.time`. An entry on level `l`
+    /// (`l >= 1`) lies 1 to 64 ticks of that level ahead of the wheel's time
+    /// (it was filed there because its deadline was at least one tick of
+    /// level `l` away, and every bucket whose tick has come was emptied); on
+    /// level 0 it may also lie in the current tick, so its bound is `time + 1`.
+    fn lower_bound(&self) -> u64 {
+        let mut earliest = NEVER;
+        for (level, (&shift, &occupied)) in SHIFTS.iter().zip(&self.occupied).enumerate() {
+            if occupied == 0 {
+                continue;
+            }
+            let tick = self.time >> shift;
+            let current = (tick as u32) & (BUCKETS as u32 - 1);
+            // Buckets in the order their ticks come, starting after the current one.
+            let ahead = occupied.rotate_right(current).rotate_right(1);
+            let distance = if level == 0 && occupied & (1 << current) != 0 {
+                0
+            } else {
+                u64::from(ahead.trailing_zeros()) + 1
+            };
+            let bound = if distance == 0 {
+                self.time.saturating_add(1)
+            } else {
+                (tick + distance).checked_shl(shift).unwrap_or(NEVER)
+            };
+            earliest = earliest.min(bound);
+        }
+        if self.overflow_occupied {
+            let next = ((self.time >> OVERFLOW_SHIFT) + 1).checked_shl(OVERFLOW_SHIFT);
+            earliest = earliest.min(next.unwrap_or(NEVER));
+        }
+        earliest
     }
 }
 
@@ -44,51 +136,63 @@ fn bucket_for(time: u64, expires_at: u64) -> usize {
     // next advance always scans.
     let at = expires_at.max(time);
     let delta = at - time;
-    for (level, shift) in SHIFTS.iter().enumerate() {
-        if delta < 1u64 << (shift + BUCKET_BITS) {
-            return level * BUCKETS + ((at >> shift) as usize & (BUCKETS - 1));
-        }
+    // Level `l` spans deltas below 2^(SHIFTS[l] + BUCKET_BITS), SHIFTS[l] = 20 + 6 l:
+    // the finest one that fits follows from the delta's bit length, without a loop.
+    let finest_span = SHIFTS[0] + BUCKET_BITS;
+    let bits = u64::BITS - delta.leading_zeros();
+    let level = (bits.max(finest_span) - finest_span).div_ceil(BUCKET_BITS) as usize;
+    if level >= LEVELS {
+        return OVERFLOW;
     }
-    OVERFLOW
+    let shift = SHIFTS[level];
+    level * BUCKETS + ((at >> shift) as usize & (BUCKETS - 1))
 }
 
 impl<K, V, F> Store<K, V, F> {
     /// Files a node by its `expires_at`; entries that never expire stay off the wheel.
-    #[inline]
+    #[inline(always)]
     pub(super) fn wheel_schedule(&mut self, index: u32) {
-        let expires_at = self.nodes[index as usize].expires_at;
+        let expires_at = self.node(index).expires_at;
         if expires_at == NEVER {
-            self.nodes[index as usize].timer = UNLINKED;
+            self.node_mut(index).timer = UNLINKED;
             return;
         }
-        let head = sentinel(bucket_for(self.wheel.time, expires_at));
-        let last = self.nodes[head as usize].timer.prev;
-        self.nodes[index as usize].timer = Link {
+        let bucket = bucket_for(self.wheel.time, expires_at);
+        self.wheel.mark(bucket);
+        self.wheel.earliest = self.wheel.earliest.min(expires_at);
+        let head = sentinel(bucket);
+        let last = self.node(head).timer.prev;
+        self.node_mut(index).timer = Link {
             prev: last,
             next: head,
         };
-        self.nodes[last as usize].timer.next = index;
-        self.nodes[head as usize].timer.prev = index;
+        self.node_mut(last).timer.next = index;
+        self.node_mut(head).timer.prev = index;
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn wheel_unschedule(&mut self, index: u32) {
-        let Link { prev, next } = self.nodes[index as usize].timer;
+        let Link { prev, next } = self.node(index).timer;
         if prev == NIL {
             return;
         }
-        self.nodes[prev as usize].timer.next = next;
-        self.nodes[next as usize].timer.prev = prev;
-        self.nodes[index as usize].timer = UNLINKED;
+        self.node_mut(prev).timer.next = next;
+        self.node_mut(next).timer.prev = prev;
+        self.node_mut(index).timer = UNLINKED;
     }
 
     /// Moves the wheel to `now`; returns the nodes that are due, already off
-    /// the wheel but still in the index and the LRU list.
+    /// the wheel but still in the index and the LRU list. Before the earliest
+    /// deadline on the wheel it does nothing (the wheel's time stays behind:
+    /// the next advance covers every tick since).
     pub(super) fn wheel_advance(&mut self, now: u64) -> Vec<u32> {
+        let mut due = Vec::new();
+        if !self.wheel.may_expire(now) {
+            return due;
+        }
         let previous = self.wheel.time;
         let now = now.max(previous);
         self.wheel.time = now;
-        let mut due = Vec::new();
         for (level, shift) in SHIFTS.iter().enumerate() {
             let (from, to) = (previous >> shift, now >> shift);
             if level > 0 && from == to {
@@ -97,28 +201,32 @@ impl<K, V, F> Store<K, V, F> {
             let ticks = (to - from + 1).min(BUCKETS as u64);
             for tick in from..from + ticks {
                 let bucket = level * BUCKETS + (tick as usize & (BUCKETS - 1));
-                self.wheel_process(bucket, now, &mut due);
+                if self.wheel.is_marked(bucket) {
+                    self.wheel_process(bucket, now, &mut due);
+                }
             }
         }
-        if previous >> OVERFLOW_SHIFT != now >> OVERFLOW_SHIFT {
+        if previous >> OVERFLOW_SHIFT != now >> OVERFLOW_SHIFT && self.wheel.is_marked(OVERFLOW) {
             self.wheel_process(OVERFLOW, now, &mut due);
         }
+        self.wheel.earliest = self.wheel.lower_bound();
         due
     }
 
     /// Empties one bucket: due nodes go to `due`, the others are re-filed.
     fn wheel_process(&mut self, bucket: usize, now: u64, due: &mut Vec<u32>) {
+        self.wheel.unmark(bucket);
         let head = sentinel(bucket);
-        let mut index = self.nodes[head as usize].timer.next;
+        let mut index = self.node(head).timer.next;
         if index == head {
             return;
         }
-        self.nodes[head as usize].timer = Link {
+        self.node_mut(head).timer = Link {
             prev: head,
             next: head,
         };
         while index != head {
-            let node = &mut self.nodes[index as usize];
+            let node = self.node_mut(index);
             let next = node.timer.next;
             node.timer = UNLINKED;
             if node.expires_at <= now {
@@ -144,6 +252,20 @@ mod tests {
     }
 
     #[test]
+    fn each_level_takes_the_deltas_below_its_span() {
+        for (level, shift) in SHIFTS.iter().enumerate() {
+            let span = 1u64 << (shift + BUCKET_BITS);
+            assert_eq!(bucket_for(0, span - 1) / BUCKETS, level, "below {span}");
+            let above = bucket_for(0, span);
+            assert!(
+                above == OVERFLOW || above / BUCKETS == level + 1,
+                "at {span}"
+            );
+        }
+        assert_eq!(bucket_for(0, 1 << OVERFLOW_SHIFT), OVERFLOW);
+    }
+
+    #[test]
     fn far_deadlines_overflow() {
         assert_eq!(bucket_for(0, 1 << 62), OVERFLOW);
     }
@@ -152,5 +274,78 @@ mod tests {
     fn past_deadlines_go_to_the_current_bucket() {
         let now = 5 << 20;
         assert_eq!(bucket_for(now, 3), 5);
+    }
+
+    type TestStore = Store<u64, (), ()>;
+
+    fn store() -> TestStore {
+        use crate::core::PolicyKind;
+        Store::new(None, PolicyKind::Lru, std::sync::Arc::default(), 0)
+    }
+
+    fn schedule(s: &mut TestStore, key: u64, expires_at: u64) {
+        let mut released = super::super::Released::new();
+        let eq = &mut |k: &u64| Ok::<_, super::super::Full>(*k == key);
+        s.insert(key, || key, (), expires_at, eq, || 0, &mut released)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_empty_wheel_has_no_earliest_deadline() {
+        let s = store();
+        assert!(!s.wheel.is_occupied());
+        assert!(!s.wheel.may_expire(u64::MAX - 1));
+    }
+
+    #[test]
+    fn advancing_before_the_earliest_deadline_leaves_the_wheel_as_it_was() {
+        let mut s = store();
+        let minutes = 900_000_000_000; // 15 minutes, on level 3
+        schedule(&mut s, 1, minutes);
+        schedule(&mut s, 2, 2 * minutes);
+        assert!(s.wheel.earliest <= minutes);
+        let mut released = super::super::Released::new();
+        assert_eq!(s.expire(minutes / 2, &mut released), 0);
+        assert_eq!(
+            s.wheel.time, 0,
+            "nothing could be due: the wheel did not move"
+        );
+        assert_eq!(s.expire(minutes, &mut released), 1);
+        assert_eq!(s.wheel.time, minutes);
+        assert!(s.wheel.earliest > minutes && s.wheel.earliest <= 2 * minutes);
+        assert_eq!(s.expire(2 * minutes, &mut released), 1);
+        assert!(
+            !s.wheel.is_occupied(),
+            "an emptied wheel has no deadline left"
+        );
+    }
+
+    #[test]
+    fn the_earliest_deadline_is_a_lower_bound_after_every_advance() {
+        let mut s = store();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut deadlines = std::collections::HashMap::new();
+        let mut now = 0u64;
+        for key in 0..3000u64 {
+            // Deadlines from a microsecond to two weeks ahead, on every level and the overflow.
+            let expires_at = now + 1_000 + next() % (1u64 << (10 + next() % 41));
+            schedule(&mut s, key, expires_at);
+            deadlines.insert(key, expires_at);
+            if key % 7 == 0 {
+                now += next() % (1u64 << (next() % 44));
+                let mut released = super::super::Released::new();
+                s.expire(now, &mut released);
+                deadlines.retain(|_, &mut d| d > now);
+                assert_eq!(s.len(), deadlines.len(), "exact at {now}");
+            }
+            let earliest = deadlines.values().min().copied().unwrap_or(NEVER);
+            assert!(s.wheel.earliest <= earliest, "a lower bound at {now}");
+        }
     }
 }
