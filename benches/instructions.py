@@ -11,11 +11,11 @@ Usage (from the repository root, with the project's venv; needs ``valgrind``, a 
 
 Wall-clock figures move by 10-30 % on a shared machine; instruction counts do not, so this is
 the record of what one call costs. Each library (and the decorators, and the feature lookups)
-runs in one worker process under ``valgrind --tool=callgrind --dump-before=getppid`` (this
+runs in one worker process under ``valgrind --tool=callgrind --dump-before=getsid`` (this
 script with the hidden ``--worker CASES CALLS`` arguments, ``PYTHONHASHSEED=0``, the garbage
 collector off). For each case the worker builds its cache and key lists, then runs the measured
 loop over ``--calls`` keys (``for k in keys: c.get(k)``), then the same loop with an empty body
-(``for k in keys: pass``), calling ``os.getppid()`` between them: callgrind writes the
+(``for k in keys: pass``), calling ``os.getsid(0)`` between them: callgrind writes the
 instructions of each stretch (every thread's) to a file of its own. Per call = (measured loop -
 empty loop) / calls: what is left is the call itself (method lookup, argument passing, the
 library's work), without the interpreter's start, the imports or the set-up.
@@ -393,9 +393,10 @@ CASES = [
 
 
 def mark() -> None:
-    """A segment boundary: callgrind (``--dump-before=getppid``) writes the instructions since
-    the previous one to a file of their own. Nothing else in a worker calls getppid()."""
-    os.getppid()
+    """A segment boundary: callgrind (``--dump-before=getsid``) writes the instructions since
+    the previous one to a file of their own. Nothing else in a worker calls getsid() (getppid()
+    would not do: a library of the decorator group calls it)."""
+    os.getsid(0)
 
 
 def worker(case_ids: list[str], calls: int) -> None:
@@ -434,7 +435,7 @@ def run_group(cases: list[Case], calls: int, scratch: str) -> dict[str, float]:
     command = [
         "valgrind",
         "--tool=callgrind",
-        "--dump-before=getppid",
+        "--dump-before=getsid",
         f"--callgrind-out-file={out}",
         sys.executable,
         os.path.abspath(__file__),
