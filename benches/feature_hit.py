@@ -1,7 +1,8 @@
 """Instructions of a cached feature (and prediction) hit against a bare ``Cache.get`` hit.
 
-    .venv/bin/python benches/feature_hit.py            # runs callgrind, prints the table
-    .venv/bin/python benches/feature_hit.py LABEL N    # one run: N hits of LABEL (for callgrind)
+    .venv/bin/python benches/feature_hit.py                     # callgrind, prints the table
+    .venv/bin/python benches/feature_hit.py features,prediction # only these labels
+    .venv/bin/python benches/feature_hit.py LABEL N             # one run: N hits of LABEL
 
 Each figure is (instructions of N2 hits - instructions of N1 hits) / (N2 - N1), minus the same
 for the empty loop, under ``valgrind --tool=callgrind`` with ``PYTHONHASHSEED=0``: repeatable on
@@ -18,16 +19,16 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgcache import Cache, CacheManager
-from pgcache.config import Settings
 from pgcache.keys import prediction_key
-from pgcache.ml.client import AsyncMLClient, MLClient
-from pgcache.ml.models import Prediction, features_digest
-from pgcache.ml.predictor import AsyncCachedPredictor, CachedPredictor
-from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor, CachedFeatureExtractor
-from pgcache.postgres.features import QueryFeatures
+
+if TYPE_CHECKING:  # imported where used: the empty loop's run imports none of them
+    from pgcache.ml.models import Prediction
+    from pgcache.ml.predictor import AsyncCachedPredictor
+    from pgcache.postgres.cached_features import AsyncCachedFeatureExtractor
+    from pgcache.postgres.features import QueryFeatures
 
 QUERIES = 10_000
 _COLLECTED = re.compile(r"Collected : (\d+)")
@@ -41,6 +42,8 @@ class _NeverCalled:
 
 
 def _features(query_hash: int) -> QueryFeatures:
+    from pgcache.postgres.features import QueryFeatures
+
     return QueryFeatures(
         query_hash=query_hash, scenario="current", calls=120, total_exec_time_ms=600.0,
         mean_exec_time_ms=5.0, min_exec_time_ms=1.0, max_exec_time_ms=20.0,
@@ -54,6 +57,8 @@ def _features(query_hash: int) -> QueryFeatures:
 
 
 def _prediction(features: QueryFeatures) -> Prediction:
+    from pgcache.ml.models import Prediction, features_digest
+
     return Prediction(
         predicted_execution_time_ms=5.0, confidence=0.9, range_min_ms=4.0, range_max_ms=6.0,
         model_version="bench", timestamp=datetime(2026, 1, 1, tzinfo=UTC),
@@ -61,74 +66,98 @@ def _prediction(features: QueryFeatures) -> Prediction:
     )  # fmt: skip
 
 
-def _drive(coroutine: Any) -> Any:
-    """The result of a coroutine that completes without suspending (a hit), no event loop."""
+def _drive(coroutine: Any) -> None:
+    """Run a coroutine that never suspends (a loop of hits) to its end, without an event loop."""
     try:
         coroutine.send(None)
-    except StopIteration as done:
-        return done.value
+    except StopIteration:
+        return
     raise AssertionError("a hit suspended")
 
 
-def _objects() -> tuple[list[int], dict[str, Any]]:
-    """The hashes to look up (each cached) and the objects whose hits are measured."""
-    hashes = list(
-        dict.fromkeys(random.Random(7).randrange(-(2**63), 2**63) for _ in range(QUERIES))
-    )
-    order = random.Random(11).choices(hashes, k=QUERIES)
-    cache: Cache[int, QueryFeatures] = Cache(ttl=900, max_size=QUERIES, name="features")
+async def _features_async(extractor: AsyncCachedFeatureExtractor, keys: list[int]) -> None:
+    for key in keys:
+        await extractor.extract_query_features(key, "current")
+
+
+async def _predictions_async(predictor: AsyncCachedPredictor, keys: list[int]) -> None:
+    for key in keys:
+        await predictor.predict_query(key)
+
+
+def _manager(hashes: list[int], predictions: bool) -> CacheManager:
+    """A manager with every hash's features cached (and a prediction of each, if asked)."""
     manager = CacheManager(max_size=QUERIES)
-    predictions = manager.cache("predictions")
+    template = _features(0)
     for query_hash in hashes:
-        features = _features(query_hash)
-        cache.set(query_hash, features)
+        features = template.model_copy(update={"query_hash": query_hash})
         manager.set_features(query_hash, "current", features)
-        predictions.set(prediction_key(query_hash, "current", None), _prediction(features))
-    base: Any = _NeverCalled()
-    sync = CachedFeatureExtractor(base, manager)
-    asynchronous = AsyncCachedFeatureExtractor(base, manager)
-    settings = Settings()
-    objects = {
-        "cache": cache,
-        "sync": sync,
-        "async": asynchronous,
-        "predictor": CachedPredictor(sync, MLClient(settings), manager),
-        "apredictor": AsyncCachedPredictor(asynchronous, AsyncMLClient(settings), manager),
-    }
-    return order, objects
+        if predictions:
+            key = prediction_key(query_hash, "current", None)
+            manager.cache("predictions").set(key, _prediction(features))
+    return manager
 
 
 def run(label: str, calls: int) -> None:
     """``calls`` hits of ``label``, each loop written out so that its own cost is the empty
     loop's (no call in between)."""
-    order, objects = _objects()
+    hashes = list(
+        dict.fromkeys(random.Random(7).randrange(-(2**63), 2**63) for _ in range(QUERIES))
+    )
+    order = random.Random(11).choices(hashes, k=QUERIES)
     rounds, rest = divmod(calls, len(order))
     keys = order * rounds + order[:rest]
-    cache, sync, asynchronous = objects["cache"], objects["sync"], objects["async"]
-    predictor, apredictor = objects["predictor"], objects["apredictor"]
+    base: Any = _NeverCalled()
     if label == "empty":
         for _key in keys:
             pass
     elif label == "cache.get":
+        cache: Cache[int, QueryFeatures] = Cache(ttl=900, max_size=QUERIES, name="features")
+        template = _features(0)
+        for query_hash in hashes:
+            cache.set(query_hash, template.model_copy(update={"query_hash": query_hash}))
         for key in keys:
             cache.get(key)
-    elif label == "features":
-        for key in keys:
-            sync.extract_query_features(key, "current")
-    elif label == "features-other-scenario":
-        for key in keys:
-            sync.extract_query_features(key, "peak")
-    elif label == "features-async":
-        for key in keys:
-            _drive(asynchronous.extract_query_features(key, "current"))
-    elif label == "prediction":
-        for key in keys:
-            predictor.predict_query(key)
-    elif label == "prediction-async":
-        for key in keys:
-            _drive(apredictor.predict_query(key))
+    elif label.startswith("features"):
+        from pgcache.postgres.cached_features import (
+            AsyncCachedFeatureExtractor,
+            CachedFeatureExtractor,
+        )
+
+        manager = _manager(hashes, predictions=False)
+        sync = CachedFeatureExtractor(base, manager)
+        if label == "features":
+            for key in keys:
+                sync.extract_query_features(key, "current")
+        elif label == "features-other-scenario":
+            for key in keys:
+                sync.extract_query_features(key, "peak")
+        else:  # the loop inside one coroutine: each hit is one await
+            _drive(_features_async(AsyncCachedFeatureExtractor(base, manager), keys))
     else:
-        raise ValueError(f"unknown label {label!r}")
+        from pgcache.config import Settings
+        from pgcache.ml.client import AsyncMLClient, MLClient
+        from pgcache.ml.predictor import AsyncCachedPredictor, CachedPredictor
+        from pgcache.postgres.cached_features import (
+            AsyncCachedFeatureExtractor,
+            CachedFeatureExtractor,
+        )
+
+        manager = _manager(hashes, predictions=True)
+        settings = Settings()
+        if label == "prediction":
+            predictor = CachedPredictor(
+                CachedFeatureExtractor(base, manager), MLClient(settings), manager
+            )
+            for key in keys:
+                predictor.predict_query(key)
+        else:
+            extractor = AsyncCachedFeatureExtractor(base, manager)
+            _drive(
+                _predictions_async(
+                    AsyncCachedPredictor(extractor, AsyncMLClient(settings), manager), keys
+                )
+            )
 
 
 def instructions(label: str, calls: int) -> int:
@@ -145,7 +174,7 @@ def instructions(label: str, calls: int) -> int:
     return int(match[1])
 
 
-def per_call(label: str, few: int = 20_000, many: int = 120_000) -> float:
+def per_call(label: str, few: int = 10_000, many: int = 50_000) -> float:
     return (instructions(label, many) - instructions(label, few)) / (many - few)
 
 
@@ -159,19 +188,19 @@ LABELS = (
 )
 
 
-def main() -> None:
+def main(labels: list[str]) -> None:
     empty = per_call("empty")
     bare = per_call("cache.get") - empty
     print(f"empty loop: {empty:,.0f} instructions per iteration (subtracted below)")
     print("| hit | instructions | x `Cache.get` hit |")
     print("|---|---|---|")
-    for label in LABELS:
+    for label in labels:
         net = bare if label == "cache.get" else per_call(label) - empty
-        print(f"| {label} | {net:,.0f} | {net / bare:.2f} |")
+        print(f"| {label} | {net:,.0f} | {net / bare:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
+    if len(sys.argv) == 3 and sys.argv[1] in (*LABELS, "empty"):
         run(sys.argv[1], int(sys.argv[2]))
-    else:
-        main()
+    else:  # optional: the labels to measure, e.g. features,prediction
+        main(sys.argv[1].split(",") if len(sys.argv) == 2 else list(LABELS))
