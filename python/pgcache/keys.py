@@ -16,7 +16,10 @@ Features are kept once per query: what ``pg_stat_statements`` says of a query do
 the scenario a caller names (the scenario is only a label on :class:`pgcache.QueryFeatures`,
 which the cached extractors set on the way out), so the scenario is not part of their key. A
 prediction does depend on it (the ML service is asked for that scenario): its key keeps it.
-Building a key costs nothing on a hit's path: the int itself, or one tuple.
+Building a key costs nothing on a hit's path: the int itself, or one tuple. A plain tuple
+``(query_hash, scenario, model_id)`` finds the entry stored under the equal
+:class:`PredictionKey` (a named tuple is a tuple: same hash, equal), so a lookup need not build
+the named tuple; a store does (its type names the key in Redis).
 
 :func:`query_hash_of` reads the query hash back out of any of these keys, which is how
 invalidating one query finds its entries. A prediction is stored with the digest of the

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from pgcache._core import Cache
 from pgcache._validate import check_model_id, check_scenario
@@ -27,8 +27,6 @@ from pgcache.ml.models import Prediction, features_digest
 if TYPE_CHECKING:
     from pgcache.caching.manager import CacheManager
     from pgcache.postgres.features import AsyncFeatureExtractor, FeatureExtractor, QueryFeatures
-
-_MISSING: Final[Any] = object()
 
 
 class _Digests:
@@ -76,7 +74,7 @@ class _PredictionStore:
     stores nothing: every lookup misses, counted by the manager's predictions cache.
     """
 
-    __slots__ = ("cache", "digests", "enabled", "get", "tiered")
+    __slots__ = ("cache", "digests", "enabled", "tiered")
 
     def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
         if isinstance(cache_or_manager, Cache):
@@ -91,14 +89,15 @@ class _PredictionStore:
                 "pgcache.CacheManager"
             )
         self.cache: Cache[Any, Any] = self.tiered.l1
-        self.get = self.cache.get
         self.digests = _Digests()
 
     def made_from(self, cached: object, features: QueryFeatures) -> bool:
         """Whether ``cached`` is a prediction made from ``features`` (equal digests)."""
-        return isinstance(cached, Prediction) and cached.features_digest == self.digests.of(
-            features
-        )
+        # type() first: isinstance of a pydantic model class goes through ABCMeta (thousands
+        # of instructions).
+        if type(cached) is not Prediction and not isinstance(cached, Prediction):
+            return False
+        return cached.features_digest == self.digests.of(features)
 
 
 class _CachedPredictorBase:
@@ -106,6 +105,7 @@ class _CachedPredictorBase:
 
     def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
         self._store = _PredictionStore(cache_or_manager)
+        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
 
     @property
     def cache(self) -> Cache[Any, Any]:
@@ -148,10 +148,11 @@ class CachedPredictor(_CachedPredictorBase):
         if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
             scenario, model_id = _checked(scenario, model_id)
         features = self.extractor.extract_query_features(query_hash, scenario)
-        key = prediction_key(features.query_hash, scenario, model_id)
-        cached = self._store.get(key, _MISSING)
-        if cached is not _MISSING and self._store.made_from(cached, features):
+        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
+        cached = self._get((features.query_hash, scenario, model_id))
+        if cached is not None and self._store.made_from(cached, features):
             return cached  # type: ignore[no-any-return]  # made_from: a Prediction
+        key = prediction_key(features.query_hash, scenario, model_id)
         return self._miss(features, key, cached)
 
     def _miss(self, features: QueryFeatures, key: PredictionKey, cached: object) -> Prediction:
@@ -159,7 +160,7 @@ class CachedPredictor(_CachedPredictorBase):
         predict = partial(self.client.predict, features, scenario=key[1], model_id=key[2])
         if not store.enabled:
             return predict()
-        if cached is _MISSING:  # not in L1: Redis, else one request for every thread
+        if cached is None:  # not in L1: Redis, else one request for every thread
             cached = store.tiered.fill(key, predict)
             if store.made_from(cached, features):
                 return cached  # type: ignore[return-value]  # made_from: a Prediction
@@ -191,10 +192,11 @@ class AsyncCachedPredictor(_CachedPredictorBase):
         if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
             scenario, model_id = _checked(scenario, model_id)
         features = await self.extractor.extract_query_features(query_hash, scenario)
-        key = prediction_key(features.query_hash, scenario, model_id)
-        cached = self._store.get(key, _MISSING)
-        if cached is not _MISSING and self._store.made_from(cached, features):
+        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
+        cached = self._get((features.query_hash, scenario, model_id))
+        if cached is not None and self._store.made_from(cached, features):
             return cached  # type: ignore[no-any-return]  # made_from: a Prediction
+        key = prediction_key(features.query_hash, scenario, model_id)
         return await self._miss(features, key, cached)
 
     async def _miss(
@@ -206,7 +208,7 @@ class AsyncCachedPredictor(_CachedPredictorBase):
         )
         if not store.enabled:
             return await predict()
-        if cached is _MISSING:  # not in L1: Redis, else one request for every task
+        if cached is None:  # not in L1: Redis, else one request for every task
             cached = await store.tiered.afill(key, predict)
             if store.made_from(cached, features):
                 return cached  # type: ignore[return-value]  # made_from: a Prediction

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
 from pgcache._core import Cache, CacheMetrics
 from pgcache._validate import check_query_hash, check_query_hashes, check_scenario
@@ -29,14 +29,14 @@ if TYPE_CHECKING:
 
 
 DEFAULT_FEATURE_TTL = timedelta(minutes=15)
-_MISSING: Final[Any] = object()
 
 
 def in_scenario(features: QueryFeatures, scenario: str) -> QueryFeatures:
-    """``features`` labelled with ``scenario`` (the very object when it already is)."""
-    if features.scenario == scenario:
+    """``features`` labelled with ``scenario`` (the very object when it already is);
+    ``TypeError`` naming it when ``scenario`` is not a str."""
+    if features.scenario == scenario and type(scenario) is str:
         return features
-    return features.model_copy(update={"scenario": scenario})
+    return features.model_copy(update={"scenario": check_scenario(scenario)})
 
 
 def _ttl_seconds(ttl: float | timedelta | None, cache: Cache[int, QueryFeatures]) -> float:
@@ -62,7 +62,7 @@ class _FeatureStore:
     stores nothing: every lookup misses, counted by the manager's features cache.
     """
 
-    __slots__ = ("cache", "enabled", "get", "tiered", "ttl")
+    __slots__ = ("cache", "enabled", "tiered", "ttl")
 
     def __init__(
         self,
@@ -81,7 +81,6 @@ class _FeatureStore:
                 "pgcache.CacheManager"
             )
         self.cache: Cache[int, QueryFeatures] = self.tiered.l1
-        self.get = self.cache.get  # bound once: the whole of a hit's lookup
         self.ttl = _ttl_seconds(ttl, self.cache)
 
     def batch_keys(self, hashes: Iterable[int], scenario: str) -> tuple[list[int], list[int]]:
@@ -92,7 +91,7 @@ class _FeatureStore:
         if self.enabled:
             return unique, unique
         for query_hash in unique:
-            self.get(query_hash)
+            self.cache.get(query_hash)
         return unique, []
 
     def batch_result(
@@ -118,6 +117,7 @@ class _CachedExtractorBase:
         ttl: float | timedelta | None,
     ) -> None:
         self._store = _FeatureStore(cache_or_manager, ttl)
+        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
 
     @property
     def cache(self) -> Cache[int, QueryFeatures]:
@@ -156,15 +156,16 @@ class CachedFeatureExtractor(_CachedExtractorBase):
 
     def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        if type(query_hash) is not int or type(scenario) is not str:
+        if type(query_hash) is not int:
             query_hash, scenario = _checked(query_hash, scenario)
-        features: QueryFeatures = self._store.get(query_hash, _MISSING)
-        if features is _MISSING:
+        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
+        if features is None:
             features = self._miss(query_hash, scenario)
         return features if features.scenario == scenario else in_scenario(features, scenario)
 
     def _miss(self, query_hash: int, scenario: str) -> QueryFeatures:
-        load = partial(self.base.extract_query_features, check_query_hash(query_hash), scenario)
+        query_hash, scenario = _checked(query_hash, scenario)
+        load = partial(self.base.extract_query_features, query_hash, scenario)
         store = self._store
         return store.tiered.fill(query_hash, load, store.ttl) if store.enabled else load()
 
@@ -203,16 +204,17 @@ class AsyncCachedFeatureExtractor(_CachedExtractorBase):
 
     async def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        if type(query_hash) is not int or type(scenario) is not str:
+        if type(query_hash) is not int:
             query_hash, scenario = _checked(query_hash, scenario)
-        features: QueryFeatures = self._store.get(query_hash, _MISSING)
-        if features is _MISSING:
+        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
+        if features is None:
             features = await self._miss(query_hash, scenario)
         return features if features.scenario == scenario else in_scenario(features, scenario)
 
     async def _miss(self, query_hash: int, scenario: str) -> QueryFeatures:
+        query_hash, scenario = _checked(query_hash, scenario)
         load: Callable[[], Awaitable[QueryFeatures]] = partial(
-            self.base.extract_query_features, check_query_hash(query_hash), scenario
+            self.base.extract_query_features, query_hash, scenario
         )
         store = self._store
         if store.enabled:
