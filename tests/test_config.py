@@ -31,6 +31,7 @@ from pgcache.config import (
 DEFAULTS: dict[str, Any] = {
     "cache_enabled": True,
     "cache_max_size": 10_000,
+    "cache_max_bytes": 64 * 1024 * 1024,
     "cache_policy": "tinylfu",
     "feature_cache_ttl": timedelta(minutes=15),
     "prediction_cache_ttl": timedelta(minutes=5),
@@ -99,6 +100,7 @@ def test_default_of_every_variable(attribute: str, default: object) -> None:
     [
         ("CACHE_ENABLED", "false", False),
         ("CACHE_MAX_SIZE", "500", 500),
+        ("CACHE_MAX_BYTES", "1048576", 1_048_576),
         ("FEATURE_CACHE_TTL", "20m", timedelta(minutes=20)),
         ("PREDICTION_CACHE_TTL", "1m", timedelta(minutes=1)),
         ("FINGERPRINT_CACHE_TTL", "2m", timedelta(minutes=2)),
@@ -307,6 +309,8 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("CACHE_MAX_SIZE", "0", "expected a positive integer like 10000"),
     ("CACHE_MAX_SIZE", "-1", "expected a positive integer like 10000"),
     ("CACHE_MAX_SIZE", "1.5", "expected a positive integer like 10000"),
+    ("CACHE_MAX_BYTES", "64MiB", "expected a positive integer like 67108864"),
+    ("CACHE_MAX_BYTES", "0", "expected a positive integer like 67108864"),
     ("MAX_DATABASE_CONNS", "0", "expected a positive integer like 50"),
     ("MAX_IDLE_DATABASE_CONNS", "-1", "expected a non-negative integer like 15"),
     ("MAX_HTTP_CONNS", "0", "expected a positive integer like 10"),
@@ -646,6 +650,7 @@ def test_describe_lists_every_variable_as_written_in_an_env_file() -> None:
     assert Settings(database_url="postgresql://app:pw@db/app").describe() == {
         "CACHE_ENABLED": "true",
         "CACHE_MAX_SIZE": "10000",
+        "CACHE_MAX_BYTES": "67108864",
         "CACHE_POLICY": "tinylfu",
         "FEATURE_CACHE_TTL": "15m",
         "PREDICTION_CACHE_TTL": "5m",

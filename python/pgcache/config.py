@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pgcache.access import Network, check_access_setting, parse_rate_limit, parse_trusted_proxies
+from pgcache.caching.budget import DEFAULT_MAX_BYTES
 from pgcache.caching.redis_url import check_redis_url, mask_redis_url
 from pgcache.durations import (
     DURATION_HINT,
@@ -169,6 +170,7 @@ _DURATION_FIELDS: Final = (
 )
 _POSITIVE_INT_FIELDS: Final = (
     "cache_max_size",
+    "cache_max_bytes",
     "max_database_conns",
     "max_http_conns",
     "max_body_bytes",
@@ -215,6 +217,10 @@ class Settings(BaseSettings):
         default=True, description="false: caches store nothing, lookups miss"
     )
     cache_max_size: int = Field(default=10_000, description="maximum entries per cache")
+    cache_max_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES,
+        description="bytes of values per cache (their JSON size); beyond it the oldest-stored go",
+    )
     cache_policy: Literal["tinylfu", "lru"] = Field(
         default="tinylfu",
         description="eviction policy of every cache: tinylfu (adaptive W-TinyLFU) or lru",

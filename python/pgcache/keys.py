@@ -4,13 +4,22 @@ predictors, the invalidation of a query (and the shared tier) all build keys her
 =================  ===========================================  ==============================
 cache              key                                          built by
 =================  ===========================================  ==============================
-``features``       ``"features:{query_hash}:{scenario}"``       :func:`feature_key`
-``predictions``    ``PredictionKey(query_hash, scenario,        :func:`prediction_key`
-                   model_id)``
-``fingerprints``,  the query hash (an int)                      :func:`query_key`
+``features``,      the query hash (an int)                      :func:`feature_key`,
+``fingerprints``,                                               :func:`query_key`
 ``explain_plans``,
 ``anomalies``
+``predictions``    ``PredictionKey(query_hash, scenario,        :func:`prediction_key`
+                   model_id)``
 =================  ===========================================  ==============================
+
+Features are kept once per query: what ``pg_stat_statements`` says of a query does not depend on
+the scenario a caller names (the scenario is only a label on :class:`pgcache.QueryFeatures`,
+which the cached extractors set on the way out), so the scenario is not part of their key. A
+prediction does depend on it (the ML service is asked for that scenario): its key keeps it.
+Building a key costs nothing on a hit's path: the int itself, or one tuple. A plain tuple
+``(query_hash, scenario, model_id)`` finds the entry stored under the equal
+:class:`PredictionKey` (a named tuple is a tuple: same hash, equal), so a lookup need not build
+the named tuple; a store does (its type names the key in Redis).
 
 :func:`query_hash_of` reads the query hash back out of any of these keys, which is how
 invalidating one query finds its entries. A prediction is stored with the digest of the
@@ -48,7 +57,8 @@ from typing import Final, NamedTuple
 CACHE_NAMES: Final = ("features", "predictions", "fingerprints", "explain_plans", "anomalies")
 """The five kinds of cached answers, in the order a :class:`pgcache.CacheManager` lists them."""
 
-_FEATURES_PREFIX: Final = "features:"
+_FEATURES_PREFIX: Final = "features:"  # the keys of version 0.x, still read by query_hash_of
+_new_tuple: Final = tuple.__new__
 
 
 class PredictionKey(NamedTuple):
@@ -59,14 +69,16 @@ class PredictionKey(NamedTuple):
     model_id: str | None
 
 
-def feature_key(query_hash: int, scenario: str) -> str:
-    """The key of one query's features in one scenario: ``features:{query_hash}:{scenario}``."""
-    return f"{_FEATURES_PREFIX}{query_hash}:{scenario}"
+def feature_key(query_hash: int) -> int:
+    """The key of one query's features, in every scenario: its hash."""
+    return query_hash
 
 
 def prediction_key(query_hash: int, scenario: str, model_id: str | None) -> PredictionKey:
     """The key of one prediction: ``PredictionKey(query_hash, scenario, model_id)``."""
-    return PredictionKey(query_hash, scenario, model_id)
+    # tuple.__new__ directly: the namedtuple's own __new__ is one more Python call per key.
+    key: PredictionKey = _new_tuple(PredictionKey, (query_hash, scenario, model_id))
+    return key
 
 
 def query_key(query_hash: int) -> int:
@@ -93,9 +105,10 @@ def query_hash_of(key: object) -> int | None:
 
 # --- the shared tier (Redis) -------------------------------------------------------------------
 
-KEY_SCHEMA_VERSION: Final = 1
+KEY_SCHEMA_VERSION: Final = 2
 """The version of the Redis key layout and value format; a change that makes old bytes
-unreadable increments it."""
+unreadable, or old keys name other entries, increments it (2: features keyed by the query hash
+alone)."""
 
 DEFAULT_KEY_PREFIX: Final = "pgcache:"
 """The namespace prefix of every Redis name when ``REDIS_KEY_PREFIX`` is not set."""
@@ -205,9 +218,9 @@ class RedisKeyspace:
 
     >>> space = RedisKeyspace("pgcache:")
     >>> space.entry("explain_plans", -42)
-    'pgcache:v1:explain_plans:{-42}:i:-42'
-    >>> space.entry("features", feature_key(-42, "current"))
-    'pgcache:v1:features:{-42}:s:features:-42:current'
+    'pgcache:v2:explain_plans:{-42}:i:-42'
+    >>> space.entry("predictions", prediction_key(-42, "current", None))
+    'pgcache:v2:predictions:{-42}:p:[-42,"current",null]'
     """
 
     __slots__ = ("channel", "namespace", "prefix")

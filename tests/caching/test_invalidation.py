@@ -34,7 +34,7 @@ class Recorder:
 @pytest.mark.parametrize(
     "invalidation",
     [
-        Invalidation("delete", "features", (str(encode_key(feature_key(-42, "current"))),)),
+        Invalidation("delete", "features", (str(encode_key(feature_key(-42))),)),
         Invalidation("query", query_hash=-(2**63)),
         Invalidation("clear", "explain_plans"),
         Invalidation("delete", "plans", ("s:ünïcode", "i:7")),
@@ -74,7 +74,7 @@ def test_a_message_that_is_not_an_invalidation_is_refused(message: bytes) -> Non
 
 def test_a_delete_drops_the_decoded_keys_from_the_named_cache_only() -> None:
     features, plans = Recorder(), Recorder()
-    key = feature_key(-42, "current")
+    key = feature_key(-42)
     apply_invalidation(
         Invalidation("delete", "features", (str(encode_key(key)), "i:7")),
         {"features": features, "plans": plans},

@@ -57,15 +57,14 @@ def features_of(query_hash: int, scenario: str = "current") -> QueryFeatures:
 
 
 def fill_every_cache(manager: CacheManager, query_hash: int) -> int:
-    """Store seven items of one query across the five caches; return how many."""
+    """Store six items of one query across the five caches; return how many."""
     manager.set_features(query_hash, "current", features_of(query_hash))
-    manager.set_features(query_hash, "peak", features_of(query_hash, "peak"))
     manager.set_prediction(query_hash, "current", None, "default model")
     manager.set_prediction(query_hash, "current", "model-v2", "model v2")
     manager.set_fingerprint(query_hash, f"fingerprint {query_hash}")
     manager.set_explain_plan(query_hash, {"Plan": query_hash})
     manager.set_anomaly(query_hash, {"anomalous": True})
-    return 7
+    return 6
 
 
 def sizes(manager: CacheManager) -> dict[str, int]:
@@ -265,12 +264,18 @@ def test_every_getter_returns_none_for_an_unknown_query(manager: CacheManager) -
     assert manager.get_anomaly(1) is None
 
 
-def test_features_are_kept_per_scenario(manager: CacheManager) -> None:
+def test_features_are_kept_once_per_query_for_every_scenario(manager: CacheManager) -> None:
     manager.set_features(5, "current", features_of(5, "current"))
     manager.set_features(5, "peak", features_of(5, "peak"))
-    assert manager.get_features(5, "current") == features_of(5, "current")
+    assert len(manager.cache("features")) == 1
     assert manager.get_features(5, "peak") == features_of(5, "peak")
-    assert manager.get_features(5, "idle") is None
+    assert manager.get_features(5, "idle") == features_of(5, "idle")
+
+
+def test_features_are_answered_as_stored_in_their_own_scenario(manager: CacheManager) -> None:
+    features = features_of(5, "peak")
+    manager.set_features(5, "peak", features)
+    assert manager.get_features(5, "peak") is features
 
 
 def test_features_are_stored_under_the_cached_feature_extractor_key(
@@ -278,7 +283,8 @@ def test_features_are_stored_under_the_cached_feature_extractor_key(
 ) -> None:
     features = features_of(-77, "peak")
     manager.set_features(-77, "peak", features)
-    assert manager.cache("features").get(feature_cache_key(-77, "peak")) is features
+    assert manager.cache("features").get(feature_cache_key(-77)) is features
+    assert feature_cache_key(-77) == -77
 
 
 def test_predictions_are_kept_per_scenario_and_model(manager: CacheManager) -> None:
@@ -391,9 +397,9 @@ def test_invalidate_query_leaves_other_queries_alone(manager: CacheManager) -> N
     # 1 is a prefix of 12 and 1-digit "-1" shares digits: the key scheme must keep them apart.
     for query_hash in (1, 12, -1, 21):
         fill_every_cache(manager, query_hash)
-    assert manager.invalidate_query(1) == 7
+    assert manager.invalidate_query(1) == 6
     assert sizes(manager) == {
-        "features": 6,
+        "features": 3,
         "predictions": 6,
         "fingerprints": 3,
         "explain_plans": 3,
@@ -407,7 +413,7 @@ def test_invalidate_query_leaves_other_queries_alone(manager: CacheManager) -> N
 def test_invalidate_query_of_an_unknown_query_removes_nothing(manager: CacheManager) -> None:
     fill_every_cache(manager, 5)
     assert manager.invalidate_query(6) == 0
-    assert sum(sizes(manager).values()) == 7
+    assert sum(sizes(manager).values()) == 6
 
 
 def test_invalidate_query_does_not_count_lookups(manager: CacheManager) -> None:

@@ -47,8 +47,8 @@ def test_text_that_is_not_an_encoded_key_is_refused(text: str) -> None:
 def test_every_name_starts_with_the_prefix_and_the_schema_version() -> None:
     space = RedisKeyspace("app-a:")
     names = [
-        space.entry("features", feature_key(7, "current")),
-        space.lock("app-a:v1:features:x"),
+        space.entry("features", feature_key(7)),
+        space.lock(f"app-a:v{KEY_SCHEMA_VERSION}:features:x"),
         space.query_index(7),
         space.channel,
     ]
@@ -64,7 +64,7 @@ def test_two_prefixes_never_share_a_name() -> None:
 def test_entries_of_one_query_share_its_hash_tag() -> None:
     space = RedisKeyspace()
     names = [
-        space.entry("features", feature_key(-42, "current")),
+        space.entry("features", feature_key(-42)),
         space.entry("predictions", prediction_key(-42, "current", "m1")),
         space.entry("explain_plans", query_key(-42)),
         space.query_index(-42),
@@ -73,17 +73,17 @@ def test_entries_of_one_query_share_its_hash_tag() -> None:
 
 
 def test_a_key_without_query_hash_has_no_hash_tag() -> None:
-    assert RedisKeyspace().entry("plans", "report") == "pgcache:v1:plans:s:report"
+    assert RedisKeyspace().entry("plans", "report") == "pgcache:v2:plans:s:report"
 
 
 def test_the_lock_of_an_entry_is_not_the_entry() -> None:
     space = RedisKeyspace()
     entry = str(space.entry("plans", "x"))
-    assert space.lock(entry) == "pgcache:v1:lock:plans:s:x"
+    assert space.lock(entry) == "pgcache:v2:lock:plans:s:x"
 
 
 def test_the_scan_pattern_escapes_glob_characters_of_the_prefix() -> None:
-    assert RedisKeyspace("a*b[1]:").cache_pattern("features") == "a\\*b\\[1\\]:v1:features:*"
+    assert RedisKeyspace("a*b[1]:").cache_pattern("features") == "a\\*b\\[1\\]:v2:features:*"
 
 
 @pytest.mark.parametrize("prefix", ["with space:", "tab\t", "x" * 101, "line\n"])

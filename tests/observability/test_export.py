@@ -32,6 +32,7 @@ from pgcache import (
     PgCacheCollector,
     calculate_metrics_snapshot,
 )
+from pgcache.caching.budget import DEFAULT_MAX_BYTES, ENTRY_OVERHEAD
 from pgcache.config import Settings
 from pgcache.ml.client import MLClient
 from pgcache.ml.reference import serve_in_thread
@@ -115,6 +116,10 @@ def test_snapshot_counts_three_hits_and_one_miss(manager: CacheManager) -> None:
         size=1,
         max_size=100,
         ttl_seconds=600.0,
+        bytes=len("select-by-id") + ENTRY_OVERHEAD,
+        max_bytes=DEFAULT_MAX_BYTES,
+        byte_evictions=0,
+        oversized=0,
     )
 
 
@@ -235,6 +240,10 @@ def test_snapshot_json_has_the_original_field_names(manager: CacheManager) -> No
         "size",
         "max_size",
         "ttl_seconds",
+        "bytes",
+        "max_bytes",
+        "byte_evictions",
+        "oversized",
     ]
 
 

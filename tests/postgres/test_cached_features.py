@@ -86,13 +86,13 @@ def counting(pg_pool: ConnectionPool[psycopg.Connection[Any]]) -> CountingExtrac
 
 
 @pytest.fixture
-def cache(make_cache: Any) -> Cache[str, QueryFeatures]:
-    created: Cache[str, QueryFeatures] = make_cache(max_size=1000)
+def cache(make_cache: Any) -> Cache[int, QueryFeatures]:
+    created: Cache[int, QueryFeatures] = make_cache(max_size=1000)
     return created
 
 
 @pytest.fixture
-def cached(counting: CountingExtractor, cache: Cache[str, QueryFeatures]) -> CachedFeatureExtractor:
+def cached(counting: CountingExtractor, cache: Cache[int, QueryFeatures]) -> CachedFeatureExtractor:
     return CachedFeatureExtractor(counting, cache)
 
 
@@ -109,7 +109,7 @@ async def async_counting(postgres_url: str) -> AsyncIterator[AsyncCountingExtrac
 
 @pytest.fixture
 def async_cached(
-    async_counting: AsyncCountingExtractor, cache: Cache[str, QueryFeatures]
+    async_counting: AsyncCountingExtractor, cache: Cache[int, QueryFeatures]
 ) -> AsyncCachedFeatureExtractor:
     return AsyncCachedFeatureExtractor(async_counting, cache)
 
@@ -137,38 +137,77 @@ def test_a_hit_does_not_query_the_database(
 def test_a_miss_asks_the_base_once_and_stores_under_the_features_key(
     cached: CachedFeatureExtractor,
     counting: CountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     pg_workload: Workload,
 ) -> None:
     queryid = pg_workload.queryids["by_customer"]
     features = cached.extract_query_features(queryid, "current")
     assert counting.singles == [queryid]
-    assert cache.keys() == [f"features:{queryid}:current"]
-    assert cache.get(f"features:{queryid}:current") == features
+    assert cache.keys() == [feature_cache_key(queryid)] == [queryid]
+    assert cache.get(queryid) == features
 
 
 def test_a_negative_queryid_is_cached_under_its_signed_key(
     cached: CachedFeatureExtractor,
     counting: CountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     pg_workload: Workload,
 ) -> None:
     negative = pg_workload.negative_ids[0]
     cached.extract_query_features(negative, "current")
     cached.extract_query_features(negative, "current")
     assert counting.singles == [negative]
-    assert cache.keys() == [f"features:{negative}:current"]
-    assert feature_cache_key(negative, "current") == f"features:-{abs(negative)}:current"
+    assert cache.keys() == [negative]
 
 
-def test_each_scenario_is_cached_separately(
+def test_every_scenario_is_answered_from_one_entry_labelled_with_its_name(
     cached: CachedFeatureExtractor, counting: CountingExtractor, pg_workload: Workload
 ) -> None:
     queryid = pg_workload.queryids["count_all"]
     current = cached.extract_query_features(queryid, "current")
     what_if = cached.extract_query_features(queryid, "what-if")
     assert (current.scenario, what_if.scenario) == ("current", "what-if")
-    assert counting.singles == [queryid, queryid]
+    assert what_if.model_dump(exclude={"scenario"}) == current.model_dump(exclude={"scenario"})
+    assert counting.singles == [queryid]
+    assert cached.extract_query_features(queryid, "current") is current
+
+
+def test_five_hundred_scenarios_of_one_query_cost_one_database_read_and_one_entry(
+    cached: CachedFeatureExtractor,
+    cache: Cache[int, QueryFeatures],
+    pg_workload: Workload,
+    postgres_url: str,
+) -> None:
+    queryid = pg_workload.queryids["by_customer"]
+    before = extractor_statement_calls(postgres_url)
+    answers = [cached.extract_query_features(queryid, f"scenario-{n}") for n in range(500)]
+    assert extractor_statement_calls(postgres_url) - before == 1
+    assert len(cache) == 1
+    assert [features.scenario for features in answers] == [f"scenario-{n}" for n in range(500)]
+
+
+async def test_five_hundred_scenarios_cost_one_database_read_through_the_async_twin(
+    async_cached: AsyncCachedFeatureExtractor,
+    cache: Cache[int, QueryFeatures],
+    pg_workload: Workload,
+    postgres_url: str,
+) -> None:
+    queryid = pg_workload.queryids["sum_by_customer"]
+    before = extractor_statement_calls(postgres_url)
+    for n in range(500):
+        assert (await async_cached.extract_query_features(queryid, f"s{n}")).scenario == f"s{n}"
+    assert extractor_statement_calls(postgres_url) - before == 1
+    assert len(cache) == 1
+
+
+def test_a_batch_in_another_scenario_is_answered_from_the_cache(
+    cached: CachedFeatureExtractor, counting: CountingExtractor, pg_workload: Workload
+) -> None:
+    hashes = list(pg_workload.queryids.values())[:3]
+    cached.extract_batch_query_features(hashes, "current")
+    peak = cached.extract_batch_query_features(hashes, "peak")
+    assert len(counting.batches) == 1
+    assert {features.scenario for features in peak.values()} == {"peak"}
 
 
 def test_cache_metrics_count_the_hits_and_misses(
@@ -183,7 +222,7 @@ def test_cache_metrics_count_the_hits_and_misses(
 
 def test_an_entry_expires_after_the_ttl(
     counting: CountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     clock: ManualClock,
     pg_workload: Workload,
 ) -> None:
@@ -220,7 +259,7 @@ def test_a_cached_extractor_is_itself_a_feature_extractor(
 
 @pytest.mark.parametrize("ttl", [0, -1.0, timedelta(0)])
 def test_a_non_positive_ttl_is_rejected_naming_it(
-    counting: CountingExtractor, cache: Cache[str, QueryFeatures], ttl: Any
+    counting: CountingExtractor, cache: Cache[int, QueryFeatures], ttl: Any
 ) -> None:
     with pytest.raises(ValueError, match="ttl="):
         CachedFeatureExtractor(counting, cache, ttl=ttl)
@@ -237,7 +276,7 @@ def test_something_that_is_not_a_cache_is_rejected(counting: CountingExtractor) 
 def test_a_missing_query_is_not_cached(
     cached: CachedFeatureExtractor,
     counting: CountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     pg_workload: Workload,
 ) -> None:
     unknown = unknown_queryid(pg_workload, 1)
@@ -299,7 +338,7 @@ def test_a_batch_of_hits_does_not_query_the_database(
 def test_unknown_hashes_in_a_batch_are_left_out_and_not_cached(
     cached: CachedFeatureExtractor,
     counting: CountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     pg_workload: Workload,
 ) -> None:
     known = pg_workload.queryids["count_all"]
@@ -307,7 +346,7 @@ def test_unknown_hashes_in_a_batch_are_left_out_and_not_cached(
     assert list(cached.extract_batch_query_features([unknown, known], "current")) == [known]
     cached.extract_batch_query_features([unknown, known], "current")
     assert counting.batches == [[unknown, known], [unknown]]
-    assert cache.keys() == [feature_cache_key(known, "current")]
+    assert cache.keys() == [feature_cache_key(known)]
 
 
 # --- single-flight -------------------------------------------------------------------------------
@@ -370,7 +409,7 @@ async def test_an_async_batch_extracts_only_the_misses(
 async def test_an_async_error_is_not_cached(
     async_cached: AsyncCachedFeatureExtractor,
     async_counting: AsyncCountingExtractor,
-    cache: Cache[str, QueryFeatures],
+    cache: Cache[int, QueryFeatures],
     pg_workload: Workload,
 ) -> None:
     unknown = unknown_queryid(pg_workload, -1)

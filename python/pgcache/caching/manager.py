@@ -6,7 +6,9 @@ results. :class:`CacheManager` builds one
 :class:`pgcache.Cache` per kind (named ``features``, ``predictions``, ``fingerprints``,
 ``explain_plans``, ``anomalies``), offers typed accessors keyed by the query hash (the
 ``pg_stat_statements`` ``queryid``, a signed 64-bit integer), per-cache metrics, invalidation
-of everything known about one query, and closes all five at once.
+of everything known about one query, and closes all five at once. Each cache holds at most
+``max_size`` entries and ``max_bytes`` bytes of values (:mod:`pgcache.caching.budget`: the
+values' JSON size, measured once when stored; beyond the budget the oldest-stored entries go).
 
 Keys come from :mod:`pgcache.keys`, the scheme shared with
 :class:`pgcache.CachedFeatureExtractor` and :class:`pgcache.CachedPredictor`: an extractor or a
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from pgcache._core import Cache, CacheMetrics, ManualClock
 from pgcache._validate import check_model_id, check_query_hash, check_scenario, check_seconds
+from pgcache.caching.budget import DEFAULT_MAX_BYTES, ByteBudget, ByteBudgetMetrics
 from pgcache.caching.tier_stats import SharedTierStatus, TierMetrics
 from pgcache.caching.tiered import TieredCache
 from pgcache.keys import (
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from pgcache.postgres.features import QueryFeatures
 
 # The caches whose keys are query hashes: invalidating a query deletes one key, no scan.
-_KEYED_BY_QUERY_HASH: Final = frozenset({"fingerprints", "explain_plans", "anomalies"})
+_KEYED_BY_QUERY_HASH: Final = frozenset({"features", "fingerprints", "explain_plans", "anomalies"})
 
 
 def prediction_cache_key(query_hash: int, scenario: str, model_id: str | None) -> PredictionKey:
@@ -70,9 +73,11 @@ class CacheManager:
     {'Plan': {'Node Type': 'Seq Scan'}}
 
     TTLs are seconds (int or float) or :class:`datetime.timedelta`; every cache gets
-    ``max_size`` and ``cleanup_interval``; ``clock`` (a :class:`pgcache.ManualClock`) is for
-    tests. With ``enabled=False`` the setters store nothing and every getter misses (the misses
-    still show in :meth:`metrics`); :meth:`cache` still returns the underlying caches.
+    ``max_size``, ``max_bytes`` (an int, default 64 MiB; ``None``: no byte budget; see
+    :meth:`byte_metrics`) and ``cleanup_interval``; ``clock`` (a :class:`pgcache.ManualClock`)
+    is for tests. With ``enabled=False`` the setters store nothing and every getter misses
+    (the misses still show in :meth:`metrics`); :meth:`cache` still returns the underlying
+    caches.
     A bad argument raises ``TypeError`` or ``ValueError`` naming it, before any cache exists.
 
     ``shared_tier`` (a :class:`pgcache.caching.redis_tier.RedisTier`, closed with the manager)
@@ -80,9 +85,9 @@ class CacheManager:
     how long entries live there (default: each cache's TTL). A disabled manager uses no tier.
     """
 
-    __slots__ = ("_anomalies", "_caches", "_enabled", "_explain_plans", "_features",
-                 "_fingerprints", "_max_size", "_owned_tier", "_predictions", "_shared",
-                 "_tiers")  # fmt: skip
+    __slots__ = ("_anomalies", "_budgets", "_caches", "_enabled", "_explain_plans", "_features",
+                 "_fingerprints", "_max_bytes", "_max_size", "_owned_tier", "_predictions",
+                 "_shared", "_tiers")  # fmt: skip
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class CacheManager:
         shared_tier: RedisTier | None = None,
         l2_ttls: Mapping[str, float | timedelta] | None = None,
         policy: Literal["tinylfu", "lru"] = "tinylfu",
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if type(max_size) is not int:
             raise TypeError(
@@ -105,6 +111,13 @@ class CacheManager:
             )
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size!r}")
+        if max_bytes is not None and type(max_bytes) is not int:
+            raise TypeError(
+                f"max_bytes must be an int or None, got {max_bytes!r} of type "
+                f"{type(max_bytes).__name__}"
+            )
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1 (or None: no budget), got {max_bytes}")
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be a bool, got {enabled!r}")
         if clock is not None and not isinstance(clock, ManualClock):
@@ -126,6 +139,7 @@ class CacheManager:
 
         caches: dict[str, Cache[Any, Any]] = {}
         tiers: dict[str, TieredCache[Any, Any]] = {}
+        budgets: dict[str, ByteBudget] = {}
         try:
             for name in CACHE_NAMES:
                 caches[name] = Cache(
@@ -136,11 +150,14 @@ class CacheManager:
                     name=name,
                     policy=policy,
                 )
+                if max_bytes is not None:
+                    budgets[name] = ByteBudget(caches[name], max_bytes)
                 tiers[name] = TieredCache(
                     caches[name],
                     tier,
                     l2_ttl=l2_seconds.get(name),
                     keyed_by_query_hash=name in _KEYED_BY_QUERY_HASH,
+                    budget=budgets.get(name),
                 )
         except BaseException:
             # max_size above what Cache supports: Cache's own error names it; leak nothing.
@@ -151,11 +168,13 @@ class CacheManager:
             raise
         self._enabled = enabled
         self._max_size = max_size
+        self._max_bytes = max_bytes
+        self._budgets: Mapping[str, ByteBudget] = MappingProxyType(budgets)
         self._caches: Mapping[str, Cache[Any, Any]] = MappingProxyType(caches)
         self._tiers: Mapping[str, TieredCache[Any, Any]] = MappingProxyType(tiers)
         self._shared = tier
         self._owned_tier = shared_tier  # closed with the manager, even when unused (disabled)
-        self._features: TieredCache[str, QueryFeatures] = tiers["features"]
+        self._features: TieredCache[int, QueryFeatures] = tiers["features"]
         self._predictions: TieredCache[PredictionKey, object] = tiers["predictions"]
         self._fingerprints: TieredCache[int, object] = tiers["fingerprints"]
         self._explain_plans: TieredCache[int, object] = tiers["explain_plans"]
@@ -191,6 +210,7 @@ class CacheManager:
                 shared_tier=tier,
                 l2_ttls=settings.redis_ttls(),
                 policy=settings.cache_policy,
+                max_bytes=settings.cache_max_bytes,
             )
         except BaseException:
             if tier is not None:
@@ -208,6 +228,11 @@ class CacheManager:
     def max_size(self) -> int:
         """The maximum number of entries of each cache."""
         return self._max_size
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The byte budget of each cache (None: none)."""
+        return self._max_bytes
 
     @property
     def policy(self) -> str:
@@ -269,13 +294,18 @@ class CacheManager:
     # --- typed accessors -----------------------------------------------------------------
 
     def get_features(self, query_hash: int, scenario: str = "current") -> QueryFeatures | None:
-        """The cached features of one query in one scenario, or None."""
-        key = feature_key(check_query_hash(query_hash), check_scenario(scenario))
-        return self._features.get(key)
+        """The cached features of one query, labelled with ``scenario``, or None (features are
+        kept once per query: they do not depend on the scenario)."""
+        features = self._features.get(feature_key(check_query_hash(query_hash)))
+        scenario = check_scenario(scenario)
+        if features is not None and features.scenario != scenario:
+            features = features.model_copy(update={"scenario": scenario})
+        return features
 
     def set_features(self, query_hash: int, scenario: str, features: QueryFeatures) -> None:
-        """Cache the features of one query in one scenario (for the features TTL)."""
-        key = feature_key(check_query_hash(query_hash), check_scenario(scenario))
+        """Cache the features of one query, for every scenario (for the features TTL)."""
+        key = feature_key(check_query_hash(query_hash))
+        check_scenario(scenario)
         if self._enabled:
             self._features.set(key, features)
 
@@ -330,11 +360,11 @@ class CacheManager:
 
         With a shared tier, its entries in Redis go too (one script on the query's index) and
         every other instance removes them from its L1; the count is of this instance's L1.
-        Cost: the three caches keyed by the query hash alone take one delete each; features
-        and predictions hold one entry per scenario (and model), which no index tracks in L1,
-        so their keys are scanned once (a snapshot of each, without holding its lock while
-        filtering): linear in the number of entries of those two caches, about 2 ms
-        for 10,000 each. Entries set concurrently for the same query may survive.
+        Cost: the four caches keyed by the query hash alone take one delete each; predictions
+        hold one entry per scenario and model, which no index tracks in L1, so their keys are
+        scanned once (a snapshot, without holding the cache's lock while filtering): linear in
+        the number of predictions, about 1 ms for 10,000. Entries set concurrently for the same
+        query may survive.
         """
         query_hash = check_query_hash(query_hash)
         if self._shared is not None:
@@ -361,6 +391,14 @@ class CacheManager:
     def metrics(self) -> dict[str, CacheMetrics]:
         """A metrics snapshot of each cache, by name, in :data:`CACHE_NAMES` order."""
         return {name: cache.metrics() for name, cache in self._caches.items()}
+
+    def byte_metrics(self) -> dict[str, ByteBudgetMetrics] | None:
+        """Each cache's bytes of values now, its budget, the entries the budget evicted and the
+        values it refused (larger than the whole budget), in :data:`CACHE_NAMES` order; None
+        without a byte budget."""
+        if not self._budgets:
+            return None
+        return {name: budget.metrics() for name, budget in self._budgets.items()}
 
     def close(self) -> None:
         """Close all five caches and the shared tier (idempotent); any later use raises

@@ -39,6 +39,7 @@ from pgcache.caching.tier_stats import TierCounters, TierMetrics
 from pgcache.keys import encode_key, query_hash_of
 
 if TYPE_CHECKING:
+    from pgcache.caching.budget import ByteBudget
     from pgcache.caching.redis_tier import Found, RedisTier
 
 logger = logging.getLogger("pgcache.tiered")
@@ -107,7 +108,8 @@ class TieredCache(Generic[K, V]):
     one key instead of scanning L1. Values go to Redis through the tier's codec; one it cannot
     encode stays in L1 only (counted). Sync methods use the tier's sync client, ``a``-methods
     (``aget``, ``aset``, ...) its asyncio client. Keys must have a text form
-    (:func:`pgcache.keys.encode_key`) to reach Redis; other keys stay in L1.
+    (:func:`pgcache.keys.encode_key`) to reach Redis; other keys stay in L1. ``budget`` (a
+    :class:`pgcache.caching.budget.ByteBudget` of ``l1``) is told of every value stored into L1.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class TieredCache(Generic[K, V]):
         *,
         l2_ttl: float | timedelta | None = None,
         keyed_by_query_hash: bool = False,
+        budget: ByteBudget | None = None,
     ) -> None:
         if not isinstance(l1, Cache):
             raise TypeError(f"l1={l1!r}: expected a pgcache.Cache")
@@ -125,6 +128,7 @@ class TieredCache(Generic[K, V]):
         self.name: str = l1.name or ""
         self.l2_ttl = check_optional_seconds("l2_ttl", l2_ttl) or l1.ttl
         self._keyed_by_query_hash = bool(keyed_by_query_hash)
+        self.budget = budget
         self._generation = 0  # moved by every invalidation: a load that overlaps one stores nothing
         self._guard = threading.Lock()
         self._flights = _ThreadFlights()
@@ -211,7 +215,14 @@ class TieredCache(Generic[K, V]):
             if generation != self._generation:
                 return False
             self.l1.set(key, value, ttl)
+        if self.budget is not None:
+            self.budget.stored([(key, value)])
         return True
+
+    def _stored_many(self, pairs: list[tuple[K, V]], ttl: float | None) -> None:
+        self.l1.set_many(pairs, ttl)
+        if self.budget is not None:
+            self.budget.stored(pairs)
 
     def _invalidated(self) -> None:
         with self._guard:
@@ -252,24 +263,31 @@ class TieredCache(Generic[K, V]):
     def drop_local(self, keys: Iterable[object]) -> None:
         """Remove ``keys`` from L1 only (another instance changed them)."""
         self._invalidated()
+        keys = list(keys)
         for key in keys:
             self.l1.delete(cast(K, key))
+        if self.budget is not None:
+            self.budget.forget(keys)
 
     def drop_local_query(self, query_hash: int) -> int:
         """Remove every L1 entry of one query; how many."""
         self._invalidated()
         if self._keyed_by_query_hash:
-            return int(self.l1.delete(cast(K, query_hash)))
-        removed = 0
-        for key in list(self.l1.keys()):  # a snapshot: safe to delete from
-            if query_hash_of(key) == query_hash:
-                removed += self.l1.delete(key)
+            keys: list[Any] = [query_hash]
+        else:
+            snapshot = self.l1.keys()  # a list: safe to delete from while reading it
+            keys = [key for key in snapshot if query_hash_of(key) == query_hash]
+        removed = sum(self.l1.delete(key) for key in keys)
+        if self.budget is not None:
+            self.budget.forget(keys)
         return removed
 
     def clear_local(self) -> None:
         """Empty L1 only (a missed invalidation, another instance's clear)."""
         self._invalidated()
         self.l1.clear()
+        if self.budget is not None:
+            self.budget.clear()
 
     # --- sync API ---------------------------------------------------------------------------
 
@@ -315,7 +333,7 @@ class TieredCache(Generic[K, V]):
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         l1_ttl, l2_ttl = self._ttls(ttl)
         self._invalidated()
-        self.l1.set_many(pairs, l1_ttl)
+        self._stored_many(pairs, l1_ttl)
         if self.tier is None:
             return
         writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
@@ -333,6 +351,8 @@ class TieredCache(Generic[K, V]):
             removed = self.tier.announce(self._counters, change, [entry]) or 0
         self._invalidated()
         removed += self.l1.delete(key)
+        if self.budget is not None:
+            self.budget.forget([key])
         return removed > 0
 
     def clear(self) -> None:
@@ -346,19 +366,28 @@ class TieredCache(Generic[K, V]):
     ) -> V:
         """The value of ``key`` from L1, L2, or ``factory()`` (stored in both): one load per key
         across threads and instances. Errors of ``factory`` propagate and are never stored."""
-        if self.tier is None:
+        if self.tier is None and self.budget is None:
             return self.l1.get_or_set(key, factory, ttl)  # the one lookup L1's metrics count
         value = self.l1.get(key, _MISSING)
         if value is not _MISSING:
             return cast(V, value)
+        return self.fill(key, factory, ttl)
+
+    def fill(self, key: K, factory: Callable[[], V], ttl: float | timedelta | None = None) -> V:
+        """The second half of :meth:`get_or_set`, for a caller whose own lookup of ``key`` in
+        L1 just missed (and was counted): L2, else ``factory()`` stored in both, one load per
+        key across threads and instances."""
         return self._flights.run(key, lambda: self._fill(key, factory, ttl))
 
     def _fill(self, key: K, factory: Callable[[], V], ttl: float | timedelta | None) -> V:
-        assert self.tier is not None
         generation = self._generation
         l1_ttl, l2_ttl = self._ttls(ttl)
         entry = self._entry(key)
-        if entry is None:
+        if entry is None or self.tier is None:
+            if key in self.l1:  # stored by a load that ended just before this one began
+                value = self.l1.get(key, _MISSING)
+                if value is not _MISSING:
+                    return cast(V, value)
             return self._loaded(key, factory(), l1_ttl, generation)
         value = self._accept(key, self.tier.read(self._counters, entry), generation)
         if value is not _MISSING:
@@ -440,7 +469,7 @@ class TieredCache(Generic[K, V]):
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         l1_ttl, l2_ttl = self._ttls(ttl)
         self._invalidated()
-        self.l1.set_many(pairs, l1_ttl)
+        self._stored_many(pairs, l1_ttl)
         if self.tier is None:
             return
         writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
@@ -458,6 +487,8 @@ class TieredCache(Generic[K, V]):
             removed = await self.tier.aannounce(self._counters, change, [entry]) or 0
         self._invalidated()
         removed += self.l1.delete(key)
+        if self.budget is not None:
+            self.budget.forget([key])
         return removed > 0
 
     async def aclear(self) -> None:
@@ -474,6 +505,13 @@ class TieredCache(Generic[K, V]):
         value = self.l1.get(key, _MISSING)
         if value is not _MISSING:
             return cast(V, value)
+        return await self.afill(key, factory, ttl)
+
+    async def afill(
+        self, key: K, factory: Callable[[], Awaitable[V]], ttl: float | timedelta | None = None
+    ) -> V:
+        """:meth:`fill` for an async ``factory``: one load per key across the tasks of one
+        event loop and across instances."""
         result: V = await self._async_flights.run(key, lambda: self._afill(key, factory, ttl))
         return result
 

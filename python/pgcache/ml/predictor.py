@@ -3,39 +3,85 @@
 Given a :class:`pgcache.CacheManager`, predictions go through its tiered ``predictions`` cache
 (:meth:`pgcache.CacheManager.tier`): with ``REDIS_URL`` set, one ML call per key across
 instances; without it, the manager's cache alone, as before.
+
+A hit costs the features' lookup, one key (a tuple) and one lookup: the digest of the features
+a stored prediction must have been made from is computed once per features object (a cached
+extractor answers the very object it stored), not on every call.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from pgcache._core import Cache
 from pgcache._validate import check_model_id, check_scenario
 from pgcache.caching.tiered import TieredCache
-from pgcache.keys import prediction_key
+from pgcache.keys import PredictionKey, prediction_key
 from pgcache.ml.client import AsyncMLClient, MLClient
 from pgcache.ml.models import Prediction, features_digest
 
 if TYPE_CHECKING:
     from pgcache.caching.manager import CacheManager
-    from pgcache.postgres.features import AsyncFeatureExtractor, FeatureExtractor
+    from pgcache.postgres.features import AsyncFeatureExtractor, FeatureExtractor, QueryFeatures
 
 
-def _made_from(cached: object, digest: str) -> bool:
-    """Whether ``cached`` is a prediction made from the features whose digest is ``digest``."""
-    return isinstance(cached, Prediction) and cached.features_digest == digest
+class _Digests:
+    """:func:`features_digest` of live features objects, by identity (computed once each)."""
+
+    __slots__ = ("__weakref__", "_by_id", "_lock")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[weakref.ref[QueryFeatures], str]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, features: QueryFeatures) -> str:
+        known = self._by_id.get(id(features))
+        if known is not None and known[0]() is features:
+            return known[1]
+        digest = features_digest(features)
+        ident = id(features)
+        forget = partial(_forget, weakref.ref(self), ident)
+        with self._lock:
+            self._by_id[ident] = (weakref.ref(features, forget), digest)
+        return digest
+
+    def drop(self, ident: int, ref: weakref.ref[QueryFeatures]) -> None:
+        with self._lock:
+            known = self._by_id.get(ident)
+            if known is not None and known[0] is ref:
+                del self._by_id[ident]
+
+
+def _forget(digests: weakref.ref[_Digests], ident: int, ref: weakref.ref[QueryFeatures]) -> None:
+    owner = digests()
+    if owner is not None:
+        owner.drop(ident, ref)
+
+
+def _checked(scenario: object, model_id: object) -> tuple[str, str | None]:
+    return check_scenario(scenario), check_model_id(model_id)
 
 
 class _PredictionStore:
-    """Where predictions live: a plain Cache, or a CacheManager's (tiered) ``"predictions"``
-    cache; both through a :class:`TieredCache` (a plain Cache is its own L1 and nothing more)."""
+    """What the sync and async predictors share: where predictions live and everything but I/O.
+
+    A plain Cache, or a CacheManager's (tiered) ``"predictions"`` cache; both through a
+    :class:`TieredCache` (a plain Cache is its own L1 and nothing more). A disabled manager
+    stores nothing: every lookup misses, counted by the manager's predictions cache.
+    """
+
+    __slots__ = ("cache", "digests", "enabled", "tiered")
 
     def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
         if isinstance(cache_or_manager, Cache):
-            self._manager: CacheManager | None = None
+            self.enabled = True
             self.tiered: TieredCache[Any, Any] = TieredCache(cache_or_manager)
         elif callable(getattr(cache_or_manager, "tier", None)):
-            self._manager = cache_or_manager
+            self.enabled = cache_or_manager.enabled  # fixed for a manager's life
             self.tiered = cache_or_manager.tier("predictions")
         else:
             raise TypeError(
@@ -43,16 +89,31 @@ class _PredictionStore:
                 "pgcache.CacheManager"
             )
         self.cache: Cache[Any, Any] = self.tiered.l1
+        self.digests = _Digests()
 
-    def enabled(self, query_hash: int, scenario: str, model_id: str | None) -> bool:
-        """Whether to cache; a disabled manager still counts the miss in its metrics."""
-        if self._manager is None or self._manager.enabled:
-            return True
-        self._manager.get_prediction(query_hash, scenario, model_id)
-        return False
+    def made_from(self, cached: object, features: QueryFeatures) -> bool:
+        """Whether ``cached`` is a prediction made from ``features`` (equal digests)."""
+        # type() first: isinstance of a pydantic model class goes through ABCMeta (thousands
+        # of instructions).
+        if type(cached) is not Prediction and not isinstance(cached, Prediction):
+            return False
+        return cached.features_digest == self.digests.of(features)
 
 
-class CachedPredictor:
+class _CachedPredictorBase:
+    """The configuration the two predictors share."""
+
+    def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
+        self._store = _PredictionStore(cache_or_manager)
+        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
+
+    @property
+    def cache(self) -> Cache[Any, Any]:
+        """The cache the predictions are kept in."""
+        return self._store.cache
+
+
+class CachedPredictor(_CachedPredictorBase):
     """Predictions for queries by hash: features from ``extractor``, predictions from ``client``.
 
     ``extractor`` is any :class:`pgcache.FeatureExtractor` (typically a
@@ -65,7 +126,7 @@ class CachedPredictor:
     the current features is a miss, so changed features are never answered with the prediction
     made for the old ones.
     Concurrent misses of one key from many threads make
-    one request (``Cache.get_or_set``). Errors are raised and never cached.
+    one request. Errors are raised and never cached.
     """
 
     def __init__(
@@ -76,39 +137,39 @@ class CachedPredictor:
     ) -> None:
         if not isinstance(client, MLClient):
             raise TypeError(f"client={client!r}: expected a pgcache.MLClient")
+        super().__init__(cache_or_manager)
         self.extractor = extractor
         self.client = client
-        self._store = _PredictionStore(cache_or_manager)
-
-    @property
-    def cache(self) -> Cache[Any, Any]:
-        """The cache the predictions are kept in."""
-        return self._store.cache
 
     def predict_query(
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        scenario = check_scenario(scenario)
-        model_id = check_model_id(model_id)
+        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+            scenario, model_id = _checked(scenario, model_id)
         features = self.extractor.extract_query_features(query_hash, scenario)
-        if not self._store.enabled(features.query_hash, scenario, model_id):
-            return self.client.predict(features, scenario=scenario, model_id=model_id)
+        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
+        cached = self._get((features.query_hash, scenario, model_id))
+        if cached is not None and self._store.made_from(cached, features):
+            return cached  # type: ignore[no-any-return]  # made_from: a Prediction
         key = prediction_key(features.query_hash, scenario, model_id)
-        digest = features_digest(features)
+        return self._miss(features, key, cached)
 
-        def predict() -> Prediction:
-            return self.client.predict(features, scenario=scenario, model_id=model_id)
-
-        prediction: object = self._store.tiered.get_or_set(key, predict)
-        if _made_from(prediction, digest):
-            return cast(Prediction, prediction)
+    def _miss(self, features: QueryFeatures, key: PredictionKey, cached: object) -> Prediction:
+        store = self._store
+        predict = partial(self.client.predict, features, scenario=key[1], model_id=key[2])
+        if not store.enabled:
+            return predict()
+        if cached is None:  # not in L1: Redis, else one request for every thread
+            cached = store.tiered.fill(key, predict)
+            if store.made_from(cached, features):
+                return cached  # type: ignore[return-value]  # made_from: a Prediction
         fresh = predict()  # stored for features that have changed since: replace it
-        self._store.tiered.set(key, fresh)
+        store.tiered.set(key, fresh)
         return fresh
 
 
-class AsyncCachedPredictor:
+class AsyncCachedPredictor(_CachedPredictorBase):
     """The asyncio twin of :class:`CachedPredictor` (an async extractor and
     :class:`AsyncMLClient`; concurrent misses of one key on one event loop make one request)."""
 
@@ -120,33 +181,37 @@ class AsyncCachedPredictor:
     ) -> None:
         if not isinstance(client, AsyncMLClient):
             raise TypeError(f"client={client!r}: expected a pgcache.AsyncMLClient")
+        super().__init__(cache_or_manager)
         self.extractor = extractor
         self.client = client
-        self._store = _PredictionStore(cache_or_manager)
-
-    @property
-    def cache(self) -> Cache[Any, Any]:
-        """The cache the predictions are kept in."""
-        return self._store.cache
 
     async def predict_query(
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        scenario = check_scenario(scenario)
-        model_id = check_model_id(model_id)
+        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+            scenario, model_id = _checked(scenario, model_id)
         features = await self.extractor.extract_query_features(query_hash, scenario)
-        if not self._store.enabled(features.query_hash, scenario, model_id):
-            return await self.client.predict(features, scenario=scenario, model_id=model_id)
+        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
+        cached = self._get((features.query_hash, scenario, model_id))
+        if cached is not None and self._store.made_from(cached, features):
+            return cached  # type: ignore[no-any-return]  # made_from: a Prediction
         key = prediction_key(features.query_hash, scenario, model_id)
-        digest = features_digest(features)
+        return await self._miss(features, key, cached)
 
-        async def predict() -> Prediction:
-            return await self.client.predict(features, scenario=scenario, model_id=model_id)
-
-        prediction: object = await self._store.tiered.aget_or_set(key, predict)
-        if _made_from(prediction, digest):
-            return cast(Prediction, prediction)
+    async def _miss(
+        self, features: QueryFeatures, key: PredictionKey, cached: object
+    ) -> Prediction:
+        store = self._store
+        predict: Callable[[], Awaitable[Prediction]] = partial(
+            self.client.predict, features, scenario=key[1], model_id=key[2]
+        )
+        if not store.enabled:
+            return await predict()
+        if cached is None:  # not in L1: Redis, else one request for every task
+            cached = await store.tiered.afill(key, predict)
+            if store.made_from(cached, features):
+                return cached  # type: ignore[return-value]  # made_from: a Prediction
         fresh = await predict()  # stored for features that have changed since: replace it
-        await self._store.tiered.aset(key, fresh)
+        await store.tiered.aset(key, fresh)
         return fresh

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from pgcache._core import CacheMetrics
+from pgcache.caching.budget import ByteBudgetMetrics
 from pgcache.caching.tier_stats import SharedTierStatus, TierMetrics
 
 if TYPE_CHECKING:
@@ -72,6 +73,12 @@ def tier_metrics_of(source: object) -> Mapping[str, TierMetrics] | None:
     """The per-cache shared-tier metrics of a manager (``CacheManager.tier_metrics``); None
     for a manager without a shared tier, or a source that has none."""
     read = getattr(source, "tier_metrics", None)
+    return read() if callable(read) else None
+
+
+def byte_metrics_of(source: object) -> Mapping[str, ByteBudgetMetrics] | None:
+    """The per-cache byte budgets of a manager (``CacheManager.byte_metrics``), or None."""
+    read = getattr(source, "byte_metrics", None)
     return read() if callable(read) else None
 
 
@@ -189,6 +196,16 @@ class CacheDetailedMetrics(BaseModel):
     size: int = Field(ge=0, description="live entries now")
     max_size: int | None = Field(ge=1, description="entry limit (null: unbounded)")
     ttl_seconds: float | None = Field(gt=0, description="default TTL; None: entries never expire")
+    bytes: int | None = Field(
+        default=None, ge=0, description="bytes of values held (their JSON size); null: no budget"
+    )
+    max_bytes: int | None = Field(default=None, ge=1, description="byte budget (null: none)")
+    byte_evictions: int | None = Field(
+        default=None, ge=0, description="entries removed to stay within max_bytes"
+    )
+    oversized: int | None = Field(
+        default=None, ge=0, description="values not kept: larger than the whole max_bytes"
+    )
     l2: L2Metrics | None = Field(default=None, description="the shared tier (Redis) of this cache")
 
     @model_serializer(mode="wrap")
@@ -196,8 +213,14 @@ class CacheDetailedMetrics(BaseModel):
         return _without_absent(self, handler, "l2")
 
     @classmethod
-    def from_cache(cls, cache: _CacheLike, tier: TierMetrics | None = None) -> CacheDetailedMetrics:
-        """The metrics of ``cache`` now (``tier``: its shared tier's, if it has one)."""
+    def from_cache(
+        cls,
+        cache: _CacheLike,
+        tier: TierMetrics | None = None,
+        budget: ByteBudgetMetrics | None = None,
+    ) -> CacheDetailedMetrics:
+        """The metrics of ``cache`` now (``tier``: its shared tier's, if it has one;
+        ``budget``: its byte budget's)."""
         metrics = cache.metrics()
         return cls(
             hits=metrics.hits,
@@ -209,6 +232,10 @@ class CacheDetailedMetrics(BaseModel):
             size=metrics.size,
             max_size=metrics.max_size,
             ttl_seconds=cache.ttl,
+            bytes=None if budget is None else budget.bytes,
+            max_bytes=None if budget is None else budget.max_bytes,
+            byte_evictions=None if budget is None else budget.evictions,
+            oversized=None if budget is None else budget.oversized,
             l2=None if tier is None else L2Metrics.from_tier_metrics(tier),
         )
 
@@ -291,9 +318,12 @@ def calculate_metrics_snapshot(manager: MetricsSource) -> CacheMetricsSnapshot:
     shared tier, each cache also reports ``l2`` and the snapshot ``shared_tier``.
     """
     tiers = tier_metrics_of(manager) or {}
+    budgets = byte_metrics_of(manager) or {}
     status = shared_tier_status_of(manager)
     per_cache = {
-        _SNAPSHOT_FIELDS[name]: CacheDetailedMetrics.from_cache(cache, tiers.get(name))
+        _SNAPSHOT_FIELDS[name]: CacheDetailedMetrics.from_cache(
+            cache, tiers.get(name), budgets.get(name)
+        )
         for name, cache in caches_by_name(manager).items()
     }
     hits = sum(metrics.hits for metrics in per_cache.values())

@@ -3,30 +3,43 @@
 Given a :class:`pgcache.CacheManager`, the extractors go through its tiered ``features`` cache
 (:meth:`pgcache.CacheManager.tier`): with ``REDIS_URL`` set, L1 then Redis then the database,
 one load per key across instances; without it, the manager's cache alone, as before.
+
+Features are cached once per query, whatever the scenario (:func:`pgcache.keys.feature_key`):
+what ``pg_stat_statements`` says of a query does not depend on it, so a hit in another scenario
+than the stored one answers the stored features relabelled (:func:`in_scenario`), without a
+database read. A hit costs one lookup: the arguments are checked by type only (a hash outside
+the 64-bit range can never be found, and is refused before it is loaded), and the key is the
+hash itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pgcache._core import Cache, CacheMetrics
 from pgcache._validate import check_query_hash, check_query_hashes, check_scenario
 from pgcache.caching.tiered import TieredCache
-from pgcache.keys import feature_key
 from pgcache.postgres.features import AsyncFeatureExtractor, FeatureExtractor, QueryFeatures
 
 if TYPE_CHECKING:
     from pgcache.caching.manager import CacheManager
 
 
-# --- the cache in front of an extractor ----------------------------------------------------
-
 DEFAULT_FEATURE_TTL = timedelta(minutes=15)
 
 
-def _ttl_seconds(ttl: float | timedelta | None, cache: Cache[str, QueryFeatures]) -> float:
+def in_scenario(features: QueryFeatures, scenario: str) -> QueryFeatures:
+    """``features`` labelled with ``scenario`` (the very object when it already is);
+    ``TypeError`` naming it when ``scenario`` is not a str."""
+    if features.scenario == scenario and type(scenario) is str:
+        return features
+    return features.model_copy(update={"scenario": check_scenario(scenario)})
+
+
+def _ttl_seconds(ttl: float | timedelta | None, cache: Cache[int, QueryFeatures]) -> float:
     if ttl is None:
         return cache.ttl if cache.ttl is not None else DEFAULT_FEATURE_TTL.total_seconds()
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
@@ -35,109 +48,98 @@ def _ttl_seconds(ttl: float | timedelta | None, cache: Cache[str, QueryFeatures]
     return float(seconds)
 
 
-class _FeatureStore:
-    """Where cached features live: a plain Cache, or a CacheManager's (tiered) features cache.
+def _checked(query_hash: object, scenario: object) -> tuple[int, str]:
+    """The arguments of a single lookup, checked in full (the slow path of a bad or unusual
+    argument: an int subclass, a bool, a hash outside the 64-bit range, a scenario not a str)."""
+    return check_query_hash(query_hash), check_scenario(scenario)
 
-    Both go through a :class:`TieredCache` (a plain Cache is its own L1 and nothing more), so
-    the sync and async paths are one. With a manager, ``manager.enabled`` is read on every
-    call: when caching is disabled nothing is stored and every lookup misses (through the
-    manager, so its metrics count the misses).
+
+class _FeatureStore:
+    """What the sync and async extractors share: where features live and everything but I/O.
+
+    A plain Cache, or a CacheManager's (tiered) features cache, both through a
+    :class:`TieredCache` (a plain Cache is its own L1 and nothing more). A disabled manager
+    stores nothing: every lookup misses, counted by the manager's features cache.
     """
 
-    __slots__ = ("_manager", "_tiered", "_ttl")
+    __slots__ = ("cache", "enabled", "tiered", "ttl")
 
     def __init__(
         self,
-        cache_or_manager: Cache[str, QueryFeatures] | CacheManager,
+        cache_or_manager: Cache[int, QueryFeatures] | CacheManager,
         ttl: float | timedelta | None,
     ) -> None:
         if isinstance(cache_or_manager, Cache):
-            self._manager: CacheManager | None = None
-            self._tiered: TieredCache[str, QueryFeatures] = TieredCache(cache_or_manager)
+            self.enabled = True
+            self.tiered: TieredCache[int, QueryFeatures] = TieredCache(cache_or_manager)
         elif callable(getattr(cache_or_manager, "tier", None)):
-            self._manager = cache_or_manager
-            self._tiered = cache_or_manager.tier("features")
+            self.enabled = cache_or_manager.enabled  # fixed for a manager's life
+            self.tiered = cache_or_manager.tier("features")
         else:
             raise TypeError(
                 f"cache_or_manager={cache_or_manager!r}: expected a pgcache.Cache or a "
                 "pgcache.CacheManager"
             )
-        self._ttl = _ttl_seconds(ttl, self._tiered.l1)
+        self.cache: Cache[int, QueryFeatures] = self.tiered.l1
+        self.ttl = _ttl_seconds(ttl, self.cache)
+
+    def batch_keys(self, hashes: Iterable[int], scenario: str) -> tuple[list[int], list[int]]:
+        """(the distinct checked hashes, those to look up); a disabled manager looks up none
+        and counts a miss for each."""
+        unique = check_query_hashes(hashes)
+        check_scenario(scenario)
+        if self.enabled:
+            return unique, unique
+        for query_hash in unique:
+            self.cache.get(query_hash)
+        return unique, []
+
+    def batch_result(
+        self, unique: list[int], found: dict[int, QueryFeatures], scenario: str
+    ) -> dict[int, QueryFeatures]:
+        return {
+            query_hash: in_scenario(found[query_hash], scenario)
+            for query_hash in unique
+            if query_hash in found
+        }
+
+    def store_many(self, extracted: dict[int, QueryFeatures]) -> list[tuple[int, QueryFeatures]]:
+        """The pairs to store of a batch's extraction (none when disabled)."""
+        return list(extracted.items()) if self.enabled and extracted else []
+
+
+class _CachedExtractorBase:
+    """The configuration and metrics the two extractors share."""
+
+    def __init__(
+        self,
+        cache_or_manager: Cache[int, QueryFeatures] | CacheManager,
+        ttl: float | timedelta | None,
+    ) -> None:
+        self._store = _FeatureStore(cache_or_manager, ttl)
+        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
 
     @property
-    def cache(self) -> Cache[str, QueryFeatures]:
-        return self._tiered.l1
+    def cache(self) -> Cache[int, QueryFeatures]:
+        """The cache the features are kept in."""
+        return self._store.cache
 
-    @property
-    def enabled(self) -> bool:
-        return self._manager is None or self._manager.enabled
-
-    def _count_misses(self, hashes: Iterable[int], scenario: str) -> None:
-        assert self._manager is not None
-        for query_hash in hashes:
-            self._manager.get_features(query_hash, scenario)
-
-    def get(self, query_hash: int, scenario: str) -> QueryFeatures | None:
-        if not self.enabled:
-            self._count_misses([query_hash], scenario)
-            return None
-        return self._tiered.get(feature_key(query_hash, scenario))
-
-    def get_many(self, hashes: list[int], scenario: str) -> dict[int, QueryFeatures]:
-        if not self.enabled:
-            self._count_misses(hashes, scenario)
-            return {}
-        keys = {feature_key(query_hash, scenario): query_hash for query_hash in hashes}
-        found = self._tiered.get_many(keys)
-        return {keys[key]: features for key, features in found.items()}
-
-    async def aget_many(self, hashes: list[int], scenario: str) -> dict[int, QueryFeatures]:
-        if not self.enabled:
-            self._count_misses(hashes, scenario)
-            return {}
-        keys = {feature_key(query_hash, scenario): query_hash for query_hash in hashes}
-        found = await self._tiered.aget_many(keys)
-        return {keys[key]: features for key, features in found.items()}
-
-    def set_many(self, features: dict[int, QueryFeatures], scenario: str) -> None:
-        if self.enabled and features:
-            items = {feature_key(h, scenario): value for h, value in features.items()}
-            self._tiered.set_many(items, ttl=self._ttl)
-
-    async def aset_many(self, features: dict[int, QueryFeatures], scenario: str) -> None:
-        if self.enabled and features:
-            items = {feature_key(h, scenario): value for h, value in features.items()}
-            await self._tiered.aset_many(items, ttl=self._ttl)
-
-    def get_or_set(
-        self, query_hash: int, scenario: str, factory: Callable[[], QueryFeatures]
-    ) -> QueryFeatures:
-        if not self.enabled:
-            self._count_misses([query_hash], scenario)
-            return factory()
-        return self._tiered.get_or_set(feature_key(query_hash, scenario), factory, self._ttl)
-
-    async def aget_or_set(
-        self, query_hash: int, scenario: str, factory: Callable[[], Awaitable[QueryFeatures]]
-    ) -> QueryFeatures:
-        if not self.enabled:
-            self._count_misses([query_hash], scenario)
-            return await factory()
-        key = feature_key(query_hash, scenario)
-        return await self._tiered.aget_or_set(key, factory, self._ttl)
+    def get_cache_metrics(self) -> CacheMetrics:
+        """Hits, misses, size, ... of the cache the features are kept in."""
+        return self._store.cache.metrics()
 
 
-class CachedFeatureExtractor:
+class CachedFeatureExtractor(_CachedExtractorBase):
     """A :class:`FeatureExtractor` that answers from a cache and asks ``base`` only on a miss.
 
     ``cache_or_manager`` is a :class:`pgcache.Cache` or a :class:`pgcache.CacheManager` (then
-    its ``"features"`` cache). Keys are :func:`feature_key` (``features:{hash}:{scenario}``).
-    ``ttl`` (seconds or timedelta) applies to every stored entry; ``None`` means the cache's own
-    TTL, or 15 minutes when the cache has none.
+    its ``"features"`` cache). Keys are :func:`pgcache.keys.feature_key` (the query hash: one
+    entry per query for every scenario). ``ttl`` (seconds or timedelta) applies to every stored
+    entry; ``None`` means the cache's own TTL, or 15 minutes when the cache has none.
 
-    * A hit never calls ``base`` (so never touches the database).
-    * Concurrent misses of one key, from any number of threads, run ``base`` once
-      (``Cache.get_or_set``); the others wait for and share its result.
+    * A hit never calls ``base`` (so never touches the database), in any scenario.
+    * Concurrent misses of one key, from any number of threads, run ``base`` once; the others
+      wait for and share its result.
     * A batch looks all keys up at once, then asks ``base`` once for the misses only, stores
       what it returned and returns everything; hashes ``base`` does not know are left out.
     * Errors (e.g. :class:`QueryNotFoundError`) are raised to the caller and never cached.
@@ -146,88 +148,90 @@ class CachedFeatureExtractor:
     def __init__(
         self,
         base: FeatureExtractor,
-        cache_or_manager: Cache[str, QueryFeatures] | CacheManager,
+        cache_or_manager: Cache[int, QueryFeatures] | CacheManager,
         ttl: float | timedelta | None = None,
     ) -> None:
+        super().__init__(cache_or_manager, ttl)
         self.base = base
-        self._store = _FeatureStore(cache_or_manager, ttl)
-
-    @property
-    def cache(self) -> Cache[str, QueryFeatures]:
-        """The cache the features are kept in."""
-        return self._store.cache
 
     def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        query_hash = check_query_hash(query_hash)
-        scenario = check_scenario(scenario)
-        return self._store.get_or_set(
-            query_hash, scenario, lambda: self.base.extract_query_features(query_hash, scenario)
-        )
+        if type(query_hash) is not int:
+            query_hash, scenario = _checked(query_hash, scenario)
+        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
+        if features is None:
+            features = self._miss(query_hash, scenario)
+        return features if features.scenario == scenario else in_scenario(features, scenario)
+
+    def _miss(self, query_hash: int, scenario: str) -> QueryFeatures:
+        query_hash, scenario = _checked(query_hash, scenario)
+        load = partial(self.base.extract_query_features, query_hash, scenario)
+        store = self._store
+        return store.tiered.fill(query_hash, load, store.ttl) if store.enabled else load()
 
     def extract_batch_query_features(
         self, hashes: Iterable[int], scenario: str
     ) -> dict[int, QueryFeatures]:
         """The features of many queries: hits from the cache, the misses in one base call."""
-        unique = check_query_hashes(hashes)
-        scenario = check_scenario(scenario)
-        found = self._store.get_many(unique, scenario)
+        store = self._store
+        unique, wanted = store.batch_keys(hashes, scenario)
+        found = store.tiered.get_many(wanted) if wanted else {}
         misses = [query_hash for query_hash in unique if query_hash not in found]
         if misses:
             extracted = self.base.extract_batch_query_features(misses, scenario)
-            self._store.set_many(extracted, scenario)
+            if pairs := store.store_many(extracted):
+                store.tiered.set_many(pairs, ttl=store.ttl)
             found.update(extracted)
-        return {query_hash: found[query_hash] for query_hash in unique if query_hash in found}
-
-    def get_cache_metrics(self) -> CacheMetrics:
-        """Hits, misses, size, ... of the cache the features are kept in."""
-        return self._store.cache.metrics()
+        return store.batch_result(unique, found, scenario)
 
 
-class AsyncCachedFeatureExtractor:
+class AsyncCachedFeatureExtractor(_CachedExtractorBase):
     """The asyncio twin of :class:`CachedFeatureExtractor`, in front of an async extractor.
 
     Concurrent misses of one key from tasks of one event loop await a single extraction
-    (:meth:`pgcache.caching.tiered.TieredCache.aget_or_set`); a batch is not merged with
+    (:meth:`pgcache.caching.tiered.TieredCache.afill`); a batch is not merged with
     concurrent single lookups (it asks ``base`` once for its own misses).
     """
 
     def __init__(
         self,
         base: AsyncFeatureExtractor,
-        cache_or_manager: Cache[str, QueryFeatures] | CacheManager,
+        cache_or_manager: Cache[int, QueryFeatures] | CacheManager,
         ttl: float | timedelta | None = None,
     ) -> None:
+        super().__init__(cache_or_manager, ttl)
         self.base = base
-        self._store = _FeatureStore(cache_or_manager, ttl)
-
-    @property
-    def cache(self) -> Cache[str, QueryFeatures]:
-        """The cache the features are kept in."""
-        return self._store.cache
 
     async def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        query_hash = check_query_hash(query_hash)
-        scenario = check_scenario(scenario)
-        return await self._store.aget_or_set(
-            query_hash, scenario, lambda: self.base.extract_query_features(query_hash, scenario)
+        if type(query_hash) is not int:
+            query_hash, scenario = _checked(query_hash, scenario)
+        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
+        if features is None:
+            features = await self._miss(query_hash, scenario)
+        return features if features.scenario == scenario else in_scenario(features, scenario)
+
+    async def _miss(self, query_hash: int, scenario: str) -> QueryFeatures:
+        query_hash, scenario = _checked(query_hash, scenario)
+        load: Callable[[], Awaitable[QueryFeatures]] = partial(
+            self.base.extract_query_features, query_hash, scenario
         )
+        store = self._store
+        if store.enabled:
+            return await store.tiered.afill(query_hash, load, store.ttl)
+        return await load()
 
     async def extract_batch_query_features(
         self, hashes: Iterable[int], scenario: str
     ) -> dict[int, QueryFeatures]:
         """The features of many queries: hits from the cache, the misses in one base call."""
-        unique = check_query_hashes(hashes)
-        scenario = check_scenario(scenario)
-        found = await self._store.aget_many(unique, scenario)
+        store = self._store
+        unique, wanted = store.batch_keys(hashes, scenario)
+        found = await store.tiered.aget_many(wanted) if wanted else {}
         misses = [query_hash for query_hash in unique if query_hash not in found]
         if misses:
             extracted = await self.base.extract_batch_query_features(misses, scenario)
-            await self._store.aset_many(extracted, scenario)
+            if pairs := store.store_many(extracted):
+                await store.tiered.aset_many(pairs, ttl=store.ttl)
             found.update(extracted)
-        return {query_hash: found[query_hash] for query_hash in unique if query_hash in found}
-
-    def get_cache_metrics(self) -> CacheMetrics:
-        """Hits, misses, size, ... of the cache the features are kept in."""
-        return self._store.cache.metrics()
+        return store.batch_result(unique, found, scenario)
