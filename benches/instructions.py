@@ -319,7 +319,7 @@ def feature_setup(loop: str, calls: int) -> Setup:
             raise AssertionError(f"the base extractor ran {base.calls} times, expected {SIZE}")
 
     if loop == "get":
-        keys = [feature_key(h, SCENARIO) for h in picks]
+        keys = [feature_key(h) for h in picks]
         if cache.get(keys[0]) is None:
             raise AssertionError("the feature key is not the one the extractor stores under")
         return cache, keys, only_primed
@@ -355,7 +355,7 @@ DECORATORS = {  # decorator -> (row label, loop)
 }
 FEATURES = {  # case -> (row label, loop)
     "features.extractor": ("`CachedFeatureExtractor.extract_query_features(h, s)` hit", "extract"),
-    "features.get": ("`Cache.get(feature_key(h, s))` hit, same cache", "get"),
+    "features.get": ("`Cache.get(feature_key(h))` hit, same cache", "get"),
 }
 MODULES = {"cachebox": "cachebox", "moka_py": "moka-py", "cachetools": "cachetools"}
 
