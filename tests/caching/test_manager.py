@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
+from tests.support.caches import MakeManager
 from tests.support.factories import make_features
 
 from pgcache import (
@@ -23,28 +23,9 @@ from pgcache import (
 )
 from pgcache.keys import feature_key as feature_cache_key
 
-MakeManager = Callable[..., CacheManager]
-
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MINUTE = 60.0
-
-
-@pytest.fixture
-def make_manager(clock: ManualClock) -> Iterator[MakeManager]:
-    """Managers on the test clock, with an hour-long cleanup interval; closed at teardown."""
-    created: list[CacheManager] = []
-
-    def make(**kwargs: Any) -> CacheManager:
-        kwargs.setdefault("clock", clock)
-        kwargs.setdefault("cleanup_interval", 3600.0)
-        manager = CacheManager(**kwargs)
-        created.append(manager)
-        return manager
-
-    yield make
-    for manager in created:
-        manager.close()
 
 
 @pytest.fixture

@@ -8,37 +8,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.support.caches import MakeManager
 from tests.support.factories import make_features
 
-from pgcache import Cache, CacheManager, ManualClock
+from pgcache import Cache, CacheManager
 from pgcache.caching.budget import DEFAULT_MAX_BYTES, ENTRY_OVERHEAD, ByteBudget, value_size
 from pgcache.caching.tiered import TieredCache
 from pgcache.keys import CACHE_NAMES
 
 KIB = 1024
 MIB = 1024 * KIB
-
-MakeManager = Callable[..., CacheManager]
-
-
-@pytest.fixture
-def make_manager(clock: ManualClock) -> Iterator[MakeManager]:
-    created: list[CacheManager] = []
-
-    def make(**kwargs: Any) -> CacheManager:
-        kwargs.setdefault("clock", clock)
-        kwargs.setdefault("cleanup_interval", 3600.0)
-        manager = CacheManager(**kwargs)
-        created.append(manager)
-        return manager
-
-    yield make
-    for manager in created:
-        manager.close()
 
 
 def big_plan(query_hash: int, size: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 * ``make_cache``: builds caches (by default on the ``clock`` fixture and with a cleanup
   interval of one hour, so the shared background expiry thread never interferes with
   deterministic tests) and closes every one of them at teardown.
+* ``make_manager``: the same for :class:`pgcache.CacheManager`.
 * ``wait_until``: polls a predicate until it holds or a deadline passes (for behaviour of the
   background thread; tests never assert on elapsed time).
 """
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from pgcache import Cache, ManualClock
+from pgcache import Cache, CacheManager, ManualClock
 
 WaitUntil = Callable[..., bool]
 MakeCache = Callable[..., "Cache[Any, Any]"]
+MakeManager = Callable[..., CacheManager]
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -27,20 +30,31 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-def make_cache(clock: ManualClock) -> Iterator[MakeCache]:
-    created: list[Cache[Any, Any]] = []
+def _on_test_clock(factory: Callable[..., _T], clock: ManualClock) -> Iterator[Callable[..., _T]]:
+    """``factory`` with the test clock and an hour-long cleanup interval by default; everything
+    it made is closed at teardown."""
+    created: list[_T] = []
 
-    def make(**kwargs: Any) -> Cache[Any, Any]:
+    def make(**kwargs: Any) -> _T:
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("cleanup_interval", 3600.0)
-        cache: Cache[Any, Any] = Cache(**kwargs)
-        created.append(cache)
-        return cache
+        made = factory(**kwargs)
+        created.append(made)
+        return made
 
     yield make
-    for cache in created:
-        cache.close()
+    for made in created:
+        made.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def make_cache(clock: ManualClock) -> Iterator[MakeCache]:
+    yield from _on_test_clock(Cache, clock)
+
+
+@pytest.fixture
+def make_manager(clock: ManualClock) -> Iterator[MakeManager]:
+    yield from _on_test_clock(CacheManager, clock)
 
 
 def _wait_until(
