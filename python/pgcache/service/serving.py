@@ -150,7 +150,7 @@ def install_log_filters() -> None:
             target.addFilter(_REPEATED)
 
 
-class _HeadTimeout:
+class _HeadTimeout(asyncio.Protocol):
     """Closes a connection that has not sent a complete request head within the keep-alive
     timeout, counting from when it opened or its last answer ended (mixed into uvicorn's
     protocols: uvicorn itself times out only a connection idle after an answer).
@@ -163,6 +163,15 @@ class _HeadTimeout:
     transport: asyncio.Transport
     _head_timer: asyncio.TimerHandle | None = None
     _head_deadline: float | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        install_log_filters()
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -195,15 +204,6 @@ class _HeadTimeout:
 class H11HeadTimeoutProtocol(_HeadTimeout, H11Protocol):
     """uvicorn's h11 protocol with the head timeout of :class:`_HeadTimeout`."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        install_log_filters()
-        super().connection_made(transport)
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # the head has arrived
@@ -223,15 +223,6 @@ if importlib.util.find_spec("httptools") is not None:
 
     class HttpToolsHeadTimeoutProtocol(_HeadTimeout, HttpToolsProtocol):
         """uvicorn's httptools protocol with the head timeout of :class:`_HeadTimeout`."""
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            install_log_filters()
-            super().connection_made(transport)
-            self._arm_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head_timer()
-            super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
             self._head_arrived()
