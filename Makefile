@@ -18,6 +18,7 @@ present-postgresql = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || comm
 present-redis-server = command -v redis-server >/dev/null && command -v redis-cli >/dev/null
 present-chromium = test -x /usr/bin/chromium
 present-valgrind = command -v valgrind >/dev/null
+present-wrk = command -v wrk >/dev/null
 # What the packages are for, in system-deps' messages.
 SYSTEM_PACKAGES_FOR ?= the tests and the demo
 present = $(or $(present-$(1)),dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q 'ok installed')
@@ -85,7 +86,10 @@ fmt: ## format Rust and Python
 	$(BIN)/ruff format python tests benches
 	$(BIN)/ruff check --fix python tests benches
 
-bench: dev ## pytest-benchmark suites
+# The service-stack benchmark drives the server with wrk, installed here when missing.
+bench: SYSTEM_PACKAGES := wrk
+bench: SYSTEM_PACKAGES_FOR := the service benchmarks
+bench: system-deps dev ## pytest-benchmark suites (installs wrk when missing)
 	$(BIN)/pytest benches --benchmark-only -p no:timeout --benchmark-columns=min,mean,median,ops
 
 compare: dev ## pgcache beside cachebox, cachetools, moka-py, theine, lru-dict, lru_cache, dict

@@ -135,12 +135,13 @@ def test_cache_concurrent_mixed(benchmark: Any, full_cache: Any, pool: ThreadPoo
 
 def test_cache_eviction(benchmark: Any) -> None:
     """Every set inserts a new key into a full cache: two disjoint key sets of max_size keys
-    alternate, so each round evicts the whole other set."""
+    alternate, so each round evicts the whole other set (exact LRU: under W-TinyLFU a newcomer
+    can lose the admission duel instead)."""
     size = BATCH
     halves = [[f"evict{j}:{i:06d}" for i in range(size)] for j in range(2)]
     inserted = []
 
-    with pgcache.Cache(ttl=TTL, max_size=size) as c:
+    with pgcache.Cache(ttl=TTL, max_size=size, policy="lru") as c:
 
         def round_() -> int:
             keys = halves[len(inserted) % 2]

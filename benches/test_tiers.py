@@ -301,7 +301,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, int]:
                 loads["db"] += 1
                 return extractor.extract_query_features(query_hash, "current")
 
-            return features_cache.get_or_set(feature_key(query_hash, "current"), extract)
+            return features_cache.get_or_set(feature_key(query_hash), extract)
 
         for number in range(spec["requests"]):
             query_hash = pick()
