@@ -24,22 +24,22 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from pgcache.ml.reference import serve_in_thread as serve_ml_service
 from pgcache.postgres.devserver import database
 from pgcache.postgres.workload import run_workload
+
+# Run as a script, this folder is on sys.path, not the repository root (where tests/ is).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.service_load import free_port, wait_until_answers
 
 WORKER_COUNTS = (1, 2)
 _START_TIMEOUT = 120.0
@@ -58,13 +58,6 @@ class Runs:
     p99_ms: list[float] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -80,22 +73,13 @@ def _processor() -> str:
 @contextmanager
 def _service(workers: int, environment: dict[str, str], cwd: Path) -> Iterator[str]:
     """``pgcache serve --workers N`` on a free port, at log level warning (no access log)."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "pgcache", "serve", "--port", str(port),
                "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
     process = subprocess.Popen(command, env=environment, cwd=cwd, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(command)} did not start ({process.poll()})")
-            time.sleep(0.1)
+        wait_until_answers(f"{url}/readyz", process, timeout=_START_TIMEOUT)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 MAX_SCENARIO_LENGTH: Final = 100
+# The most entries a pgcache.Cache holds: the Rust core's MAX_CAPACITY (32-bit slots less the
+# reserved ones), which rejects one more; tests/core/test_unbounded.py checks the two agree.
+MAX_CAPACITY: Final = 4_294_966_972
 
 
 def check_query_hash(query_hash: object, argument: str = "query_hash") -> int:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any, Final, Literal, Self, get_args
+from typing import Any, Final, Literal, Self, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pgcache._extras import require
+from pgcache._validate import MAX_CAPACITY
 
 require("config", "pgcache.config")
 
@@ -65,8 +67,6 @@ _MASK: Final = "***"
 
 _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
 
-# The most entries a pgcache.Cache holds (the Rust core's MAX_CAPACITY: a 32-bit index).
-_CACHE_MAX_SIZE_LIMIT: Final = 4_294_966_972
 _URL_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)([^&#]*)")
 _CONNINFO_PASSWORD_RE: Final = re.compile(r"(?i)(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
@@ -142,11 +142,76 @@ def parse_cache_ttls(value: object) -> dict[str, timedelta]:
     return ttls
 
 
-def _invalid(field: str, shown: str, hint: str) -> PydanticCustomError:
+_T = TypeVar("_T")
+
+
+def _config_error(message: str) -> PydanticCustomError:
+    """A bad configuration, said in one line that :class:`ConfigError` keeps as it is."""
+    return PydanticCustomError(CONFIG_ERROR_TYPE, "{message}", {"message": message})
+
+
+def _invalid(info: ValidationInfo, shown: str, hint: str) -> PydanticCustomError:
     """The one error for a bad variable: its name, its value, what is accepted."""
-    return PydanticCustomError(
-        CONFIG_ERROR_TYPE, "{message}", {"message": f"{field.upper()}={shown}: {hint}"}
-    )
+    return _config_error(f"{str(info.field_name).upper()}={shown}: {hint}")
+
+
+def _checked(
+    info: ValidationInfo,
+    value: object,
+    check: Callable[[Any], _T],
+    hint: str | None = None,
+    *,
+    shown: str | None = None,
+) -> _T:
+    """``check(value)``, its ``TypeError`` or ``ValueError`` turned into :func:`_invalid`'s
+    error: ``hint``, else the check's own message; the value as ``shown`` (default: its repr)."""
+    try:
+        return check(value)
+    except (TypeError, ValueError) as exc:
+        raise _invalid(info, repr(value) if shown is None else shown, hint or str(exc)) from None
+
+
+def _positive_duration(value: object) -> timedelta:
+    if not isinstance(value, str | int | float | timedelta):
+        raise TypeError(_DURATION_HINT)
+    try:
+        duration = parse_duration(value)
+    except ValueError:
+        raise ValueError(_DURATION_HINT) from None
+    if duration <= timedelta(0):
+        raise ValueError(f"must be greater than zero; {_DURATION_HINT}")
+    return duration
+
+
+def _integer(value: object) -> int:
+    """An int, or the text of one (not a bool, not a float)."""
+    if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{value!r}: not an integer")
+
+
+def _multiplier(value: object) -> float:
+    """A finite number >= 1, or the text of one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TypeError(f"{value!r}: not a number")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 1):
+        raise ValueError(f"{value!r}: below 1 or not finite")
+    return number
+
+
+def _http_url(value: object) -> str:
+    """An http:// or https:// URL with a host (and a numeric port, if any), stripped."""
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r}: not a str")
+    url = value.strip()
+    parts = urlsplit(url)
+    _ = parts.port  # raises ValueError for a port that is not a number
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r}: not an http(s) URL with a host")
+    return url
 
 
 _DURATION_FIELDS: Final = (
@@ -319,37 +384,22 @@ class Settings(BaseSettings):
     @field_validator(*_DURATION_FIELDS, mode="before")
     @classmethod
     def _check_duration(cls, value: object, info: ValidationInfo) -> timedelta:
-        field = str(info.field_name)
-        try:
-            if not isinstance(value, str | int | float | timedelta):
-                raise ValueError
-            duration = parse_duration(value)
-        except ValueError:
-            raise _invalid(field, repr(value), _DURATION_HINT) from None
-        if duration <= timedelta(0):
-            raise _invalid(field, repr(value), f"must be greater than zero; {_DURATION_HINT}")
-        return duration
+        return _checked(info, value, _positive_duration)
 
     @field_validator(*_POSITIVE_INT_FIELDS, *_NON_NEGATIVE_INT_FIELDS, mode="before")
     @classmethod
     def _check_count(cls, value: object, info: ValidationInfo) -> int | None:
         field = str(info.field_name)
-        default = cls.model_fields[field].default
         if value is None and field == "rate_limit_burst":
             return None
         minimum = 1 if field in _POSITIVE_INT_FIELDS else 0
         kind = "positive" if minimum else "non-negative"
-        hint = f"expected a {kind} integer like {default}"
-        if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
-            number = int(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            raise _invalid(field, repr(value), hint)
+        hint = f"expected a {kind} integer like {cls.model_fields[field].default}"
+        number = _checked(info, value, _integer, hint)
         if number < minimum:
-            raise _invalid(field, repr(value), hint)
-        if field == "cache_max_size" and number > _CACHE_MAX_SIZE_LIMIT:
-            raise _invalid(field, repr(value), f"expected at most {_CACHE_MAX_SIZE_LIMIT}")
+            raise _invalid(info, repr(value), hint)
+        if field == "cache_max_size" and number > MAX_CAPACITY:
+            raise _invalid(info, repr(value), f"expected at most {MAX_CAPACITY}")
         return number
 
     @field_validator("rate_limit", "trusted_proxies", "admin_token", mode="before")
@@ -360,10 +410,9 @@ class Settings(BaseSettings):
             return None
         secret = field == "admin_token"
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        try:
-            checked = check_access_setting(field, text)
-        except ValueError as exc:  # a token is never shown: it may be a real one with a typo
-            raise _invalid(field, "***" if secret else repr(value), str(exc)) from None
+        # A token is never shown: it may be a real one with a typo.
+        shown = _MASK if secret else None
+        checked = _checked(info, text, lambda v: check_access_setting(field, v), shown=shown)
         return SecretStr(checked) if secret else checked
 
     @field_validator("cache_enabled", "dashboard", mode="before")
@@ -376,38 +425,18 @@ class Settings(BaseSettings):
             return True
         if text in _FALSE:
             return False
-        raise _invalid(str(info.field_name), repr(value), _BOOL_HINT)
+        raise _invalid(info, repr(value), _BOOL_HINT)
 
     @field_validator("retry_backoff_multiplier", mode="before")
     @classmethod
     def _check_multiplier(cls, value: object, info: ValidationInfo) -> float:
-        hint = "expected a number >= 1 like 2.0"
-        try:
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise ValueError
-            number = float(value)
-        except ValueError:
-            raise _invalid(str(info.field_name), repr(value), hint) from None
-        if not (math.isfinite(number) and number >= 1):
-            raise _invalid(str(info.field_name), repr(value), hint)
-        return number
+        return _checked(info, value, _multiplier, "expected a number >= 1 like 2.0")
 
     @field_validator("ml_service_url", mode="before")
     @classmethod
     def _check_http_url(cls, value: object, info: ValidationInfo) -> str:
         hint = "expected an http:// or https:// URL like http://localhost:8081"
-        if not isinstance(value, str):
-            raise _invalid(str(info.field_name), repr(value), hint)
-        url = value.strip()
-        try:
-            parts = urlsplit(url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            _ = parts.port  # raises ValueError for a port that is not a number
-        except ValueError:
-            valid = False
-        if not valid:
-            raise _invalid(str(info.field_name), repr(value), hint)
-        return url
+        return _checked(info, value, _http_url, hint)
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -418,29 +447,20 @@ class Settings(BaseSettings):
             check_redis_url(value)
         except (TypeError, ValueError) as exc:
             shown = repr(mask_redis_url(value)) if isinstance(value, str) else repr(value)
-            raise _invalid(str(info.field_name), shown, str(exc).partition(": ")[2]) from None
+            raise _invalid(info, shown, str(exc).partition(": ")[2]) from None
         assert isinstance(value, str)
         return value.strip()
 
     @field_validator("redis_key_prefix", mode="before")
     @classmethod
     def _check_key_prefix(cls, value: object, info: ValidationInfo) -> str:
-        try:
-            return check_key_prefix(value)
-        except (TypeError, ValueError):
-            raise _invalid(
-                str(info.field_name),
-                repr(value),
-                "expected at most 100 printable characters without spaces, like pgcache:",
-            ) from None
+        hint = "expected at most 100 printable characters without spaces, like pgcache:"
+        return _checked(info, value, check_key_prefix, hint)
 
     @field_validator("redis_cache_ttls", mode="before")
     @classmethod
     def _check_cache_ttls(cls, value: object, info: ValidationInfo) -> str:
-        try:
-            ttls = parse_cache_ttls(value)
-        except ValueError as exc:
-            raise _invalid(str(info.field_name), repr(value), str(exc)) from None
+        ttls = _checked(info, value, parse_cache_ttls)
         return ",".join(f"{name}={format_duration(ttl)}" for name, ttl in ttls.items())
 
     @field_validator("database_url", mode="before")
@@ -453,26 +473,20 @@ class Settings(BaseSettings):
         if value is None:
             return None
         if not isinstance(value, str):
-            raise _invalid(str(info.field_name), repr(value), hint)
+            raise _invalid(info, repr(value), hint)
         try:
             conninfo_to_dict(value)
         except ProgrammingError:
             # libpq's message can quote the string: never show it, the password is in there.
-            raise _invalid(str(info.field_name), repr(mask_database_url(value)), hint) from None
+            raise _invalid(info, repr(mask_database_url(value)), hint) from None
         return value
 
     @model_validator(mode="after")
     def _check_idle_within_max(self) -> Self:
         if self.max_idle_database_conns > self.max_database_conns:
-            raise PydanticCustomError(
-                CONFIG_ERROR_TYPE,
-                "{message}",
-                {
-                    "message": (
-                        f"MAX_IDLE_DATABASE_CONNS={self.max_idle_database_conns} must not exceed"
-                        f" MAX_DATABASE_CONNS={self.max_database_conns}"
-                    )
-                },
+            raise _config_error(
+                f"MAX_IDLE_DATABASE_CONNS={self.max_idle_database_conns} must not exceed"
+                f" MAX_DATABASE_CONNS={self.max_database_conns}"
             )
         return self
 

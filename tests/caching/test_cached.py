@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from tests.support.caches import MakeCache
+from tests.support.caches import MakeCache, double_and_triple
 
 from pgcache import Cache, CacheManager, ManualClock, cached, make_key
 
@@ -296,14 +296,7 @@ def test_typed_keys_keep_types_apart_inside_containers() -> None:
 
 def test_two_functions_sharing_a_cache_do_not_share_results(make_cache: MakeCache) -> None:
     cache = make_cache()
-
-    @cached(cache)
-    def double(x: int) -> int:
-        return 2 * x
-
-    @cached(cache)
-    def triple(x: int) -> int:
-        return 3 * x
+    double, triple = double_and_triple(cache)
 
     assert (double(5), triple(5)) == (10, 15)
     assert len(cache) == 2

@@ -7,7 +7,7 @@ import functools
 import threading
 
 import pytest
-from tests.support.caches import MakeCache, WaitUntil
+from tests.support.caches import MakeCache, WaitUntil, double_and_triple
 
 from pgcache import ManualClock
 from pgcache.caching.cached import CacheInfo, cached
@@ -72,14 +72,7 @@ def test_functions_sharing_a_cache_each_count_only_their_own_calls_and_entries(
     make_cache: MakeCache,
 ) -> None:
     cache = make_cache()
-
-    @cached(cache)
-    def double(x: int) -> int:
-        return 2 * x
-
-    @cached(cache)
-    def triple(x: int) -> int:
-        return 3 * x
+    double, triple = double_and_triple(cache)
 
     double(1)
     double(1)
@@ -175,14 +168,7 @@ def test_cache_clear_removes_only_the_functions_own_entries_from_a_shared_cache(
     make_cache: MakeCache,
 ) -> None:
     cache = make_cache()
-
-    @cached(cache)
-    def double(x: int) -> int:
-        return 2 * x
-
-    @cached(cache)
-    def triple(x: int) -> int:
-        return 3 * x
+    double, triple = double_and_triple(cache)
 
     double(1)
     double(2)

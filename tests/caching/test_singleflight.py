@@ -1,4 +1,5 @@
-"""AsyncSingleFlight: one running coroutine per key, shared by concurrent asyncio callers."""
+"""AsyncSingleFlight and ThreadSingleFlight: one running load per key, shared by concurrent
+callers (asyncio tasks, threads)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from pgcache.caching.singleflight import AsyncSingleFlight
+from pgcache.caching.singleflight import AsyncSingleFlight, ThreadSingleFlight
 
 
 class _Counter:
@@ -176,3 +177,23 @@ def test_one_instance_serves_two_event_loops_in_two_threads() -> None:
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(results) == ["loop-0", "loop-1"]
+
+
+# --- ThreadSingleFlight ----------------------------------------------------------------------
+
+
+def test_a_load_asking_for_its_own_key_raises_runtime_error() -> None:
+    flight = ThreadSingleFlight()
+    with pytest.raises(RuntimeError, match="asked for the same key again"):
+        flight.run("k", lambda: flight.run("k", lambda: "inner"))
+
+
+def test_a_thread_load_error_propagates_and_is_not_remembered() -> None:
+    flight = ThreadSingleFlight()
+
+    def failing() -> str:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        flight.run("k", failing)
+    assert flight.run("k", lambda: "recovered") == "recovered"

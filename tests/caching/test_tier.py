@@ -5,14 +5,13 @@ that are data, never code. Two tiers on one URL and prefix are two instances."""
 from __future__ import annotations
 
 import pickle
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from tests.support.caches import WaitUntil
-from tests.support.redis import MakeTier, MakeTiered, delivered
+from tests.support.redis import Loader, MakeTier, MakeTiered, concurrent_loads, delivered
 
 from pgcache import Cache, ManualClock
 from pgcache.caching.redis_tier import RedisTier
@@ -20,20 +19,6 @@ from pgcache.caching.tiered import TieredCache
 
 PLAN = {"Plan": {"Node Type": "Seq Scan", "Total Cost": 12.5}}
 NEW_PLAN = {"Plan": {"Node Type": "Index Scan", "Total Cost": 0.5}}
-
-
-class Loader:
-    """A loader that counts its calls and returns ``value``."""
-
-    def __init__(self, value: Any = PLAN) -> None:
-        self.value = value
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> Any:
-        with self.lock:
-            self.calls += 1
-        return self.value
 
 
 @pytest.fixture
@@ -63,7 +48,7 @@ def test_an_entry_loaded_by_one_instance_is_an_l2_hit_in_the_other(
     pair: tuple[TieredCache[Any, Any], ...],
 ) -> None:
     first, second = pair
-    loader = Loader()
+    loader = Loader(PLAN)
     assert first.get_or_set(-42, loader) == PLAN
     assert second.get_or_set(-42, loader) == PLAN
     assert loader.calls == 1
@@ -185,7 +170,7 @@ def test_a_crafted_pickle_under_a_pgcache_key_is_a_counted_miss_and_runs_nothing
     assert reader.get(-42) is None
     assert reader.tier_metrics().undecodable == 1
     assert not target.exists()
-    assert reader.get_or_set(-42, Loader()) == PLAN  # the loader's value replaces it
+    assert reader.get_or_set(-42, Loader(PLAN)) == PLAN  # the loader's value replaces it
     assert other.get(-42) == PLAN
     assert other.tier_metrics().undecodable == 0
 
@@ -284,24 +269,9 @@ def test_concurrent_misses_in_one_instance_load_once(
     make_tier: MakeTier, make_tiered: MakeTiered
 ) -> None:
     plans = make_tiered(make_tier())
-    release = threading.Event()
-    loads = Loader()
-
-    def slow_load() -> Any:
-        loads()
-        release.wait(10)
-        return PLAN
-
-    results: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(plans.get_or_set(-42, slow_load)))
-        for _ in range(16)
-    ]
-    for thread in threads:
-        thread.start()
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    loads = Loader(PLAN)
+    with concurrent_loads([plans] * 16, -42, loads) as results:
+        pass
     assert results == [PLAN] * 16
     assert loads.calls == 1
 
@@ -310,27 +280,10 @@ def test_concurrent_misses_in_three_instances_load_once(
     make_tier: MakeTier, make_tiered: MakeTiered, wait_until: WaitUntil
 ) -> None:
     instances = [make_tiered(make_tier()) for _ in range(3)]
-    release = threading.Event()
-    loads = Loader()
-
-    def slow_load() -> Any:
-        loads()
-        release.wait(10)
-        return PLAN
-
-    results: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda c=cache: results.append(c.get_or_set(-42, slow_load)))
-        for cache in instances
-        for _ in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    # Two instances wait for the lock holder, which is still loading.
-    assert wait_until(lambda: sum(c.tier_metrics().lock_waits for c in instances) == 2)
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    loads = Loader(PLAN)
+    with concurrent_loads([c for c in instances for _ in range(4)], -42, loads) as results:
+        # Two instances wait for the lock holder, which is still loading.
+        assert wait_until(lambda: sum(c.tier_metrics().lock_waits for c in instances) == 2)
     assert results == [PLAN] * 12
     assert loads.calls == 1
     assert sum(c.tier_metrics().l2_hits for c in instances) == 2
@@ -341,7 +294,7 @@ def test_a_dead_lock_holder_costs_only_the_lock_expiry(
 ) -> None:
     plans = make_tiered(make_tier())
     raw.set(plans.tier.keys.lock(_entry(plans, -42)), "a crashed instance", px=200)  # type: ignore[union-attr]
-    loader = Loader()
+    loader = Loader(PLAN)
     assert plans.get_or_set(-42, loader) == PLAN
     assert loader.calls == 1
     metrics = plans.tier_metrics()
@@ -353,7 +306,7 @@ def test_waiting_for_a_stuck_lock_holder_is_bounded(
 ) -> None:
     plans = make_tiered(make_tier(lock_ttl=0.2))
     raw.set(plans.tier.keys.lock(_entry(plans, -42)), "stuck", px=60_000)  # type: ignore[union-attr]
-    loader = Loader()
+    loader = Loader(PLAN)
     assert plans.get_or_set(-42, loader) == PLAN
     assert loader.calls == 1
     assert plans.tier_metrics().lock_timeouts == 1
@@ -380,7 +333,7 @@ def test_a_failing_loader_raises_releases_the_lock_and_stores_nothing(
 
 def test_without_a_tier_a_tiered_cache_is_its_l1(make_tiered: MakeTiered) -> None:
     plans = make_tiered(None)
-    loader = Loader()
+    loader = Loader(PLAN)
     assert plans.get_or_set(-42, loader) == plans.get_or_set(-42, loader) == PLAN
     assert loader.calls == 1
     assert plans.metrics().hits == 1

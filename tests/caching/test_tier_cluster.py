@@ -4,14 +4,13 @@ SSUBSCRIBE) reaching every instance, one load per key across instances."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
 from tests.support.caches import WaitUntil
-from tests.support.redis import MakeTier, MakeTiered, delivered
+from tests.support.redis import Loader, MakeTier, MakeTiered, concurrent_loads, delivered
 
 from pgcache.caching.tiered import TieredCache
 
@@ -104,26 +103,10 @@ def test_invalidating_a_query_reaches_every_instance(
 def test_concurrent_misses_in_three_instances_load_once(
     instances: list[TieredCache[Any, Any]], wait_until: WaitUntil
 ) -> None:
-    release = threading.Event()
-    calls: list[int] = []
-
-    def slow_load() -> Any:
-        calls.append(1)
-        release.wait(10)
-        return PLAN
-
-    results: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda c=cache: results.append(c.get_or_set(-7, slow_load)))
-        for cache in instances
-    ]
-    for thread in threads:
-        thread.start()
-    assert wait_until(lambda: sum(c.tier_metrics().lock_waits for c in instances) == 2)
-    release.set()
-    for thread in threads:
-        thread.join(10)
-    assert (results, len(calls)) == ([PLAN] * 3, 1)
+    loads = Loader(PLAN)
+    with concurrent_loads(instances, -7, loads) as results:
+        assert wait_until(lambda: sum(c.tier_metrics().lock_waits for c in instances) == 2)
+    assert (results, loads.calls) == ([PLAN] * 3, 1)
 
 
 async def test_the_asyncio_client_works_on_the_cluster(

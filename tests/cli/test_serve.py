@@ -19,8 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,13 @@ import pytest
 from tests.cli.demo_processes import alive
 from tests.support.http_faults import Fault, FaultServer
 from tests.support.postgres import Workload
+from tests.support.processes import (
+    LISTENING,
+    PgcacheCommand,
+    children,
+    pgcache_environment,
+    serve_pgcache,
+)
 
 from pgcache.caching.redisserver import RedisServer
 
@@ -36,93 +42,6 @@ _TEXT_LINE = re.compile(
     r"\[(?P<request_id>[^\]]+)\] (?P<message>.*)$"
 )
 EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
-_LISTENING = re.compile(r"on http://(?P<host>[^:]+):(?P<port>\d+): (?P<workers>\d+) worker")
-
-
-def _environment(**variables: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() != "DATABASE_URL"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(variables)
-    return env
-
-
-class _Command:
-    """``python -m pgcache ARGS`` in the background, its stderr collected line by line."""
-
-    def __init__(
-        self,
-        *args: str,
-        cwd: Path,
-        env: dict[str, str],
-        preexec_fn: Callable[[], None] | None = None,
-    ) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgcache", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=preexec_fn,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        """The first log line matching ``pattern`` (fails if none comes, or the process ends)."""
-        compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.lines):
-                if match := compiled.search(line):
-                    return match
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self._reader.join(5)
-                pytest.fail(f"no log line matches {pattern!r}:\n" + "\n".join(self.lines))
-            time.sleep(0.02)
-
-    def listening(self) -> tuple[str, int]:
-        match = self.wait_for(_LISTENING.pattern)
-        return match["host"], int(match["port"])
-
-    def stop(self, stop_signal: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``stop_signal``; the exit code once it (and the log reader) ended."""
-        if self.process.poll() is None:
-            self.process.send_signal(stop_signal)
-        code = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
-        self._reader.join(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
-@contextmanager
-def _serve(
-    *args: str,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-) -> Iterator[_Command]:
-    command = _Command(
-        "serve", "--port", "0", *args, cwd=cwd, env=env or _environment(), preexec_fn=preexec_fn
-    )
-    try:
-        yield command
-    finally:
-        command.kill()
 
 
 def _get(
@@ -140,13 +59,13 @@ def _get(
 
 
 @pytest.fixture
-def text_served(tmp_path: Path) -> Iterator[_Command]:
-    with _serve(cwd=tmp_path) as served:
+def text_served(tmp_path: Path) -> Iterator[PgcacheCommand]:
+    with serve_pgcache(cwd=tmp_path) as served:
         yield served
 
 
 def test_serve_logs_text_lines_with_time_level_logger_and_request_id(
-    text_served: _Command,
+    text_served: PgcacheCommand,
 ) -> None:
     host, port = text_served.listening()
     assert _get(host, port, "/healthz", "text-42").status == 200
@@ -164,10 +83,10 @@ def test_serve_logs_text_lines_with_time_level_logger_and_request_id(
 
 
 def test_serve_log_format_json_is_one_object_per_line(tmp_path: Path) -> None:
-    with _serve("--log-format", "json", cwd=tmp_path) as served:
+    with serve_pgcache("--log-format", "json", cwd=tmp_path) as served:
         match = served.wait_for(r'"message": "[^"]*on http://')
         entry = json.loads(match.string)
-        listening = _LISTENING.search(entry["message"])
+        listening = LISTENING.search(entry["message"])
         assert listening is not None
         host, port = listening["host"], int(listening["port"])
         assert _get(host, port, "/healthz", "json-7").status == 200
@@ -182,14 +101,14 @@ def test_serve_log_format_json_is_one_object_per_line(tmp_path: Path) -> None:
 
 
 def test_serve_at_warning_logs_no_request_lines(tmp_path: Path) -> None:
-    with _serve("--log-level", "warning", cwd=tmp_path) as served:
+    with serve_pgcache("--log-level", "warning", cwd=tmp_path) as served:
         env_port = _free_port_listened_by(served)
         assert _get("127.0.0.1", env_port, "/healthz", "quiet").status == 200
         assert served.stop() == EXIT_SIGTERM
         assert not [line for line in served.lines if "quiet" in line]
 
 
-def _free_port_listened_by(served: _Command) -> int:
+def _free_port_listened_by(served: PgcacheCommand) -> int:
     """The port of a service whose start-up line is not logged (found through /proc)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -224,7 +143,7 @@ def test_a_port_in_use_exits_2_with_one_line_naming_host_and_port(
     result = subprocess.run(
         [sys.executable, "-m", "pgcache", command, "--port", str(busy_port)],
         cwd=tmp_path,
-        env=_environment(),
+        env=pgcache_environment(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -240,7 +159,7 @@ def test_serve_with_a_bad_variable_exits_2_before_listening(tmp_path: Path) -> N
     result = subprocess.run(
         [sys.executable, "-m", "pgcache", "serve", "--port", "0"],
         cwd=tmp_path,
-        env=_environment(FEATURE_CACHE_TTL="soon"),
+        env=pgcache_environment(FEATURE_CACHE_TTL="soon"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -258,7 +177,7 @@ def test_serve_with_a_bad_variable_exits_2_before_listening(tmp_path: Path) -> N
     ids=["SIGINT", "SIGTERM"],
 )
 def test_serve_stopped_by_a_signal_shuts_down_and_exits_128_plus_the_signal(
-    stop_signal: signal.Signals, code: int, text_served: _Command
+    stop_signal: signal.Signals, code: int, text_served: PgcacheCommand
 ) -> None:
     host, port = text_served.listening()
     text_served.wait_for("Application startup complete")
@@ -276,7 +195,7 @@ def test_serve_stopped_by_a_signal_shuts_down_and_exits_128_plus_the_signal(
 def test_ml_service_stopped_by_a_signal_exits_128_plus_the_signal(
     stop_signal: signal.Signals, code: int, tmp_path: Path
 ) -> None:
-    command = _Command("ml-service", "--port", "0", cwd=tmp_path, env=_environment())
+    command = PgcacheCommand("ml-service", "--port", "0", cwd=tmp_path, env=pgcache_environment())
     try:
         host, port = command.listening()
         assert _get(host, port, "/api/health").status == 200
@@ -286,19 +205,6 @@ def test_ml_service_stopped_by_a_signal_exits_128_plus_the_signal(
 
 
 # --- --workers ----------------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -375,8 +281,8 @@ def _answering_workers(host: str, port: int, workers: list[int], attempts: int =
 def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    with _serve("--workers", "2", cwd=tmp_path) as served:
-        match = served.wait_for(_LISTENING.pattern + r".*event loop (\S+), HTTP parser (\S+)")
+    with serve_pgcache("--workers", "2", cwd=tmp_path) as served:
+        match = served.wait_for(LISTENING.pattern + r".*event loop (\S+), HTTP parser (\S+)")
         assert match["workers"] == "2"
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
@@ -391,8 +297,8 @@ def test_serve_with_two_workers_answers_from_two_processes_and_stops_them_on_sig
         listening = {
             s["inode"] for s in _tcp_sockets() if s["listening"] and s["local_port"] == port
         }
-        workers = [pid for pid in _children(parent) if _socket_inodes(pid) & listening]
-        assert len(workers) == 2, (workers, _children(parent))
+        workers = [pid for pid in children(parent) if _socket_inodes(pid) & listening]
+        assert len(workers) == 2, (workers, children(parent))
         assert _answering_workers(host, port, workers) == set(workers)
 
         assert served.stop(signal.SIGTERM) == EXIT_SIGTERM
@@ -417,9 +323,9 @@ def test_two_workers_share_the_redis_tier(
     tmp_path: Path, postgres_url: str, pg_workload: Workload, redis_server: RedisServer
 ) -> None:
     # A private Redis: nothing in it but what the two workers put there.
-    env = _environment(DATABASE_URL=postgres_url, REDIS_URL=redis_server.url)
+    env = pgcache_environment(DATABASE_URL=postgres_url, REDIS_URL=redis_server.url)
     queryid = next(iter(pg_workload.queryids.values()))
-    with _serve("--workers", "2", cwd=tmp_path, env=env) as served:
+    with serve_pgcache("--workers", "2", cwd=tmp_path, env=env) as served:
         host, port = served.listening()
         deadline = time.monotonic() + 120
         while sum("Application startup complete" in line for line in served.lines) < 2:
@@ -428,7 +334,7 @@ def test_two_workers_share_the_redis_tier(
         listening = {
             s["inode"] for s in _tcp_sockets() if s["listening"] and s["local_port"] == port
         }
-        workers = [pid for pid in _children(served.process.pid) if _socket_inodes(pid) & listening]
+        workers = [pid for pid in children(served.process.pid) if _socket_inodes(pid) & listening]
         assert len(workers) == 2, workers
         # One kept-alive connection to each worker: the first that reaches each one.
         by_worker: dict[int, http.client.HTTPConnection] = {}
@@ -470,12 +376,12 @@ def test_serve_logs_a_database_outage_once_however_many_retries(tmp_path: Path) 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    env = _environment(
+    env = pgcache_environment(
         DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port}/nothing",
         MAX_IDLE_DATABASE_CONNS="2",
         MAX_DATABASE_CONNS="4",
     )
-    with _serve(cwd=tmp_path, env=env) as served:
+    with serve_pgcache(cwd=tmp_path, env=env) as served:
         host, port = served.listening()
         pattern = re.compile(
             r'^pgcache_db_pool_connections_errors_total\{pool="pgcache"\} (\S+)$', re.M
@@ -510,14 +416,14 @@ def test_a_stuck_request_is_cancelled_at_the_shutdown_deadline(
 ) -> None:
     with FaultServer() as ml_service:
         ml_service.push(Fault.slow(600.0), times=10)
-        env = _environment(
+        env = pgcache_environment(
             DATABASE_URL=postgres_url,
             ML_SERVICE_URL=ml_service.url,
             ML_SERVICE_TIMEOUT="10m",
             SHUTDOWN_TIMEOUT="2s",
             MAX_IDLE_DATABASE_CONNS="1",
         )
-        with _serve(cwd=tmp_path, env=env) as served:
+        with serve_pgcache(cwd=tmp_path, env=env) as served:
             host, port = served.listening()
             served.wait_for("Application startup complete")
 
@@ -551,7 +457,7 @@ def _lower_open_file_limit() -> None:
 
 
 def test_serve_raises_the_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
-    with _serve(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
+    with serve_pgcache(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
         served.wait_for(r"up to 1024 open files")
 
 
@@ -564,7 +470,7 @@ def test_connections_that_never_send_a_request_are_closed_and_logged_without_a_f
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
     idle: list[socket.socket] = []
     try:
-        with _serve(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
+        with serve_pgcache(cwd=tmp_path, preexec_fn=_lower_open_file_limit) as served:
             host, port = served.listening()
             served.wait_for("Application startup complete")
             for _ in range(1100):  # beyond the service's 1024 files, none sends a byte
@@ -613,7 +519,7 @@ def test_a_cache_size_beyond_what_a_cache_holds_is_a_configuration_error(
     result = subprocess.run(
         [sys.executable, "-m", "pgcache", *args],
         cwd=tmp_path,
-        env=_environment(CACHE_MAX_SIZE=str(2**40)),
+        env=pgcache_environment(CACHE_MAX_SIZE=str(2**40)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 
 import pytest
-from tests.support.scripts import SLOW_KEY, run_python
+from tests.support.scripts import SLOW_KEY, SLOW_LOAD, run_python
 
 #: Helpers for the scripts: fork a child running a function, wait for it with a deadline.
 PRELUDE = """
@@ -162,16 +162,7 @@ def test_the_child_forgets_loads_of_threads_lost_in_the_fork() -> None:
     result = run_script(
         """
         cache = Cache()
-        loading, finish = threading.Event(), threading.Event()
-
-        def slow_factory():
-            loading.set()
-            finish.wait()
-            return "parent's load"
-
-        loader = threading.Thread(target=lambda: cache.get_or_set("k", slow_factory))
-        loader.start()
-        loading.wait()
+        loader = start_load(cache, "k", "parent's load")
 
         def child():
             # The loader thread does not exist here: waiting for it would never end.
@@ -183,7 +174,8 @@ def test_the_child_forgets_loads_of_threads_lost_in_the_fork() -> None:
         finish.set()
         loader.join()
         print("parent", cache.get("k"), flush=True)
-        """
+        """,
+        prelude=PRELUDE + SLOW_LOAD,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["child 0", "parent parent's load"]

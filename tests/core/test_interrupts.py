@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 import pytest
-from tests.support.scripts import SLOW_KEY, run_python
+from tests.support.scripts import SLOW_KEY, SLOW_LOAD, run_python
 
 #: Arms a SIGINT handler that raises only while the main thread is in the call under test,
 #: and a thread that sends SIGINT (or calls _thread.interrupt_main) until it was seen.
@@ -127,16 +127,7 @@ def test_an_interrupted_waiter_changes_nothing_and_the_next_call_succeeds() -> N
     result = run_script(
         """
         cache = Cache()
-        loading, finish = threading.Event(), threading.Event()
-
-        def slow_factory():
-            loading.set()
-            finish.wait()
-            return "loaded"
-
-        loader = threading.Thread(target=lambda: cache.get_or_set("k", slow_factory))
-        loader.start()
-        loading.wait()
+        loader = start_load(cache, "k", "loaded")
         try:
             armed.set()
             cache.get_or_set("k", lambda: "never called")
@@ -149,6 +140,7 @@ def test_an_interrupted_waiter_changes_nothing_and_the_next_call_succeeds() -> N
         print(cache.get_or_set("k", lambda: "again"), m.hits, m.misses, len(cache), flush=True)
         """,
         "kill",
+        prelude=PRELUDE + SLOW_LOAD,
     )
     assert result.returncode == 0, result.stderr
     # One miss for the loader and one for the interrupted waiter (it looked before waiting).

@@ -105,24 +105,16 @@ def test_value_refcount_returns_to_baseline_after_pop(make_cache: Any) -> None:
     assert refcount(value) == baseline
 
 
-def test_value_refcount_returns_to_baseline_after_clear(make_cache: Any) -> None:
+@pytest.mark.parametrize("empty", ["clear", "close"])
+def test_key_and_value_refcounts_return_to_baseline_after_clear_or_close(
+    make_cache: Any, empty: str
+) -> None:
     c = make_cache()
     value = Value()
     key = ("k", Value())
     value_baseline, key_baseline = refcount(value), refcount(key)
     c.set(key, value)
-    c.clear()
-    assert refcount(value) == value_baseline
-    assert refcount(key) == key_baseline
-
-
-def test_value_refcount_returns_to_baseline_after_close(make_cache: Any) -> None:
-    c = make_cache()
-    value = Value()
-    key = ("k", Value())
-    value_baseline, key_baseline = refcount(value), refcount(key)
-    c.set(key, value)
-    c.close()
+    getattr(c, empty)()
     assert refcount(value) == value_baseline
     assert refcount(key) == key_baseline
 

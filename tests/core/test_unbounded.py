@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 from pgcache import Cache, ManualClock
-
-#: The most entries a cache can index (u32 slots less the sentinels).
-MAX_CAPACITY = 4_294_966_972
+from pgcache._validate import MAX_CAPACITY
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -29,11 +28,11 @@ from starlette.routing import Mount, Route
 from tests.support.caches import WaitUntil
 from tests.support.http_faults import Fault, FaultServer
 from tests.support.postgres import Workload, extractor_statement_calls, unknown_queryid
-from tests.support.service_load import cache_totals, run_load, warm_up
+from tests.support.service import OPERATOR, service_settings
+from tests.support.service_load import cache_totals, free_port, run_load, warm_up
 
-from pgcache.config import Settings
 from pgcache.ml.models import Prediction
-from pgcache.ml.reference import MLServiceHandle, serve_in_thread as serve_ml_in_thread
+from pgcache.ml.reference import MLServiceHandle
 from pgcache.observability.snapshot import CacheStatusResponse
 from pgcache.postgres.features import QueryFeatures
 from pgcache.service.app import ServiceHandle, serve_in_thread
@@ -43,32 +42,6 @@ from pgcache.service.routes import pgcache_routes
 
 FEATURES = "/api/v1/queries/{}/features"
 PREDICT = "/api/v1/queries/{}/predict"
-
-
-# The operator endpoints need ADMIN_TOKEN (tests/service/test_auth.py tests that part); every
-# client of these tests is an operator.
-ADMIN_TOKEN = "test-admin-token-0123456789"
-OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "admin_token": ADMIN_TOKEN,
-        "max_database_conns": 10,
-        "max_idle_database_conns": 1,
-        "retry_max_attempts": 0,
-        "database_url": None,
-    }
-    values.update(overrides)
-    return Settings.load(**values)
-
-
-def _dead_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _error_body(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
@@ -83,29 +56,18 @@ def _error_body(response: httpx.Response, status: int, error: str) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def ml_service() -> Iterator[MLServiceHandle]:
-    with serve_ml_in_thread() as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def service(postgres_url: str, ml_service: MLServiceHandle) -> Iterator[ServiceHandle]:
-    settings = _settings(database_url=postgres_url, ml_service_url=ml_service.url)
-    with serve_in_thread(settings) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
 def client(service: ServiceHandle) -> Iterator[httpx.Client]:
+    """An operator's client of the module's service (tests/service/test_auth.py tests the
+    token)."""
     with httpx.Client(headers=OPERATOR, base_url=service.url, timeout=30.0) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 def dead_db_client(ml_service: MLServiceHandle) -> Iterator[httpx.Client]:
-    """A service whose DATABASE_URL points at a closed port."""
-    settings = _settings(
-        database_url=f"postgresql://postgres@127.0.0.1:{_dead_port()}/postgres",
+    """A service whose DATABASE_URL points at a closed port (a free one: nobody listens)."""
+    settings = service_settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
         ml_service_url=ml_service.url,
     )
     with (
@@ -124,7 +86,7 @@ def faulty_ml() -> Iterator[FaultServer]:
 @pytest.fixture(scope="module")
 def faulty_ml_client(postgres_url: str, faulty_ml: FaultServer) -> Iterator[httpx.Client]:
     """A service on the test database whose ML service fails on request (no retries)."""
-    settings = _settings(database_url=postgres_url, ml_service_url=faulty_ml.url)
+    settings = service_settings(database_url=postgres_url, ml_service_url=faulty_ml.url)
     with (
         serve_in_thread(settings) as handle,
         httpx.Client(headers=OPERATOR, base_url=handle.url, timeout=30.0) as http,
@@ -134,7 +96,7 @@ def faulty_ml_client(postgres_url: str, faulty_ml: FaultServer) -> Iterator[http
 
 @pytest.fixture
 def fresh_service(postgres_url: str, ml_service: MLServiceHandle) -> Iterator[ServiceHandle]:
-    settings = _settings(database_url=postgres_url, ml_service_url=ml_service.url)
+    settings = service_settings(database_url=postgres_url, ml_service_url=ml_service.url)
     with serve_in_thread(settings, db_timeout=0.3) as handle:
         yield handle
 
@@ -563,7 +525,7 @@ def test_cache_hits_answer_while_the_database_is_unreachable(
 
 def test_without_database_url_features_are_503_naming_it(ml_service: MLServiceHandle) -> None:
     with (
-        serve_in_thread(_settings(ml_service_url=ml_service.url)) as handle,
+        serve_in_thread(service_settings(ml_service_url=ml_service.url)) as handle,
         httpx.Client(headers=OPERATOR, base_url=handle.url) as http,
     ):
         response = http.get(FEATURES.format(1))
@@ -577,7 +539,7 @@ def test_without_database_url_features_are_503_naming_it(ml_service: MLServiceHa
 def test_shutdown_closes_manager_pool_and_ml_client(
     postgres_url: str, ml_service: MLServiceHandle
 ) -> None:
-    settings = _settings(database_url=postgres_url, ml_service_url=ml_service.url)
+    settings = service_settings(database_url=postgres_url, ml_service_url=ml_service.url)
     handle = serve_in_thread(settings)
     state = handle.state
     handle.stop()
@@ -593,7 +555,7 @@ def test_shutdown_closes_manager_pool_and_ml_client(
 async def test_routes_mount_in_an_existing_starlette_app(
     postgres_url: str, ml_service: MLServiceHandle, pg_workload: Workload
 ) -> None:
-    settings = _settings(database_url=postgres_url, ml_service_url=ml_service.url)
+    settings = service_settings(database_url=postgres_url, ml_service_url=ml_service.url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -647,7 +609,7 @@ def tiered_services(
     postgres_url: str, ml_service: MLServiceHandle, redis_url: str
 ) -> Iterator[tuple[ServiceHandle, ServiceHandle]]:
     """Two services on one database, one ML service and one Redis namespace: two instances."""
-    settings = _settings(
+    settings = service_settings(
         database_url=postgres_url,
         ml_service_url=ml_service.url,
         redis_url=redis_url,
@@ -679,10 +641,10 @@ def test_readyz_names_redis_when_it_is_configured(
 def test_readyz_says_redis_is_degraded_and_the_service_stays_ready(
     postgres_url: str, ml_service: MLServiceHandle
 ) -> None:
-    settings = _settings(
+    settings = service_settings(
         database_url=postgres_url,
         ml_service_url=ml_service.url,
-        redis_url=f"redis://127.0.0.1:{_dead_port()}/0",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
         redis_connect_timeout="200ms",
     )
     with (

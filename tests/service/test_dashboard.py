@@ -276,17 +276,20 @@ def test_history_out_of_range_is_422(client: httpx.Client) -> None:
 def test_reconnecting_with_last_event_id_resumes_after_it(
     service: ServiceHandle, wait_until: WaitUntil
 ) -> None:
-    with EventReader(service.url) as reader:
-        seen = reader.next()["event_id"]
     stream = _stream(service)
 
     def moved_on() -> bool:
         latest = stream.last_event_id
         return latest is not None and _sequence(latest) >= _sequence(seen) + 2
 
-    assert wait_until(moved_on, timeout=30.0)
-    with EventReader(service.url, last_event_id=seen) as reader:
-        resumed = [reader.next() for _ in range(3)]
+    # Another page stays open meanwhile: the stream is sampled only while someone listens.
+    with EventReader(service.url, history=0) as other:
+        other.next()
+        with EventReader(service.url) as reader:
+            seen = reader.next()["event_id"]
+        assert wait_until(moved_on, timeout=30.0)
+        with EventReader(service.url, last_event_id=seen) as reader:
+            resumed = [reader.next() for _ in range(3)]
     assert [_sequence(event["event_id"]) for event in resumed] == [
         _sequence(seen) + 1,
         _sequence(seen) + 2,

@@ -28,10 +28,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 from tests.support.postgres import Workload
+from tests.support.service import ADMIN_TOKEN, service_settings
 from tests.support.service_load import run_load, warm_up
 
-from pgcache.config import Settings
-from pgcache.ml.reference import MLServiceHandle, serve_in_thread as serve_ml_in_thread
+from pgcache.ml.reference import MLServiceHandle
 from pgcache.service.app import ServiceHandle, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +49,6 @@ CHROMIUM_ARGS = [
 CHARTS = 10  # the panels with a chart: data-chart="..." in dashboard.html
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
-ADMIN_TOKEN = "dashboard-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +71,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium.close()
 
 
-@pytest.fixture(scope="module")
-def ml_service() -> Iterator[MLServiceHandle]:
-    with serve_ml_in_thread() as handle:
-        yield handle
-
-
 @pytest.fixture
 def service(
     postgres_url: str, redis_url: str, ml_service: MLServiceHandle
 ) -> Iterator[ServiceHandle]:
     """A service of the test's own, so that its first figures are those of no traffic."""
-    settings = Settings.load(
+    settings = service_settings(
         database_url=postgres_url,
         ml_service_url=ml_service.url,
         redis_url=redis_url,
         redis_key_prefix=f"pgcache-dashboard-{uuid.uuid4().hex[:12]}:",
-        max_database_conns=10,
-        max_idle_database_conns=1,
-        admin_token=ADMIN_TOKEN,
     )
     with serve_in_thread(settings) as handle:
         yield handle

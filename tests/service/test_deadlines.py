@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.support.http_faults import Fault, FaultServer
 from tests.support.postgres import PgServer, Workload
+from tests.support.processes import children
 
 from pgcache.config import Settings
 from pgcache.service.app import ServiceHandle, serve_in_thread
@@ -84,25 +84,12 @@ def test_an_ml_service_that_trickles_or_sleeps_gets_a_503_within_the_deadline(
 # --- a stopped database ------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 @contextmanager
 def _stopped(server: PgServer) -> Iterator[None]:
     """Every process of ``server`` stopped (SIGSTOP) in the block, continued after it."""
     postmaster = server.pid
     assert postmaster is not None
-    processes = [postmaster, *_children(postmaster)]
+    processes = [postmaster, *children(postmaster)]
     for pid in processes:
         os.kill(pid, signal.SIGSTOP)
     try:

@@ -18,38 +18,20 @@ from typing import Any
 import httpx
 import pytest
 from tests.support.postgres import Workload, extractor_statement_calls, unknown_queryid
+from tests.support.service import OPERATOR
 
-from pgcache.config import Settings
-from pgcache.ml.reference import MLServiceHandle, serve_in_thread as serve_ml_in_thread
 from pgcache.service.app import ServiceHandle, serve_in_thread
 from pgcache.service.limits import MAX_JSON_DEPTH, check_identifier, json_depth, parse_json
 from pgcache.service.problems import ProblemError
 
-TOKEN = "operator-token-0123456789abcdef"
 MAX_BODY = 4096
 PREDICT = "/api/v1/queries/{}/predict"
 FEATURES = "/api/v1/queries/{}/features"
 
 
 @pytest.fixture(scope="module")
-def ml_service() -> Iterator[MLServiceHandle]:
-    with serve_ml_in_thread() as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def service(postgres_url: str, ml_service: MLServiceHandle) -> Iterator[ServiceHandle]:
-    settings = Settings.load(
-        database_url=postgres_url,
-        ml_service_url=ml_service.url,
-        max_database_conns=4,
-        max_idle_database_conns=1,
-        max_body_bytes=MAX_BODY,
-        negative_cache_ttl=3600,
-        admin_token=TOKEN,
-    )
-    with serve_in_thread(settings) as handle:
-        yield handle
+def service_overrides() -> dict[str, Any]:
+    return {"max_database_conns": 4, "max_body_bytes": MAX_BODY, "negative_cache_ttl": 3600}
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +214,7 @@ def test_invalidating_a_hash_forgets_that_it_was_unknown(
     response = client.post(
         "/api/v1/cache/invalidate",
         json={"query_hash": unknown},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers=OPERATOR,
     )
     assert response.status_code == 200
     before = extractor_statement_calls(postgres_url)

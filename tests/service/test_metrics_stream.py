@@ -1,7 +1,7 @@
 """The live metrics behind the dashboard: rates from two consecutive samples, and one sample a
-tick shared by every listener (listeners that fall behind skip to what is kept; closing ends
-them all). Samples are read from real caches, a real request recorder and a real pool; time
-between samples is set on the samples, never waited for.
+tick shared by every listener, taken only while there is one (listeners that fall behind skip
+to what is kept; closing ends them all). Samples are read from real caches, a real request
+recorder and a real pool; time between samples is set on the samples, never waited for.
 """
 
 from __future__ import annotations
@@ -187,6 +187,67 @@ async def test_every_listener_gets_the_same_bytes_of_one_sample(
     assert counting.reads == 2  # the first sample and this one, whatever the listeners
     for listener in listeners:
         await listener.aclose()
+    assert metrics.listeners == 0
+
+
+@pytest.fixture
+async def eager_stream(
+    manager: CacheManager,
+) -> AsyncIterator[tuple[MetricsStream, CountingSources]]:
+    """A stream whose interval is zero: a sampler that ran would sample on every turn of the
+    event loop, so counting reads shows whether it runs, without waiting for time to pass."""
+    counting = CountingSources(manager)
+    metrics = MetricsStream(counting.sources, interval=0.0)
+    metrics.start()
+    yield metrics, counting
+    await metrics.aclose()
+
+
+async def _turns(count: int = 20) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_with_no_listener_no_sample_is_taken(
+    eager_stream: tuple[MetricsStream, CountingSources],
+) -> None:
+    metrics, counting = eager_stream
+    await _turns()
+    assert counting.reads == 1  # the sample at start, none since
+    assert metrics.last_event_id is not None
+    assert metrics.last_event_id.endswith("-1")
+
+
+async def test_the_first_listener_gets_a_fresh_sample_at_once(
+    eager_stream: tuple[MetricsStream, CountingSources],
+) -> None:
+    metrics, counting = eager_stream
+    listener = metrics.events(history=0)
+    await anext(listener)  # the retry field: the listener is counted
+    assert counting.reads == 2
+    assert [event["id"] for event in _data(await anext(listener))] == [2]
+    await listener.aclose()
+
+
+async def test_sampling_stops_when_the_last_listener_leaves(
+    eager_stream: tuple[MetricsStream, CountingSources],
+) -> None:
+    metrics, counting = eager_stream
+    first, second = metrics.events(history=0), metrics.events(history=0)
+    await anext(first)
+    await anext(second)
+    await anext(first)  # the sample taken when the first listener came
+    await anext(first)  # one the sampler took
+    await first.aclose()
+    sampled = counting.reads
+    await anext(second)  # the sampler goes on for the one left
+    await _turns()
+    assert counting.reads > sampled
+    await second.aclose()
+    await _turns(2)  # the sampler finds nobody listening at its next turn
+    sampled = counting.reads
+    await _turns()
+    assert counting.reads == sampled
     assert metrics.listeners == 0
 
 

@@ -5,13 +5,8 @@ two service processes through a real redis-server, and the local fallback when R
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from tests.support.processes import pgcache_environment, serve_pgcache
 
 from pgcache import ManualClock
 from pgcache.access import parse_trusted_proxies
@@ -218,65 +214,22 @@ def test_with_redis_down_the_local_limiter_decides_and_says_so() -> None:
 
 # --- one limit shared by two processes through Redis ----------------------------------------
 
-_LISTENING = re.compile(r"on http://(?P<host>[^:]+):(?P<port>\d+): ")
-
-
-class _Service:
-    """``pgcache serve`` in a process of its own; its URL read from its log."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgcache", "serve", "--port", "0"],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def url(self) -> str:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.process.poll() is None:
-            started = any("Application startup complete" in line for line in self.lines)
-            for line in list(self.lines):
-                if started and (match := _LISTENING.search(line)):
-                    return f"http://{match['host']}:{match['port']}"
-            time.sleep(0.05)
-        pytest.fail("the service did not start:\n" + "".join(self.lines))
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(30)
-        self._reader.join(30)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
 
 @pytest.fixture
 def two_services(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[list[str]]:
-    env = {k: v for k, v in os.environ.items() if k.upper() != "DATABASE_URL"}
-    env.update(
-        REDIS_URL=redis_url,
-        REDIS_KEY_PREFIX=key_prefix,
-        RATE_LIMIT="1/m",
-        RATE_LIMIT_BURST="4",
-        PYTHONUNBUFFERED="1",
+    env = pgcache_environment(
+        REDIS_URL=redis_url, REDIS_KEY_PREFIX=key_prefix, RATE_LIMIT="1/m", RATE_LIMIT_BURST="4"
     )
-    services = [_Service(env, tmp_path), _Service(env, tmp_path)]
-    try:
-        yield [service.url() for service in services]
-    finally:
-        for service in services:
-            service.stop()
+    with (
+        serve_pgcache(cwd=tmp_path, env=env) as first,
+        serve_pgcache(cwd=tmp_path, env=env) as second,
+    ):
+        urls = []
+        for served in (first, second):
+            served.wait_for("Application startup complete")
+            host, port = served.listening()
+            urls.append(f"http://{host}:{port}")
+        yield urls
 
 
 def test_two_processes_share_each_clients_bucket_through_redis(two_services: list[str]) -> None:

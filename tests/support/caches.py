@@ -7,6 +7,7 @@
 * ``make_manager``: the same for :class:`pgcache.CacheManager`.
 * ``wait_until``: polls a predicate until it holds or a deadline passes (for behaviour of the
   background thread; tests never assert on elapsed time).
+* :func:`double_and_triple`: two functions ``@cached`` in one cache.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pgcache import Cache, CacheManager, ManualClock
+from pgcache.caching.cached import CachedFunction, cached
 
 WaitUntil = Callable[..., bool]
 MakeCache = Callable[..., "Cache[Any, Any]"]
@@ -72,3 +74,19 @@ def _wait_until(
 @pytest.fixture
 def wait_until() -> WaitUntil:
     return _wait_until
+
+
+def double_and_triple(
+    cache: Cache[Any, Any],
+) -> tuple[CachedFunction[[int], int], CachedFunction[[int], int]]:
+    """``double`` and ``triple`` of an int, both ``@cached`` in ``cache``."""
+
+    @cached(cache)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @cached(cache)
+    def triple(x: int) -> int:
+        return 3 * x
+
+    return double, triple

@@ -13,6 +13,8 @@
   test's event loop.
 * ``make_tiered``: builds :class:`TieredCache` objects (an L1 of a given name and TTL on a
   tier), closed at teardown; two tiers on one URL and prefix are two instances.
+* :class:`Loader` and :func:`concurrent_loads`: a loader that counts its calls, and
+  ``get_or_set`` of one key in many threads at once while the loader is held.
 * :func:`delivered`: whether every instance has applied every invalidation the others sent
   (a write announces itself to the others, which drop their copy: wait for it before reading).
 * :func:`instance_main`: one instance in a process of its own, driven through its stdin (for
@@ -27,8 +29,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -152,6 +156,47 @@ def make_tiered() -> Iterator[MakeTiered]:
     yield make
     for tiered in created:
         tiered.close()
+
+
+class Loader:
+    """A loader that counts its calls (from any thread) and returns ``value``; while ``release``
+    is clear (see :func:`concurrent_loads`) every call waits for it."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            self.calls += 1
+        self.release.wait(10)
+        return self.value
+
+
+@contextmanager
+def concurrent_loads(
+    caches: Sequence[TieredCache[Any, Any]], key: Any, loader: Loader
+) -> Iterator[list[Any]]:
+    """``cache.get_or_set(key, loader)`` for each of ``caches`` (one may come several times), each
+    in a thread of its own; ``loader`` is held until the block ends, the list holds the results
+    once every thread has ended."""
+    results: list[Any] = []
+    loader.release.clear()
+    threads = [
+        threading.Thread(target=lambda c=cache: results.append(c.get_or_set(key, loader)))
+        for cache in caches
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield results
+    finally:
+        loader.release.set()
+        for thread in threads:
+            thread.join(10)
 
 
 def delivered(*caches: TieredCache[Any, Any]) -> bool:

@@ -27,6 +27,27 @@ class Key:
         return self is other
 """
 
+#: Defines ``start_load(cache, key, value)``: a thread calls ``cache.get_or_set(key, ...)`` with a
+#: factory that returns ``value`` once the script sets ``finish``; it returns that thread once
+#: the load has begun.
+SLOW_LOAD = """
+import threading
+finish = threading.Event()
+
+def start_load(cache, key, value):
+    loading = threading.Event()
+
+    def slow_factory():
+        loading.set()
+        finish.wait()
+        return value
+
+    loader = threading.Thread(target=lambda: cache.get_or_set(key, slow_factory))
+    loader.start()
+    loading.wait()
+    return loader
+"""
+
 
 def run_python(
     script: str, *argv: str, prelude: str = "", timeout: float = 60.0

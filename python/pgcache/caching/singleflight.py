@@ -1,9 +1,10 @@
-"""One running coroutine per key for concurrent asyncio callers (async single-flight).
+"""One running load per key for concurrent callers (single-flight), for asyncio tasks and for
+threads.
 
-``Cache.get_or_set`` already gives single-flight across threads; this module is its
-asyncio twin, used by :func:`pgcache.cached` and the cached feature extractors: when
-many tasks miss the same key at once, one coroutine does the work and every caller
-awaits it.
+:class:`AsyncSingleFlight` is used by :func:`pgcache.cached` and the cached feature
+extractors: when many tasks miss the same key at once, one coroutine does the work and every
+caller awaits it. :class:`ThreadSingleFlight` is its blocking twin, used by
+:class:`pgcache.caching.tiered.TieredCache` (``Cache.get_or_set`` has its own, in Rust).
 
 Semantics of :meth:`AsyncSingleFlight.run`:
 
@@ -29,11 +30,13 @@ loop (asyncio objects belong to their loop's thread).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+_T = TypeVar("_T")
 
 
 class _Flight(Generic[V]):
@@ -101,3 +104,52 @@ class AsyncSingleFlight(Generic[K, V]):
         # Identity check: a newer flight for the same key may already have replaced it.
         if self._flights.get(flight_key) is flight:
             del self._flights[flight_key]
+
+
+class _Call:
+    """One running load of :class:`ThreadSingleFlight`: its thread, then its outcome."""
+
+    __slots__ = ("done", "error", "owner", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.owner = threading.get_ident()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class ThreadSingleFlight:
+    """One running load per key for concurrent threads; the others wait and share its result
+    (or its exception). A load that asks for its own key again gets ``RuntimeError`` instead of
+    waiting for itself. Nothing is remembered once a load ends."""
+
+    __slots__ = ("_calls", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _Call] = {}
+
+    def run(self, key: Hashable, work: Callable[[], _T]) -> _T:
+        """``work()``, or the result of the call of it another thread is running for ``key``."""
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if not leader:
+            if call.owner == threading.get_ident():
+                raise RuntimeError(f"the loader of key {key!r} asked for the same key again")
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            return cast(_T, call.value)
+        try:
+            call.value = work()
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+        return cast(_T, call.value)

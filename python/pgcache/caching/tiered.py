@@ -27,14 +27,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast, overload
 
 from pgcache._core import Cache, CacheMetrics
 from pgcache._validate import check_optional_seconds
 from pgcache.caching.invalidation import Invalidation
-from pgcache.caching.singleflight import AsyncSingleFlight
+from pgcache.caching.singleflight import AsyncSingleFlight, ThreadSingleFlight
 from pgcache.caching.tier_stats import TierCounters, TierMetrics
 from pgcache.keys import encode_key, query_hash_of
 
@@ -47,55 +47,56 @@ logger = logging.getLogger("pgcache.tiered")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 D = TypeVar("D")
-_T = TypeVar("_T")
 
 _MISSING: Final[Any] = object()
 _FIRST_PAUSE: Final = 0.002
 _MAX_PAUSE: Final = 0.05
 
 
-class _Call:
-    __slots__ = ("done", "error", "owner", "value")
+class _LockWait:
+    """The back-off of a load that waits for another instance's lock in Redis: it counts the
+    wait, doubles the pause up to a cap, and gives up once the lock's lifetime has passed."""
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.owner = threading.get_ident()
-        self.value: Any = None
-        self.error: BaseException | None = None
+    __slots__ = ("_counters", "_deadline", "_pause", "_waited")
+
+    def __init__(self, counters: TierCounters, lock_ttl: float) -> None:
+        self._counters = counters
+        self._deadline = time.monotonic() + lock_ttl
+        self._pause = _FIRST_PAUSE
+        self._waited = False
+
+    def next_pause(self) -> float | None:
+        """How long to sleep before looking again, or None: stop waiting and load (counted)."""
+        if not self._waited:
+            self._counters.add("lock_waits")
+            self._waited = True
+        if time.monotonic() >= self._deadline:
+            self._counters.add("lock_timeouts")
+            return None
+        pause = self._pause
+        self._pause = min(pause * 2, _MAX_PAUSE)
+        return pause
 
 
-class _ThreadFlights:
-    """One running load per key for concurrent threads; the others wait and share its result."""
+_Write = tuple[str, bytes, float, int | None]  # (entry, encoded value, TTL, query hash)
 
-    __slots__ = ("_calls", "_lock")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[Hashable, _Call] = {}
+class _Outgoing:
+    """What a write of many values sends to Redis: the writes, the entries to delete instead
+    (values Redis cannot hold) and the announcement to the other instances."""
 
-    def run(self, key: Hashable, work: Callable[[], _T]) -> _T:
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
-            if call.owner == threading.get_ident():
-                raise RuntimeError(f"the loader of key {key!r} asked for the same key again")
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            return cast(_T, call.value)
-        try:
-            call.value = work()
-        except BaseException as exc:
-            call.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._calls[key]
-            call.done.set()
-        return cast(_T, call.value)
+    __slots__ = ("announcement", "deletes", "writes")
+
+    def __init__(
+        self, writes: list[_Write], deletes: list[str], announcement: Invalidation | None
+    ) -> None:
+        self.writes = writes
+        self.deletes = deletes
+        self.announcement = announcement
+
+    def not_written(self) -> None:
+        """Redis did not take the writes: delete those entries (older values must not stay)."""
+        self.deletes += [entry for entry, *_ in self.writes]
 
 
 class TieredCache(Generic[K, V]):
@@ -131,7 +132,7 @@ class TieredCache(Generic[K, V]):
         self.budget = budget
         self._generation = 0  # moved by every invalidation: a load that overlaps one stores nothing
         self._guard = threading.Lock()
-        self._flights = _ThreadFlights()
+        self._flights = ThreadSingleFlight()
         self._async_flights: AsyncSingleFlight[Hashable, Any] = AsyncSingleFlight()
         self._warned: set[str] = set()
         if tier is not None:
@@ -219,11 +220,6 @@ class TieredCache(Generic[K, V]):
             self.budget.stored([(key, value)])
         return True
 
-    def _stored_many(self, pairs: list[tuple[K, V]], ttl: float | None) -> None:
-        self.l1.set_many(pairs, ttl)
-        if self.budget is not None:
-            self.budget.stored(pairs)
-
     def _invalidated(self) -> None:
         with self._guard:
             self._generation += 1
@@ -236,27 +232,76 @@ class TieredCache(Generic[K, V]):
             self._count_once("unencodable", type(value).__name__, f"kept in L1 only ({exc})")
             return None
 
-    def _prepare_writes(
-        self, items: Iterable[tuple[K, V]], ttl: float | None
-    ) -> tuple[list[tuple[str, bytes, float, int | None]], list[str], list[str]]:
-        """(writes for Redis, entries to delete instead, encoded keys to announce)."""
-        writes: list[tuple[str, bytes, float, int | None]] = []
+    def _store_many(
+        self, items: Mapping[K, V] | Iterable[tuple[K, V]], ttl: float | timedelta | None
+    ) -> _Outgoing:
+        """Store ``items`` in L1; what to send to Redis (nothing without a tier)."""
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        l1_ttl, l2_ttl = self._ttls(ttl)
+        self._invalidated()
+        self.l1.set_many(pairs, l1_ttl)
+        if self.budget is not None:
+            self.budget.stored(pairs)
+        if self.tier is None:
+            return _Outgoing([], [], None)
+        writes: list[_Write] = []
         deletes: list[str] = []
         announced: list[str] = []
-        for key, value in items:
+        for key, value in pairs:
             entry = self._entry(key)
             if entry is None:
                 continue
             raw = self._encoded(value)
-            if raw is None or ttl is None:
+            if raw is None or l2_ttl is None:
                 deletes.append(entry)  # an older value in Redis must not outlive this one
             else:
-                writes.append((entry, raw, ttl, query_hash_of(key)))
+                writes.append((entry, raw, l2_ttl, query_hash_of(key)))
             announced.append(cast(str, encode_key(key)))
-        return writes, deletes, announced
+        announcement = Invalidation("delete", self.name, tuple(announced)) if announced else None
+        return _Outgoing(writes, deletes, announcement)
 
-    def _announcement(self, keys: list[str]) -> Invalidation:
-        return Invalidation("delete", self.name, tuple(keys))
+    def _l2_write(
+        self, key: K, entry: str, value: V, ttl: float | None, generation: int
+    ) -> _Write | None:
+        """The write to Redis of a loaded value, or None (not encodable, no TTL, or an
+        invalidation overlapped the load)."""
+        raw = None if ttl is None else self._encoded(value)
+        if raw is None or ttl is None or generation != self._generation:
+            return None
+        return (entry, raw, ttl, query_hash_of(key))
+
+    def _deletion(self, key: K) -> Invalidation:
+        return Invalidation("delete", self.name, (cast(str, encode_key(key)),))
+
+    def _deleted_local(self, key: K, removed_from_l2: int) -> bool:
+        """Remove ``key`` from L1 after Redis; whether either tier had it."""
+        self._invalidated()
+        removed = removed_from_l2 + self.l1.delete(key)
+        if self.budget is not None:
+            self.budget.forget([key])
+        return removed > 0
+
+    def _local_many(self, keys: Iterable[K]) -> tuple[dict[K, V], list[tuple[K, str]], int]:
+        """(the values of ``keys`` found in L1, the (key, entry) pairs to read from Redis, the
+        generation before that read)."""
+        wanted = list(dict.fromkeys(keys))
+        found = self.l1.get_many(wanted)
+        missing = [
+            (key, entry) for key in wanted if key not in found if (entry := self._entry(key))
+        ]
+        return found, missing, self._generation
+
+    def _accept_many(
+        self,
+        found: dict[K, V],
+        missing: list[tuple[K, str]],
+        reads: Sequence[Found],
+        generation: int,
+    ) -> dict[K, V]:
+        for (key, _), read in zip(missing, reads, strict=True):
+            if (value := self._accept(key, read, generation)) is not _MISSING:
+                found[key] = value
+        return found
 
     # --- invalidation from elsewhere (the listener, the tier): L1 only ----------------------
 
@@ -309,18 +354,11 @@ class TieredCache(Generic[K, V]):
 
     def get_many(self, keys: Iterable[K]) -> dict[K, V]:
         """The values found of ``keys`` (L1, then one L2 round trip for the rest)."""
-        wanted = list(dict.fromkeys(keys))
-        found = self.l1.get_many(wanted)
-        missing = [
-            (key, entry) for key in wanted if key not in found if (entry := self._entry(key))
-        ]
-        if missing and self.tier is not None:
-            generation = self._generation
-            reads = self.tier.read_many(self._counters, [entry for _, entry in missing])
-            for (key, _), read in zip(missing, reads, strict=True):
-                if (value := self._accept(key, read, generation)) is not _MISSING:
-                    found[key] = value
-        return found
+        found, missing, generation = self._local_many(keys)
+        if not missing or self.tier is None:
+            return found
+        reads = self.tier.read_many(self._counters, [entry for _, entry in missing])
+        return self._accept_many(found, missing, reads, generation)
 
     def set(self, key: K, value: V, ttl: float | timedelta | None = None) -> None:
         """Store ``value`` in both tiers (``ttl``: seconds, default each tier's own TTL)."""
@@ -330,30 +368,21 @@ class TieredCache(Generic[K, V]):
         self, items: Mapping[K, V] | Iterable[tuple[K, V]], ttl: float | timedelta | None = None
     ) -> None:
         """Store many values in both tiers (one Redis round trip) and announce them."""
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        l1_ttl, l2_ttl = self._ttls(ttl)
-        self._invalidated()
-        self._stored_many(pairs, l1_ttl)
+        out = self._store_many(items, ttl)
         if self.tier is None:
             return
-        writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
-        if writes and not self.tier.write(self._counters, writes):
-            deletes += [entry for entry, *_ in writes]  # older values must not stay in Redis
-        if announced:
-            self.tier.announce(self._counters, self._announcement(announced), deletes)
+        if out.writes and not self.tier.write(self._counters, out.writes):
+            out.not_written()
+        if out.announcement is not None:
+            self.tier.announce(self._counters, out.announcement, out.deletes)
 
     def delete(self, key: K) -> bool:
         """Remove ``key`` from both tiers and from every instance's L1; whether it was there."""
         entry = self._entry(key)
         removed = 0
         if entry is not None and self.tier is not None:
-            change = self._announcement([cast(str, encode_key(key))])
-            removed = self.tier.announce(self._counters, change, [entry]) or 0
-        self._invalidated()
-        removed += self.l1.delete(key)
-        if self.budget is not None:
-            self.budget.forget([key])
-        return removed > 0
+            removed = self.tier.announce(self._counters, self._deletion(key), [entry]) or 0
+        return self._deleted_local(key, removed)
 
     def clear(self) -> None:
         """Empty this cache in both tiers and in every instance's L1."""
@@ -392,17 +421,11 @@ class TieredCache(Generic[K, V]):
         value = self._accept(key, self.tier.read(self._counters, entry), generation)
         if value is not _MISSING:
             return cast(V, value)
-        token, waited, pause = uuid.uuid4().hex, False, _FIRST_PAUSE
-        deadline = time.monotonic() + self.tier.lock_ttl
+        token, wait = uuid.uuid4().hex, _LockWait(self._counters, self.tier.lock_ttl)
         while (taken := self.tier.try_lock(self._counters, entry, token)) is False:
-            if not waited:
-                self._counters.add("lock_waits")
-                waited = True
-            if time.monotonic() >= deadline:
-                self._counters.add("lock_timeouts")
+            if (pause := wait.next_pause()) is None:
                 break
             time.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
             value = self._accept(key, self.tier.read(self._counters, entry), generation)
             if value is not _MISSING:
                 return cast(V, value)
@@ -412,9 +435,8 @@ class TieredCache(Generic[K, V]):
                 if value is not _MISSING:
                     return cast(V, value)
             loaded = self._loaded(key, factory(), l1_ttl, generation)
-            raw = None if l2_ttl is None else self._encoded(loaded)
-            if raw is not None and l2_ttl is not None and generation == self._generation:
-                self.tier.write(self._counters, [(entry, raw, l2_ttl, query_hash_of(key))])
+            if (write := self._l2_write(key, entry, loaded, l2_ttl, generation)) is not None:
+                self.tier.write(self._counters, [write])
             return loaded
         finally:
             if taken:
@@ -445,18 +467,11 @@ class TieredCache(Generic[K, V]):
 
     async def aget_many(self, keys: Iterable[K]) -> dict[K, V]:
         """:meth:`get_many` with the asyncio client."""
-        wanted = list(dict.fromkeys(keys))
-        found = self.l1.get_many(wanted)
-        missing = [
-            (key, entry) for key in wanted if key not in found if (entry := self._entry(key))
-        ]
-        if missing and self.tier is not None:
-            generation = self._generation
-            reads = await self.tier.aread_many(self._counters, [entry for _, entry in missing])
-            for (key, _), read in zip(missing, reads, strict=True):
-                if (value := self._accept(key, read, generation)) is not _MISSING:
-                    found[key] = value
-        return found
+        found, missing, generation = self._local_many(keys)
+        if not missing or self.tier is None:
+            return found
+        reads = await self.tier.aread_many(self._counters, [entry for _, entry in missing])
+        return self._accept_many(found, missing, reads, generation)
 
     async def aset(self, key: K, value: V, ttl: float | timedelta | None = None) -> None:
         """:meth:`set` with the asyncio client."""
@@ -466,30 +481,21 @@ class TieredCache(Generic[K, V]):
         self, items: Mapping[K, V] | Iterable[tuple[K, V]], ttl: float | timedelta | None = None
     ) -> None:
         """:meth:`set_many` with the asyncio client."""
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        l1_ttl, l2_ttl = self._ttls(ttl)
-        self._invalidated()
-        self._stored_many(pairs, l1_ttl)
+        out = self._store_many(items, ttl)
         if self.tier is None:
             return
-        writes, deletes, announced = self._prepare_writes(pairs, l2_ttl)
-        if writes and not await self.tier.awrite(self._counters, writes):
-            deletes += [entry for entry, *_ in writes]
-        if announced:
-            await self.tier.aannounce(self._counters, self._announcement(announced), deletes)
+        if out.writes and not await self.tier.awrite(self._counters, out.writes):
+            out.not_written()
+        if out.announcement is not None:
+            await self.tier.aannounce(self._counters, out.announcement, out.deletes)
 
     async def adelete(self, key: K) -> bool:
         """:meth:`delete` with the asyncio client."""
         entry = self._entry(key)
         removed = 0
         if entry is not None and self.tier is not None:
-            change = self._announcement([cast(str, encode_key(key))])
-            removed = await self.tier.aannounce(self._counters, change, [entry]) or 0
-        self._invalidated()
-        removed += self.l1.delete(key)
-        if self.budget is not None:
-            self.budget.forget([key])
-        return removed > 0
+            removed = await self.tier.aannounce(self._counters, self._deletion(key), [entry]) or 0
+        return self._deleted_local(key, removed)
 
     async def aclear(self) -> None:
         """:meth:`clear` with the asyncio client."""
@@ -526,17 +532,11 @@ class TieredCache(Generic[K, V]):
         value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
         if value is not _MISSING:
             return cast(V, value)
-        token, waited, pause = uuid.uuid4().hex, False, _FIRST_PAUSE
-        deadline = time.monotonic() + self.tier.lock_ttl
+        token, wait = uuid.uuid4().hex, _LockWait(self._counters, self.tier.lock_ttl)
         while (taken := await self.tier.atry_lock(self._counters, entry, token)) is False:
-            if not waited:
-                self._counters.add("lock_waits")
-                waited = True
-            if time.monotonic() >= deadline:
-                self._counters.add("lock_timeouts")
+            if (pause := wait.next_pause()) is None:
                 break
             await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
             value = self._accept(key, await self.tier.aread(self._counters, entry), generation)
             if value is not _MISSING:
                 return cast(V, value)
@@ -546,9 +546,8 @@ class TieredCache(Generic[K, V]):
                 if value is not _MISSING:
                     return cast(V, value)
             loaded = self._loaded(key, await factory(), l1_ttl, generation)
-            raw = None if l2_ttl is None else self._encoded(loaded)
-            if raw is not None and l2_ttl is not None and generation == self._generation:
-                await self.tier.awrite(self._counters, [(entry, raw, l2_ttl, query_hash_of(key))])
+            if (write := self._l2_write(key, entry, loaded, l2_ttl, generation)) is not None:
+                await self.tier.awrite(self._counters, [write])
             return loaded
         finally:
             if taken:

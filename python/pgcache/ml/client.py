@@ -6,7 +6,8 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
@@ -15,8 +16,13 @@ import httpx
 import stamina
 from pydantic import BaseModel
 
-from pgcache._validate import check_optional_seconds, check_scenario, check_seconds
-from pgcache.errors import MLServiceError, MLServiceUnavailable
+from pgcache._validate import (
+    check_model_id,
+    check_optional_seconds,
+    check_scenario,
+    check_seconds,
+)
+from pgcache.errors import MLServiceUnavailable
 from pgcache.ml.models import (
     Prediction,
     PredictionValidation,
@@ -50,19 +56,6 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 # --- configuration shared by both clients ----------------------------------------------------
-
-
-def _seconds(value: float | timedelta, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"{name}={value!r}: expected seconds (a number) or a timedelta")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{name}={value!r}: expected a positive duration")
-    return float(seconds)
-
-
-def _optional_seconds(value: float | timedelta | None, name: str) -> float | None:
-    return None if value is None else _seconds(value, name)
 
 
 class _ClientBase:
@@ -164,12 +157,42 @@ class _ClientBase:
             pool=min(self._pool_timeout, remaining),
         )
 
-    def _begin_attempt(self, call: Call) -> httpx.Timeout:
+    @contextmanager
+    def _calling(self, endpoint: Endpoint, deadline: float | timedelta | None) -> Iterator[Call]:
+        """One call across its attempts: the last attempt's error becomes the
+        :class:`MLServiceError` raised, and the call is counted however it ends."""
+        call = self._new_call(endpoint, deadline)
+        error: BaseException | None = None
+        try:
+            yield call
+        except AttemptError as failed:
+            error = failed.to_error(call.endpoint.name, call.attempts, call.why_stopped)
+            raise error from failed.__cause__
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._stats.call_done(call.attempts, time.monotonic() - call.started, error)
+
+    @contextmanager
+    def _attempting(self, call: Call) -> Iterator[httpx.Timeout]:
+        """One attempt, given its timeouts: the breaker is asked before it and told its
+        verdict after it (success if the body returns, the error's own verdict if it raises
+        an :class:`AttemptError`, neutral otherwise)."""
         timeout = self._attempt_timeout(call)
         if self.breaker is not None:
             self.breaker.before_attempt(call.endpoint.name)
         call.attempts += 1
-        return timeout
+        verdict: Verdict = "neutral"
+        try:
+            self._stats.request_sent()
+            yield timeout
+            verdict = "success"
+        except AttemptError as failed:
+            verdict = failed.verdict
+            raise
+        finally:
+            self._record_verdict(verdict)
 
     def _record_verdict(self, verdict: Verdict) -> None:
         if self.breaker is None:
@@ -181,13 +204,6 @@ class _ClientBase:
         else:
             self.breaker.record_neutral()
 
-    def _finish(self, call: Call, error: BaseException | None) -> None:
-        self._stats.call_done(call.attempts, time.monotonic() - call.started, error)
-
-    @staticmethod
-    def _final_error(call: Call, failed: AttemptError) -> MLServiceError:
-        return failed.to_error(call.endpoint.name, call.attempts, call.why_stopped)
-
     @staticmethod
     def _predict_body(
         features: QueryFeatures,
@@ -196,8 +212,7 @@ class _ClientBase:
         parameters: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         check_scenario(scenario)
-        if model_id is not None and not isinstance(model_id, str):
-            raise TypeError(f"model_id={model_id!r}: expected a str or None")
+        check_model_id(model_id)
         return {
             "query_hash": features.query_hash,
             "features": features.model_dump(mode="json"),
@@ -257,12 +272,14 @@ def _whole_attempt_bound(call: Call) -> float | None:
     return None if remaining is None else remaining + _ASYNC_BOUND_SLACK
 
 
-def _deadline_reached(call: Call) -> AttemptError:
+def _deadline_reached(call: Call, verdict: Verdict = "neutral") -> AttemptError:
+    """The call's deadline passed: before an attempt (neutral for the breaker) or during one
+    (``verdict="failure"``: the service did not answer in time)."""
     return AttemptError(
         MLServiceUnavailable,
         f"deadline of {call.deadline:.3g} s reached",
         retryable=False,
-        verdict="neutral",
+        verdict=verdict,
     )
 
 
@@ -387,45 +404,22 @@ class MLClient(_ClientBase):
         model: type[_M],
         deadline: float | timedelta | None,
     ) -> _M:
-        call = self._new_call(endpoint, deadline)
-        error: BaseException | None = None
-        try:
+        with self._calling(endpoint, deadline) as call:
             for attempt in self._retrying(call):
                 with attempt:
                     return self._attempt(call, body, model)
-            raise AssertionError("unreachable: stamina either returns or raises")
-        except AttemptError as failed:
-            error = self._final_error(call, failed)
-            raise error from failed.__cause__
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._finish(call, error)
+        raise AssertionError("unreachable: stamina either returns or raises")
 
     def _attempt(self, call: Call, body: dict[str, Any] | None, model: type[_M]) -> _M:
-        timeout = self._begin_attempt(call)
-        verdict: Verdict = "neutral"
-        try:
+        with self._attempting(call) as timeout:
             try:
-                self._stats.request_sent()
                 with call_deadline(call):
                     response = self._http.request(
                         call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
                     )
             except httpx.HTTPError as exc:
-                failed = classify_transport_error(exc, call.endpoint)
-                verdict = failed.verdict
-                raise failed from exc
-            try:
-                answer = parse_answer(response, call.endpoint, model)
-            except AttemptError as failed:
-                verdict = failed.verdict
-                raise
-            verdict = "success"
-            return answer
-        finally:
-            self._record_verdict(verdict)
+                raise classify_transport_error(exc, call.endpoint) from exc
+            return parse_answer(response, call.endpoint, model)
 
 
 class AsyncMLClient(_ClientBase):
@@ -511,46 +505,21 @@ class AsyncMLClient(_ClientBase):
         model: type[_M],
         deadline: float | timedelta | None,
     ) -> _M:
-        call = self._new_call(endpoint, deadline)
-        error: BaseException | None = None
-        try:
+        with self._calling(endpoint, deadline) as call:
             async for attempt in self._retrying(call):
                 with attempt:
                     return await self._attempt(call, body, model)
-            raise AssertionError("unreachable: stamina either returns or raises")
-        except AttemptError as failed:
-            error = self._final_error(call, failed)
-            raise error from failed.__cause__
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._finish(call, error)
+        raise AssertionError("unreachable: stamina either returns or raises")
 
     async def _attempt(self, call: Call, body: dict[str, Any] | None, model: type[_M]) -> _M:
-        timeout = self._begin_attempt(call)
-        verdict: Verdict = "neutral"
-        try:
+        with self._attempting(call) as timeout:
             try:
-                self._stats.request_sent()
                 async with asyncio.timeout(_whole_attempt_bound(call)):
                     response = await self._http.request(
                         call.endpoint.method, call.endpoint.path, json=body, timeout=timeout
                     )
             except TimeoutError:  # the whole attempt, trickled answer included, hit the deadline
-                failed = _deadline_reached(call)
-                verdict = "failure"
-                raise failed from None
+                raise _deadline_reached(call, verdict="failure") from None
             except httpx.HTTPError as exc:
-                failed = classify_transport_error(exc, call.endpoint)
-                verdict = failed.verdict
-                raise failed from exc
-            try:
-                answer = parse_answer(response, call.endpoint, model)
-            except AttemptError as failed:
-                verdict = failed.verdict
-                raise
-            verdict = "success"
-            return answer
-        finally:
-            self._record_verdict(verdict)
+                raise classify_transport_error(exc, call.endpoint) from exc
+            return parse_answer(response, call.endpoint, model)

@@ -11,26 +11,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import httpcore
 import httpx
 from httpcore import SOCKET_OPTION
 from pydantic import BaseModel, ValidationError
 
+from pgcache._validate import validation_text
 from pgcache.errors import MLServiceError, MLServiceResponseError, MLServiceUnavailable
 from pgcache.resilience.breaker import CircuitBreaker, CircuitState
-
-if TYPE_CHECKING:
-    pass
-
 
 _M = TypeVar("_M", bound=BaseModel)
 
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 BODY_EXCERPT: Final = 200
-# Per-call latency histogram bounds in seconds (Prometheus' default buckets up to 10 s).
+
 # --- one call: its endpoint, its retry state -------------------------------------------------
 
 
@@ -260,6 +257,11 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _not_retried(endpoint: Endpoint) -> str:
+    """Why a failure the service may have processed is not retried (nothing when it is)."""
+    return "" if endpoint.idempotent else "; not retried: the request may have been processed"
+
+
 def excerpt(text: str) -> str:
     return text if len(text) <= BODY_EXCERPT else text[:BODY_EXCERPT] + "..."
 
@@ -287,10 +289,9 @@ def classify_transport_error(exc: Exception, endpoint: Endpoint) -> AttemptError
         httpx.RemoteProtocolError,
     )
     if isinstance(exc, sent_maybe):
-        why = "" if endpoint.idempotent else "; not retried: the request may have been processed"
         return AttemptError(
             MLServiceUnavailable,
-            f"no complete answer ({detail}){why}",
+            f"no complete answer ({detail}){_not_retried(endpoint)}",
             retryable=endpoint.idempotent,
             verdict="failure",
         )
@@ -311,13 +312,9 @@ def parse_answer(response: httpx.Response, endpoint: Endpoint, model: type[_M]) 
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                for e in exc.errors(include_url=False, include_input=False)[:3]
-            )
             raise AttemptError(
                 MLServiceResponseError,
-                f"invalid {model.__name__} answer ({problems})",
+                f"invalid {model.__name__} answer ({validation_text(exc, limit=3)})",
                 retryable=False,
                 verdict="success",
                 status=status,
@@ -330,10 +327,9 @@ def parse_answer(response: httpx.Response, endpoint: Endpoint, model: type[_M]) 
             if status in RETRY_AFTER_STATUSES
             else None
         )
-        why = "" if endpoint.idempotent else "; not retried: the request may have been processed"
         raise AttemptError(
             MLServiceUnavailable,
-            f"HTTP {status}{why}",
+            f"HTTP {status}{_not_retried(endpoint)}",
             retryable=endpoint.idempotent,
             verdict="failure",
             status=status,

@@ -1,12 +1,15 @@
-"""The live metrics behind the dashboard: one snapshot per second, shared by every listener.
+"""The live metrics behind the dashboard: one snapshot per second while anyone listens, shared
+by every listener.
 
 :class:`MetricsStream` samples the caches, the database pool, the ML client, the request
 recorder and the rate limiter once per interval on the event loop (every number comes from
 counters read without the caches' locks), turns two consecutive samples into rates
 (:func:`metrics_event`), encodes the event once as a server-sent event, keeps the last few
-minutes of them, and hands the same bytes to every listener. A listener resumes after the
-``Last-Event-ID`` its browser sends on reconnecting; a new one first gets the history. This
-module builds no HTTP route (see :mod:`pgcache.service.dashboard`).
+minutes of them, and hands the same bytes to every listener. With no listener it samples
+nothing: the first listener after a pause gets a fresh sample at once (its rates span the
+pause). A listener resumes after the ``Last-Event-ID`` its browser sends on reconnecting; a new
+one first gets the history. This module builds no HTTP route (see
+:mod:`pgcache.service.dashboard`).
 """
 
 from __future__ import annotations
@@ -338,8 +341,9 @@ def end_streams_soon() -> None:
 
 
 class MetricsStream:
-    """One sampler for every listener (see the module). :meth:`start` on the event loop,
-    :meth:`close` (idempotent) ends the sampler and every listener's stream."""
+    """One sampler for every listener, running only while there is one (see the module).
+    :meth:`start` on the event loop, :meth:`close` (idempotent) ends the sampler and every
+    listener's stream."""
 
     def __init__(
         self,
@@ -358,6 +362,7 @@ class MetricsStream:
         self._listeners = 0
         self._previous: Sample | None = None
         self._tick: asyncio.Event | None = None
+        self._listened = asyncio.Event()  # set while at least one listener is connected
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -377,7 +382,8 @@ class MetricsStream:
         return f"{self._stream_id}-{self._sequence}" if self._sequence else None
 
     def start(self) -> None:
-        """Take the first sample now and one every interval after it (call on the loop)."""
+        """Take the first sample now, then one every interval while a listener is connected
+        (call on the loop)."""
         if self._task is None and not self._closed:
             self._loop = asyncio.get_running_loop()
             self._tick = asyncio.Event()
@@ -423,13 +429,29 @@ class MetricsStream:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time()
         while not self._closed:
-            deadline += self._interval
-            if deadline < loop.time():  # the loop was busy for longer than an interval
-                deadline = loop.time() + self._interval
-            await asyncio.sleep(deadline - loop.time())
-            self.sample_now()
+            await self._listened.wait()
+            deadline = loop.time()
+            while self._listeners and not self._closed:
+                deadline += self._interval
+                if deadline < loop.time():  # the loop was busy for longer than an interval
+                    deadline = loop.time() + self._interval
+                await asyncio.sleep(deadline - loop.time())
+                if self._listeners:
+                    self.sample_now()
+
+    def _joined(self) -> None:
+        self._listeners += 1
+        if self._listeners == 1 and not self._closed and self._tick is not None:
+            previous = self._previous
+            if previous is None or time.monotonic() - previous.monotonic >= self._interval:
+                self.sample_now()  # the last sample is older than an interval: a fresh one
+            self._listened.set()
+
+    def _left(self) -> None:
+        self._listeners -= 1
+        if not self._listeners:
+            self._listened.clear()
 
     def _resume_after(self, last_event_id: str | None, history: int | None) -> int:
         """The sequence number after which a listener starts."""
@@ -455,7 +477,7 @@ class MetricsStream:
         ``history`` events (None: all kept), then every new event, until :meth:`close` or the
         listener goes away (the iterator is closed). Counted in :attr:`listeners` meanwhile."""
         sequence = self._resume_after(last_event_id, history)
-        self._listeners += 1
+        self._joined()
         try:
             yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
             while not self._closed:
@@ -468,4 +490,4 @@ class MetricsStream:
                 else:
                     await tick.wait()
         finally:
-            self._listeners -= 1
+            self._left()
