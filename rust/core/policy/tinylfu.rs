@@ -72,7 +72,7 @@ impl TinyLfu {
         let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
         TinyLfu {
             sketch: Sketch::new(maximum.min(EAGER_SKETCH), seed),
-            climber: Climber::new(maximum),
+            climber: Climber::new(maximum, seed.rotate_left(32)),
             maximum,
             window_len: 0,
             window_max,
