@@ -15,16 +15,17 @@
 
 mod lru;
 mod order;
+mod released;
 #[cfg(test)]
 mod tests;
 mod wheel;
 
 use hashbrown::HashTable;
-use smallvec::SmallVec;
 
 use super::metrics::Metrics;
 use super::policy::{random_seed, Link, PolicyKind};
 use order::Policy;
+pub use released::Released;
 use std::sync::Arc;
 use wheel::Wheel;
 
@@ -106,11 +107,6 @@ pub enum Garbage<K, V> {
     Value(V),
     Key(K),
 }
-
-/// What left the store during one operation. Two items fit inline (an
-/// overwrite releases the old value and the unused new key), so the common
-/// operations never allocate for it.
-pub type Released<K, V> = SmallVec<[Garbage<K, V>; 2]>;
 
 /// An object the store holds (see `Store::held`).
 pub enum Held<'a, K, V> {
@@ -261,15 +257,21 @@ impl<K, V, F> Store<K, V, F> {
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
     ) -> Result<Option<u32>, E> {
+        // `iter_hash` (the buckets whose tag matches) is inlined into each
+        // caller, where `RawTable::find` with a closure was a call of its own.
         let hash = key_hash(hash);
-        let mut error = None;
-        let found = self
-            .table
-            .find(hash, matcher(&self.nodes, hash, eq, &mut error));
-        match error {
-            Some(e) => Err(e),
-            None => Ok(found.copied()),
+        for &index in self.table.iter_hash(hash) {
+            let node = self.node(index);
+            if key_hash(node.hash) != hash {
+                continue;
+            }
+            if let Some((key, _)) = &node.entry {
+                if eq(key)? {
+                    return Ok(Some(index));
+                }
+            }
         }
+        Ok(None)
     }
 
     /// The stored key equal to the probe, expired or not; nothing is
