@@ -114,6 +114,14 @@ pub enum Held<'a, K, V> {
     Loading(&'a K),
 }
 
+/// What `lookup` found.
+pub enum Lookup<'a, K, V> {
+    Live(&'a V),
+    /// Present but expired: removed and counted as an expiration and a miss.
+    Expired(K, V),
+    Absent,
+}
+
 /// What `remove` found.
 pub enum Removed<K, V> {
     Live(K, V),
@@ -334,17 +342,41 @@ impl<K, V, F> Store<K, V, F> {
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<&V>, E> {
-        match self.find_live(hash, eq, now, released)? {
-            Some(index) => {
-                self.metrics.hit();
-                self.on_access(index);
-                Ok(self.node(index).entry.as_ref().map(|(_, v)| v))
-            }
-            None => {
-                self.metrics.miss();
+        match self.lookup(hash, eq, now)? {
+            Lookup::Live(value) => Ok(Some(value)),
+            Lookup::Expired(key, value) => {
+                released.push(Garbage::Entry(key, value));
                 Ok(None)
             }
+            Lookup::Absent => Ok(None),
         }
+    }
+
+    /// `get` that hands an expired entry back instead of collecting it, so that a
+    /// caller whose lookups release nothing keeps no `Released` around.
+    #[inline(always)]
+    pub fn lookup<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: impl FnOnce() -> u64,
+    ) -> Result<Lookup<'_, K, V>, E> {
+        let Some(index) = self.find(hash, eq)? else {
+            self.metrics.miss();
+            return Ok(Lookup::Absent);
+        };
+        if self.expires_by(index, now) {
+            self.metrics.expired(1);
+            self.metrics.miss();
+            let (key, value) = self.unlink_entry(index);
+            return Ok(Lookup::Expired(key, value));
+        }
+        self.metrics.hit();
+        self.on_access(index);
+        Ok(match &self.node(index).entry {
+            Some((_, value)) => Lookup::Live(value),
+            None => Lookup::Absent,
+        })
     }
 
     /// Whether a live entry exists; neither counted nor reordered.

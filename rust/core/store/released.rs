@@ -6,10 +6,13 @@
 
 use super::Garbage;
 
+/// The items after the first, if any.
+pub type More<K, V> = Option<Vec<Garbage<K, V>>>;
+
 pub struct Released<K, V> {
     first: Option<Garbage<K, V>>,
     /// Only ever holds items when `first` does.
-    more: Option<Vec<Garbage<K, V>>>,
+    more: More<K, V>,
 }
 
 impl<K, V> Default for Released<K, V> {
@@ -53,7 +56,7 @@ impl<K, V> Released<K, V> {
 
     /// The first item and, if there were more, the others.
     #[inline(always)]
-    pub fn split(self) -> (Option<Garbage<K, V>>, Option<Vec<Garbage<K, V>>>) {
+    pub fn split(self) -> (Option<Garbage<K, V>>, More<K, V>) {
         (self.first, self.more)
     }
 

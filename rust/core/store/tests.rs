@@ -112,6 +112,26 @@ fn expired_entry_is_a_miss_and_an_expiration() {
 }
 
 #[test]
+fn lookup_hands_back_an_expired_entry_removed_and_counted() {
+    let mut s = store(4);
+    set(&mut s, 1, "a", 100, 0);
+    let lookup = |s: &mut TestStore, now| match s.lookup(hash(1), &mut eq(1), || now).unwrap() {
+        Lookup::Live(value) => Some(Ok(*value)),
+        Lookup::Expired(key, value) => Some(Err((key, value))),
+        Lookup::Absent => None,
+    };
+    assert_eq!(lookup(&mut s, 99), Some(Ok("a")));
+    assert_eq!(lookup(&mut s, 100), Some(Err((1, "a"))));
+    assert_eq!(
+        lookup(&mut s, 100),
+        None,
+        "removed by the lookup that found it expired"
+    );
+    let m = s.metrics().snapshot();
+    assert_eq!((m.hits, m.misses, m.expirations, m.size), (1, 2, 1, 0));
+}
+
+#[test]
 fn full_store_drops_expired_before_evicting_live() {
     let mut s = store(2);
     set(&mut s, 1, "short", 10, 0);
