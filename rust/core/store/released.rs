@@ -50,10 +50,6 @@ impl<K, V> Released<K, V> {
         self.first.is_none()
     }
 
-    pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.more.as_ref().map_or(0, Vec::len)
-    }
-
     /// The first item and, if there were more, the others.
     #[inline(always)]
     pub fn split(self) -> (Option<Garbage<K, V>>, More<K, V>) {
@@ -75,22 +71,5 @@ impl<K, V> Extend<Garbage<K, V>> for Released<K, V> {
         for garbage in items {
             self.push(garbage);
         }
-    }
-}
-
-impl<K, V> IntoIterator for Released<K, V> {
-    type Item = Garbage<K, V>;
-    type IntoIter = std::vec::IntoIter<Garbage<K, V>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.into_vec().into_iter()
-    }
-}
-
-impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Released<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.first.iter().chain(self.more.iter().flatten()))
-            .finish()
     }
 }
