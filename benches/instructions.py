@@ -25,7 +25,9 @@ a str's hash), one shared value object; hits look up stored keys in a scattered 
 stride through them):
 
 * ``pgcache`` columns: ``pgcache.Cache(ttl=900, max_size=10_000, policy=...)`` (the TTL path
-  runs; nothing expires); ``cachebox LRUCache``: ``LRUCache(10_000)`` (no TTL);
+  runs, a clock read on every hit and write; nothing expires), and ``pgcache lru, no TTL``:
+  ``Cache(max_size=10_000, policy="lru")``, the like of ``cachebox LRUCache``:
+  ``LRUCache(10_000)`` (no TTL);
   ``cachebox TTLCache``: ``TTLCache(10_000, 900)``; ``dict``: a plain dict, where "new key
   into a full cache" grows the dict (it has no bound) instead of evicting.
 * Decorator hits: a one-argument function, 10,000 results stored, ``f(k)`` on stored keys in
@@ -139,7 +141,9 @@ def make_cache(library: str) -> Any:
     if library.startswith("pgcache."):
         import pgcache
 
-        return pgcache.Cache(ttl=TTL, max_size=SIZE, policy=library.split(".")[1])
+        _, policy, *variant = library.split(".")
+        ttl = None if variant == ["no-ttl"] else TTL
+        return pgcache.Cache(ttl=ttl, max_size=SIZE, policy=policy)
     if library == "cachebox.LRUCache":
         import cachebox
 
@@ -340,6 +344,7 @@ OPERATIONS = {  # operation -> (row label, loop)
 LIBRARIES = {  # library -> column label
     "pgcache.tinylfu": "pgcache tinylfu (default)",
     "pgcache.lru": "pgcache lru",
+    "pgcache.lru.no-ttl": "pgcache lru, no TTL",
     "cachebox.LRUCache": "cachebox LRUCache",
     "cachebox.TTLCache": "cachebox TTLCache",
     "dict": "dict",

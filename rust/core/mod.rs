@@ -12,4 +12,4 @@ pub use cache::Cache;
 pub use clock::{Clock, ManualClock};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use policy::PolicyKind;
-pub use store::{Full, Garbage, Held, Released, Removed, Store, MAX_CAPACITY, NEVER};
+pub use store::{Full, Garbage, Held, Lookup, Released, Removed, Store, MAX_CAPACITY, NEVER};

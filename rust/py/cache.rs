@@ -29,7 +29,7 @@ use super::shared::{
     release, same_object, table_hash, thread_token, Key, Load, Probe, PyReleased, PyStore, Shared,
     StoreFailed, Value,
 };
-use crate::core::{self, Clock, Garbage, PolicyKind, Released, Removed, NEVER};
+use crate::core::{self, Clock, Garbage, Lookup, PolicyKind, Released, Removed, NEVER};
 
 const DEFAULT_MAX_SIZE: usize = 10_000;
 const DEFAULT_CLEANUP_INTERVAL: f64 = 1.0;
@@ -114,17 +114,24 @@ impl Cache {
         key: &Bound<'_, PyAny>,
         hash: u64,
     ) -> PyResult<Option<Value>> {
-        self.with_hashed_key(
-            py,
-            key,
-            hash,
-            #[inline(always)]
-            |store, hash, probe, released| {
-                let now = || self.shared.core.now();
-                let found = store.get(hash, &mut probe.eq(), now, released)?;
-                Ok(found.map(|v| v.clone_ref(py)))
-            },
-        )
+        // `with_hashed_key` without a `Released`: a lookup releases at most the expired entry
+        // it found, handed back here and dropped after the lock.
+        let probe = Probe::new(&self.shared, key);
+        let found = {
+            let mut store = self.shared.lock(py)?;
+            let now = || self.shared.core.now();
+            match store.lookup(hash, &mut probe.eq(), now) {
+                Ok(Lookup::Live(value)) => Ok(Some(value.clone_ref(py))),
+                Ok(Lookup::Absent) => Ok(None),
+                Ok(Lookup::Expired(key, value)) => Err((key, value)), // a miss, to release
+                Err(failed) => return Err(failed.into_err()),
+            }
+        };
+        Ok(found.unwrap_or_else(|(key, value)| {
+            key.drop_ref(py);
+            value.drop_ref(py);
+            None
+        }))
     }
 
     /// `set`: the clock is read only if a TTL applies or an entry with a

@@ -58,16 +58,15 @@ pub(crate) fn thread_token(_py: Python<'_>) -> usize {
 /// release nothing; an overwrite releases one value.
 #[inline(always)]
 pub(crate) fn release(py: Python<'_>, released: PyReleased) {
-    match released.len() {
-        0 => std::mem::forget(released),
-        1 => {
-            let mut released = released;
-            if let Some(garbage) = released.pop() {
-                release_one(py, garbage);
-            }
-            std::mem::forget(released);
-        }
-        _ => release_many(py, released),
+    if released.is_empty() {
+        return;
+    }
+    let (first, more) = released.split();
+    if let Some(garbage) = first {
+        release_one(py, garbage);
+    }
+    if let Some(more) = more {
+        release_many(py, more);
     }
 }
 
@@ -85,15 +84,30 @@ fn release_one(py: Python<'_>, garbage: Garbage<Key, Value>) {
 
 #[cold]
 #[inline(never)]
-fn release_many(py: Python<'_>, released: PyReleased) {
+fn release_many(py: Python<'_>, released: Vec<Garbage<Key, Value>>) {
     for garbage in released {
         release_one(py, garbage);
     }
 }
 
-/// Spreads Python's hash over 64 bits (ints hash to themselves).
-#[inline]
+/// Spreads Python's hash over 64 bits (ints hash to themselves). An exact
+/// `str` whose hash is already computed (a str keeps it once hashed) is read
+/// from the object, as a dict does, without calling `PyObject_Hash`.
+#[inline(always)]
 pub(crate) fn table_hash(key: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let object = key.as_ptr();
+    // SAFETY: `key` is a live object, borrowed by the caller, which is attached;
+    // an exact `str` is laid out as a `PyASCIIObject`, whose `hash` is -1 until computed.
+    let known = unsafe {
+        if ffi::Py_TYPE(object) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            (*object.cast::<ffi::PyASCIIObject>()).hash
+        } else {
+            -1
+        }
+    };
+    if known != -1 {
+        return Ok(spread_hash(known as u64));
+    }
     Ok(spread_hash(key.hash()? as u64))
 }
 
@@ -330,19 +344,25 @@ impl Shared {
     /// `lock_contended`). Fails if the cache is closed.
     #[inline(always)]
     pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<StoreGuard<'_>> {
-        match self.core.try_lock() {
-            Some(store) if !store.is_closed() => Ok(store),
-            Some(_) => Err(closed_error()),
-            None => self.lock_contended(py),
+        // The fast path joins the slow one on the guard, not on the (wide) result.
+        let store = match self.core.try_lock() {
+            Some(store) => store,
+            None => self.lock_contended(py)?,
+        };
+        if store.is_closed() {
+            drop(store);
+            return Err(closed_error());
         }
+        Ok(store)
     }
 
     /// Waits for the lock in slices with the interpreter released, taking it
-    /// only attached. Raises instead of waiting forever: `RuntimeError` if this
-    /// very thread holds it (a key's `__eq__` called back in), if it was lost
-    /// in a fork, or if waiting closes a circle of threads that wait for each
-    /// other (keys whose `__eq__` use each other's cache); `KeyboardInterrupt`
-    /// (or whatever a signal handler raises) as soon as a signal arrives.
+    /// only attached (open or not: `lock` checks). Raises instead of waiting
+    /// forever: `RuntimeError` if this very thread holds it (a key's `__eq__`
+    /// called back in), if it was lost in a fork, or if waiting closes a
+    /// circle of threads that wait for each other (keys whose `__eq__` use
+    /// each other's cache); `KeyboardInterrupt` (or whatever a signal handler
+    /// raises) as soon as a signal arrives.
     #[cold]
     #[inline(never)]
     fn lock_contended(&self, py: Python<'_>) -> PyResult<StoreGuard<'_>> {
@@ -359,10 +379,7 @@ impl Shared {
         loop {
             self.wait_until_unlocked(py, WAIT_SLICE);
             if let Some(store) = self.core.try_lock() {
-                if store.is_closed() {
-                    return Err(closed_error());
-                }
-                return Ok(store);
+                return Ok(store); // `lock` checks that it is open
             }
             py.check_signals()?;
             let waiting = waiting

@@ -15,16 +15,17 @@
 
 mod lru;
 mod order;
+mod released;
 #[cfg(test)]
 mod tests;
 mod wheel;
 
 use hashbrown::HashTable;
-use smallvec::SmallVec;
 
 use super::metrics::Metrics;
 use super::policy::{random_seed, Link, PolicyKind};
 use order::Policy;
+pub use released::Released;
 use std::sync::Arc;
 use wheel::Wheel;
 
@@ -107,15 +108,18 @@ pub enum Garbage<K, V> {
     Key(K),
 }
 
-/// What left the store during one operation. Two items fit inline (an
-/// overwrite releases the old value and the unused new key), so the common
-/// operations never allocate for it.
-pub type Released<K, V> = SmallVec<[Garbage<K, V>; 2]>;
-
 /// An object the store holds (see `Store::held`).
 pub enum Held<'a, K, V> {
     Entry(&'a K, &'a V),
     Loading(&'a K),
+}
+
+/// What `lookup` found.
+pub enum Lookup<'a, K, V> {
+    Live(&'a V),
+    /// Present but expired: removed and counted as an expiration and a miss.
+    Expired(K, V),
+    Absent,
 }
 
 /// What `remove` found.
@@ -261,15 +265,21 @@ impl<K, V, F> Store<K, V, F> {
         hash: u64,
         eq: &mut impl FnMut(&K) -> Result<bool, E>,
     ) -> Result<Option<u32>, E> {
+        // `iter_hash` (the buckets whose tag matches) is inlined into each
+        // caller, where `RawTable::find` with a closure was a call of its own.
         let hash = key_hash(hash);
-        let mut error = None;
-        let found = self
-            .table
-            .find(hash, matcher(&self.nodes, hash, eq, &mut error));
-        match error {
-            Some(e) => Err(e),
-            None => Ok(found.copied()),
+        for &index in self.table.iter_hash(hash) {
+            let node = self.node(index);
+            if key_hash(node.hash) != hash {
+                continue;
+            }
+            if let Some((key, _)) = &node.entry {
+                if eq(key)? {
+                    return Ok(Some(index));
+                }
+            }
         }
+        Ok(None)
     }
 
     /// The stored key equal to the probe, expired or not; nothing is
@@ -332,17 +342,41 @@ impl<K, V, F> Store<K, V, F> {
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<&V>, E> {
-        match self.find_live(hash, eq, now, released)? {
-            Some(index) => {
-                self.metrics.hit();
-                self.on_access(index);
-                Ok(self.node(index).entry.as_ref().map(|(_, v)| v))
-            }
-            None => {
-                self.metrics.miss();
+        match self.lookup(hash, eq, now)? {
+            Lookup::Live(value) => Ok(Some(value)),
+            Lookup::Expired(key, value) => {
+                released.push(Garbage::Entry(key, value));
                 Ok(None)
             }
+            Lookup::Absent => Ok(None),
         }
+    }
+
+    /// `get` that hands an expired entry back instead of collecting it, so that a
+    /// caller whose lookups release nothing keeps no `Released` around.
+    #[inline(always)]
+    pub fn lookup<E>(
+        &mut self,
+        hash: u64,
+        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        now: impl FnOnce() -> u64,
+    ) -> Result<Lookup<'_, K, V>, E> {
+        let Some(index) = self.find(hash, eq)? else {
+            self.metrics.miss();
+            return Ok(Lookup::Absent);
+        };
+        if self.expires_by(index, now) {
+            self.metrics.expired(1);
+            self.metrics.miss();
+            let (key, value) = self.unlink_entry(index);
+            return Ok(Lookup::Expired(key, value));
+        }
+        self.metrics.hit();
+        self.on_access(index);
+        Ok(match &self.node(index).entry {
+            Some((_, value)) => Lookup::Live(value),
+            None => Lookup::Absent,
+        })
     }
 
     /// Whether a live entry exists; neither counted nor reordered.

@@ -83,7 +83,7 @@ fn full_store_evicts_least_recently_used() {
     let mut released = Released::new();
     s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), || 0, &mut released)
         .unwrap();
-    assert_eq!(released.as_slice(), [Garbage::Entry(2, "b")]);
+    assert_eq!(released.into_vec(), vec![Garbage::Entry(2, "b")]);
     assert_eq!(keys(&s, 0), vec![3, 1]);
     assert_eq!(s.metrics().snapshot().evictions, 1);
 }
@@ -95,7 +95,7 @@ fn overwrite_keeps_size_and_releases_old_value() {
     let mut released = Released::new();
     s.insert(hash(1), || 1, "b", NEVER, &mut eq(1), || 0, &mut released)
         .unwrap();
-    assert_eq!(released.as_slice(), [Garbage::Value("a")]);
+    assert_eq!(released.into_vec(), vec![Garbage::Value("a")]);
     assert_eq!(s.len(), 1);
     assert_eq!(get(&mut s, 1, 0), Some("b"));
     assert_eq!(s.metrics().snapshot().evictions, 0);
@@ -109,6 +109,26 @@ fn expired_entry_is_a_miss_and_an_expiration() {
     assert_eq!(get(&mut s, 1, 100), None);
     let m = s.metrics().snapshot();
     assert_eq!((m.hits, m.misses, m.expirations, m.size), (1, 1, 1, 0));
+}
+
+#[test]
+fn lookup_hands_back_an_expired_entry_removed_and_counted() {
+    let mut s = store(4);
+    set(&mut s, 1, "a", 100, 0);
+    let lookup = |s: &mut TestStore, now| match s.lookup(hash(1), &mut eq(1), || now).unwrap() {
+        Lookup::Live(value) => Some(Ok(*value)),
+        Lookup::Expired(key, value) => Some(Err((key, value))),
+        Lookup::Absent => None,
+    };
+    assert_eq!(lookup(&mut s, 99), Some(Ok("a")));
+    assert_eq!(lookup(&mut s, 100), Some(Err((1, "a"))));
+    assert_eq!(
+        lookup(&mut s, 100),
+        None,
+        "removed by the lookup that found it expired"
+    );
+    let m = s.metrics().snapshot();
+    assert_eq!((m.hits, m.misses, m.expirations, m.size), (1, 2, 1, 0));
 }
 
 #[test]
@@ -215,7 +235,7 @@ fn failing_equality_changes_nothing() {
     assert_eq!(get(&mut s, 1, 0), Some("a"));
     assert_eq!(s.len(), 1);
     // The value never stored is handed back to be released after the lock.
-    assert_eq!(released.as_slice(), [Garbage::Value("b")]);
+    assert_eq!(released.into_vec(), vec![Garbage::Value("b")]);
 }
 
 #[test]
@@ -278,7 +298,7 @@ fn unbounded_store_at_its_limit_refuses_a_new_key_and_changes_nothing() {
     let mut released = Released::new();
     let result = s.insert(hash(3), || 3, "c", NEVER, &mut eq(3), || 0, &mut released);
     assert_eq!(result, Err(Failure::Full));
-    assert_eq!(released.as_slice(), [Garbage::Value("c")]);
+    assert_eq!(released.into_vec(), vec![Garbage::Value("c")]);
     assert_eq!(keys(&s, 0), vec![2, 1]);
     // Overwriting a present key still works, and expired entries make room.
     set(&mut s, 1, "a2", 10, 0);
@@ -316,7 +336,7 @@ fn make_room_is_free_when_bounded_and_expires_first_when_unbounded() {
     assert_eq!(s.len(), 2, "nothing removed while there is room");
     assert_eq!(s.make_room(2, 5, &mut released), Err(Full));
     assert_eq!(s.make_room(2, 10, &mut released), Ok(()));
-    assert_eq!(released.as_slice(), [Garbage::Entry(1, "a")]);
+    assert_eq!(released.into_vec(), vec![Garbage::Entry(1, "a")]);
 }
 
 #[test]
