@@ -314,7 +314,7 @@ fn enable_vectorcall(slf: &Bound<'_, CachedCall>) {
             return;
         }
         let base = <CachedCall as pyo3::PyTypeInfo>::type_object_raw(py);
-        if (*kind).tp_call != (*base).tp_call {
+        if (*kind).tp_call.map(|call| call as usize) != (*base).tp_call.map(|call| call as usize) {
             return;
         }
         let field = ptr::addr_of!(slf.get().vectorcall);
@@ -479,29 +479,67 @@ unsafe fn vectorcall(
     let state = slf.get().state()?;
     if keywords == 0 && state.native_keys && !state.typed {
         if let Some(cache) = &state.cache {
-            // SAFETY: the arguments are live, borrowed from the caller.
-            if items.iter().all(|&item| plain(&*unsafe { Borrowed::from_ptr(py, item) }, 0)) {
+            if let Some(hash) = plain_items_hash(py, items)? {
                 state.calls.get().0.fetch_add(1, Ordering::Relaxed);
-                return call_plain(&slf, state, cache.get(), items).map(Bound::into_ptr);
+                return call_plain(&slf, state, cache.get(), items, hash).map(Bound::into_ptr);
             }
         }
     }
     let (positional, named) = items.split_at(nargs as usize);
-    // SAFETY: as above; `kwnames` holds `named.len()` names when not null.
-    let packed = PyTuple::new(py, positional.iter().map(|&a| unsafe { Borrowed::from_ptr(py, a) }))?;
-    let kwargs = if named.is_empty() {
-        None
-    } else {
-        let kwargs = PyDict::new(py);
-        for (i, &value) in named.iter().enumerate() {
-            unsafe {
+    // SAFETY: the arguments are live, borrowed from the caller; `kwnames` holds one name
+    // per keyword argument; a new tuple's slots are filled once each.
+    let (packed, kwargs) = unsafe {
+        let packed = ffi::PyTuple_New(nargs);
+        if packed.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, &item) in positional.iter().enumerate() {
+            ffi::PyTuple_SET_ITEM(packed, i as ffi::Py_ssize_t, ffi::Py_NewRef(item));
+        }
+        let packed = Bound::from_owned_ptr(py, packed).cast_into_unchecked::<PyTuple>();
+        let kwargs = if named.is_empty() {
+            None
+        } else {
+            let kwargs = PyDict::new(py);
+            for (i, &value) in named.iter().enumerate() {
                 let name = ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t);
                 kwargs.set_item(Borrowed::from_ptr(py, name), Borrowed::from_ptr(py, value))?;
             }
-        }
-        Some(kwargs)
+            Some(kwargs)
+        };
+        (packed, kwargs)
     };
     CachedCall::__call__(&slf, &packed, kwargs.as_ref()).map(Bound::into_ptr)
+}
+
+/// `hash(tuple(items))` when every item is plain (see `plain`), else None.
+#[inline(always)]
+fn plain_items_hash(py: Python<'_>, items: &[*mut ffi::PyObject]) -> PyResult<Option<u64>> {
+    let mut hash = TupleHash::new();
+    for &item in items {
+        // SAFETY: a live argument, borrowed from the caller; a str's hash field is read as
+        // `PyObject_Hash` would read it; a plain item's hash runs no Python code.
+        let item_hash = unsafe {
+            let kind = ffi::Py_TYPE(item);
+            if kind == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+                match (*item.cast::<ffi::PyASCIIObject>()).hash {
+                    -1 => ffi::PyObject_Hash(item),
+                    cached => cached,
+                }
+            } else if kind == ptr::addr_of_mut!(ffi::PyLong_Type)
+                || plain(&Borrowed::from_ptr(py, item), 0)
+            {
+                ffi::PyObject_Hash(item)
+            } else {
+                return Ok(None);
+            }
+        };
+        if item_hash == -1 {
+            return Err(PyErr::fetch(py));
+        }
+        hash.add(item_hash as u64);
+    }
+    Ok(Some(hash.finish(items.len())))
 }
 
 /// A call with plain positional arguments only (untyped): its key `(tag, args)` built from
@@ -513,19 +551,11 @@ fn call_plain<'py>(
     state: &State,
     cache: &Cache,
     items: &[*mut ffi::PyObject],
+    items_hash: u64,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let mut hash = TupleHash::new();
-    for &item in items {
-        // SAFETY: a live, plain argument: its hash runs no Python code.
-        let item_hash = unsafe { ffi::PyObject_Hash(item) };
-        if item_hash == -1 {
-            return Err(PyErr::fetch(py));
-        }
-        hash.add(item_hash as u64);
-    }
     let positional = state.positional(py, items)?;
-    let hash = spread_hash(pair_hash(state.tag_hash, hash.finish(items.len())));
+    let hash = spread_hash(pair_hash(state.tag_hash, items_hash));
     let key = state.key_pair(py, positional.clone().into_any())?;
     match &state.ready {
         None => {
