@@ -116,9 +116,9 @@ impl State {
         }
     }
 
-    /// The positional arguments of a vectorcall as a tuple: the spare refilled when its length
-    /// fits, or a new tuple, untracked by the GC so that no Python code ever reaches it (its
-    /// items are scalars: it cannot be part of a cycle).
+    /// The positional part of a vectorcall's key (typed: of `(type, value)` pairs): the spare
+    /// refilled when its length fits, or a new tuple, untracked by the GC (as its pairs) so
+    /// that no Python code ever reaches it (its items are scalars: it cannot be in a cycle).
     #[inline(always)]
     fn positional<'py>(
         &self,
@@ -130,8 +130,9 @@ impl State {
         }
         let length = items.len() as ffi::Py_ssize_t;
         let spare = self.spare_args.swap(ptr::null_mut(), Ordering::Acquire);
-        // SAFETY: a non-null spare is a strong reference to a tuple with null items (see
-        // `give_back`); a new tuple has null items too: each slot gets a strong reference.
+        // SAFETY: a non-null spare is a strong reference to a tuple with null items, or typed
+        // with emptied pairs of one reference (see `give_back`); a new tuple has null items:
+        // each empty slot gets a strong reference.
         unsafe {
             let tuple = if !spare.is_null() && ffi::PyTuple_GET_SIZE(spare) == length {
                 spare
@@ -146,10 +147,28 @@ impl State {
                 ffi::PyObject_GC_UnTrack(tuple.cast());
                 tuple
             };
+            let positional = Bound::from_owned_ptr(py, tuple).cast_into_unchecked();
             for (i, &item) in items.iter().enumerate() {
-                ffi::PyTuple_SET_ITEM(tuple, i as ffi::Py_ssize_t, ffi::Py_NewRef(item));
+                let i = i as ffi::Py_ssize_t;
+                if !self.typed {
+                    ffi::PyTuple_SET_ITEM(tuple, i, ffi::Py_NewRef(item));
+                    continue;
+                }
+                // `(type(item), item)`: the pair a spare kept (emptied), or a new one.
+                let mut pair = ffi::PyTuple_GET_ITEM(tuple, i);
+                if pair.is_null() {
+                    pair = ffi::PyTuple_New(2);
+                    if pair.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    ffi::PyObject_GC_UnTrack(pair.cast());
+                    ffi::PyTuple_SET_ITEM(tuple, i, pair);
+                }
+                let kind = ffi::Py_TYPE(item).cast::<ffi::PyObject>();
+                ffi::PyTuple_SET_ITEM(pair, 0, ffi::Py_NewRef(kind));
+                ffi::PyTuple_SET_ITEM(pair, 1, ffi::Py_NewRef(item));
             }
-            Ok(Bound::from_owned_ptr(py, tuple).cast_into_unchecked())
+            Ok(positional)
         }
     }
 
@@ -175,10 +194,30 @@ impl State {
             keep(&self.spare_args, positional, |tuple| {
                 for i in 0..ffi::PyTuple_GET_SIZE(tuple) {
                     let item = ffi::PyTuple_GET_ITEM(tuple, i);
-                    ffi::PyTuple_SET_ITEM(tuple, i, ptr::null_mut());
-                    ffi::Py_DECREF(item);
+                    if self.typed && ffi::Py_REFCNT(item) == 1 {
+                        // A pair of `positional`'s, kept emptied.
+                        empty_slots(item);
+                    } else {
+                        ffi::PyTuple_SET_ITEM(tuple, i, ptr::null_mut());
+                        ffi::Py_DECREF(item);
+                    }
                 }
             });
+        }
+    }
+}
+
+/// Sets every item of `tuple` to null, releasing what they held.
+///
+/// # Safety
+/// The caller is attached and the only holder of `tuple`.
+#[inline(always)]
+unsafe fn empty_slots(tuple: *mut ffi::PyObject) {
+    unsafe {
+        for i in 0..ffi::PyTuple_GET_SIZE(tuple) {
+            let item = ffi::PyTuple_GET_ITEM(tuple, i);
+            ffi::PyTuple_SET_ITEM(tuple, i, ptr::null_mut());
+            ffi::Py_DECREF(item);
         }
     }
 }
@@ -236,25 +275,22 @@ fn call_python<'py>(
     slf.call_method1(intern!(py, "_call"), (args, kwargs))
 }
 
-/// A sync call: the cached result, or on a miss the function called through the Python
-/// layer's `_load` under `get_or_set`'s single flight (a result `condition` rejected is
-/// returned unstored). `loaded` tells whether this call ran the load.
-#[allow(clippy::too_many_arguments)]
+/// A sync call: the cached result, or on a miss the function called with `args()` through
+/// the Python layer's `_load` under `get_or_set`'s single flight (a result `condition`
+/// rejected is returned unstored). `loaded` tells whether this call ran the load.
 #[inline(always)]
 fn load_sync<'py>(
     slf: &Bound<'py, CachedCall>,
-    state: &State,
-    cache: &Cache,
-    key: &Bound<'py, PyAny>,
-    hash: u64,
-    args: &Bound<'py, PyTuple>,
+    (state, cache): (&State, &Cache),
+    (key, hash): (&Bound<'py, PyAny>, u64),
+    args: impl FnOnce() -> PyResult<Bound<'py, PyTuple>>,
     kwargs: Option<&Bound<'py, PyDict>>,
     loaded: &mut bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     let load = || {
         *loaded = true;
-        call_load(slf, args, kwargs)
+        call_load(slf, &args()?, kwargs)
     };
     match cache.get_or_load(py, key, hash, state.ttl_ns, load) {
         Ok(value) => Ok(value.into_bound(py)),
@@ -404,7 +440,8 @@ impl CachedCall {
         match &state.ready {
             None => {
                 let mut loaded = false;
-                let result = load_sync(slf, state, cache, &key, hash, args, kwargs, &mut loaded);
+                let args = || Ok(args.clone());
+                let result = load_sync(slf, (state, cache), (&key, hash), args, kwargs, &mut loaded);
                 state.give_back(key, false);
                 result
             }
@@ -477,37 +514,33 @@ unsafe fn vectorcall(
         (slf, items, keywords)
     };
     let state = slf.get().state()?;
-    if keywords == 0 && state.native_keys && !state.typed {
+    if keywords == 0 && state.native_keys {
         if let Some(cache) = &state.cache {
-            if let Some(hash) = plain_items_hash(py, items)? {
+            let hash = if state.typed {
+                typed_items_hash(py, items)?
+            } else {
+                plain_items_hash(py, items)?
+            };
+            if let Some(hash) = hash {
                 state.calls.get().0.fetch_add(1, Ordering::Relaxed);
                 return call_plain(&slf, state, cache.get(), items, hash).map(Bound::into_ptr);
             }
         }
     }
     let (positional, named) = items.split_at(nargs as usize);
-    // SAFETY: the arguments are live, borrowed from the caller; `kwnames` holds one name
-    // per keyword argument; a new tuple's slots are filled once each.
-    let (packed, kwargs) = unsafe {
-        let packed = ffi::PyTuple_New(nargs);
-        if packed.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        for (i, &item) in positional.iter().enumerate() {
-            ffi::PyTuple_SET_ITEM(packed, i as ffi::Py_ssize_t, ffi::Py_NewRef(item));
-        }
-        let packed = Bound::from_owned_ptr(py, packed).cast_into_unchecked::<PyTuple>();
-        let kwargs = if named.is_empty() {
-            None
-        } else {
-            let kwargs = PyDict::new(py);
-            for (i, &value) in named.iter().enumerate() {
+    let packed = pack(py, positional)?;
+    let kwargs = if named.is_empty() {
+        None
+    } else {
+        let kwargs = PyDict::new(py);
+        for (i, &value) in named.iter().enumerate() {
+            // SAFETY: `kwnames` holds one name per keyword argument; both are live, borrowed.
+            unsafe {
                 let name = ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t);
                 kwargs.set_item(Borrowed::from_ptr(py, name), Borrowed::from_ptr(py, value))?;
             }
-            Some(kwargs)
-        };
-        (packed, kwargs)
+        }
+        Some(kwargs)
     };
     CachedCall::__call__(&slf, &packed, kwargs.as_ref()).map(Bound::into_ptr)
 }
@@ -542,7 +575,30 @@ fn plain_items_hash(py: Python<'_>, items: &[*mut ffi::PyObject]) -> PyResult<Op
     Ok(Some(hash.finish(items.len())))
 }
 
-/// A call with plain positional arguments only (untyped): its key `(tag, args)` built from
+/// `hash(tuple((type(item), item) for item in items))` when every item is a scalar (see
+/// `is_scalar`), else None.
+#[inline(always)]
+fn typed_items_hash(py: Python<'_>, items: &[*mut ffi::PyObject]) -> PyResult<Option<u64>> {
+    let mut hash = TupleHash::new();
+    for &item in items {
+        // SAFETY: a live argument, borrowed from the caller; the hash of a scalar and of its
+        // built-in type runs no Python code.
+        let (kind_hash, item_hash) = unsafe {
+            if !is_scalar(&Borrowed::from_ptr(py, item)) {
+                return Ok(None);
+            }
+            let kind = ffi::Py_TYPE(item).cast::<ffi::PyObject>();
+            (ffi::PyObject_Hash(kind), ffi::PyObject_Hash(item))
+        };
+        if kind_hash == -1 || item_hash == -1 {
+            return Err(PyErr::fetch(py));
+        }
+        hash.add(pair_hash(kind_hash as u64, item_hash as u64));
+    }
+    Ok(Some(hash.finish(items.len())))
+}
+
+/// A call with positional scalar arguments only (untyped): its key `(tag, args)` built from
 /// the spare tuples, hashed without a call through their type, then looked up (sync: loaded
 /// on a miss). On a hit both tuples are kept for the next call: nothing is allocated.
 #[inline(always)]
@@ -556,12 +612,19 @@ fn call_plain<'py>(
     let py = slf.py();
     let positional = state.positional(py, items)?;
     let hash = spread_hash(pair_hash(state.tag_hash, items_hash));
-    let key = state.key_pair(py, positional.clone().into_any())?;
+    let key = state.key_pair(py, positional.into_any())?;
+    // What the function is called with on a miss: untyped, the key's positional part itself.
+    let args = || {
+        if state.typed {
+            pack(py, items)
+        } else {
+            Ok(key.get_item(1)?.cast_into::<PyTuple>()?)
+        }
+    };
     match &state.ready {
         None => {
             let mut loaded = false;
-            let result = load_sync(slf, state, cache, &key, hash, &positional, None, &mut loaded);
-            drop(positional);
+            let result = load_sync(slf, (state, cache), (&key, hash), args, None, &mut loaded);
             if !loaded {
                 state.give_back(key, true);
             }
@@ -569,12 +632,29 @@ fn call_plain<'py>(
         }
         Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
             Some(value) => {
-                drop(positional);
                 state.give_back(key, true);
                 ready.bind(py).call1((value,))
             }
-            None => miss_async(slf, key, &positional, None),
+            None => {
+                let args = args()?;
+                miss_async(slf, key, &args, None)
+            }
         },
+    }
+}
+
+/// The arguments `items` as a new tuple.
+fn pack<'py>(py: Python<'py>, items: &[*mut ffi::PyObject]) -> PyResult<Bound<'py, PyTuple>> {
+    // SAFETY: the items are live, borrowed from the caller; each slot is filled once.
+    unsafe {
+        let packed = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
+        if packed.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, &item) in items.iter().enumerate() {
+            ffi::PyTuple_SET_ITEM(packed, i as ffi::Py_ssize_t, ffi::Py_NewRef(item));
+        }
+        Ok(Bound::from_owned_ptr(py, packed).cast_into_unchecked())
     }
 }
 
