@@ -275,22 +275,25 @@ fn call_python<'py>(
     slf.call_method1(intern!(py, "_call"), (args, kwargs))
 }
 
-/// A sync call: the cached result, or on a miss the function called with `args()` through
-/// the Python layer's `_load` under `get_or_set`'s single flight (a result `condition`
+/// The arguments a miss calls the function with, built only then.
+type CallArgs<'py> = (Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>);
+
+/// A sync call: the cached result, or on a miss the function called with `call_args()`
+/// through the Python layer's `_load` under `get_or_set`'s single flight (a result `condition`
 /// rejected is returned unstored). `loaded` tells whether this call ran the load.
 #[inline(always)]
 fn load_sync<'py>(
     slf: &Bound<'py, CachedCall>,
     (state, cache): (&State, &Cache),
     (key, hash): (&Bound<'py, PyAny>, u64),
-    args: impl FnOnce() -> PyResult<Bound<'py, PyTuple>>,
-    kwargs: Option<&Bound<'py, PyDict>>,
+    call_args: impl FnOnce() -> PyResult<CallArgs<'py>>,
     loaded: &mut bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     let load = || {
         *loaded = true;
-        call_load(slf, &args()?, kwargs)
+        let (args, kwargs) = call_args()?;
+        call_load(slf, &args, kwargs.as_ref())
     };
     match cache.get_or_load(py, key, hash, state.ttl_ns, load) {
         Ok(value) => Ok(value.into_bound(py)),
@@ -440,8 +443,8 @@ impl CachedCall {
         match &state.ready {
             None => {
                 let mut loaded = false;
-                let args = || Ok(args.clone());
-                let result = load_sync(slf, (state, cache), (&key, hash), args, kwargs, &mut loaded);
+                let call_args = || Ok((args.clone(), kwargs.cloned()));
+                let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
                 state.give_back(key, false);
                 result
             }
@@ -528,6 +531,14 @@ unsafe fn vectorcall(
         }
     }
     let (positional, named) = items.split_at(nargs as usize);
+    if !named.is_empty() && state.native_keys {
+        if let Some(cache) = &state.cache {
+            let parts = (state, cache.get());
+            if let Some(result) = call_keywords(&slf, parts, positional, (kwnames, named))? {
+                return Ok(result.into_ptr());
+            }
+        }
+    }
     let packed = pack(py, positional)?;
     let kwargs = if named.is_empty() {
         None
@@ -614,17 +625,18 @@ fn call_plain<'py>(
     let hash = spread_hash(pair_hash(state.tag_hash, items_hash));
     let key = state.key_pair(py, positional.into_any())?;
     // What the function is called with on a miss: untyped, the key's positional part itself.
-    let args = || {
-        if state.typed {
-            pack(py, items)
+    let call_args = || {
+        let args = if state.typed {
+            pack(py, items)?
         } else {
-            Ok(key.get_item(1)?.cast_into::<PyTuple>()?)
-        }
+            key.get_item(1)?.cast_into::<PyTuple>()?
+        };
+        Ok((args, None))
     };
     match &state.ready {
         None => {
             let mut loaded = false;
-            let result = load_sync(slf, (state, cache), (&key, hash), args, None, &mut loaded);
+            let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
             if !loaded {
                 state.give_back(key, true);
             }
@@ -636,11 +648,84 @@ fn call_plain<'py>(
                 ready.bind(py).call1((value,))
             }
             None => {
-                let args = args()?;
-                miss_async(slf, key, &args, None)
+                let (args, kwargs) = call_args()?;
+                miss_async(slf, key, &args, kwargs.as_ref())
             }
         },
     }
+}
+
+/// A call with keyword arguments, all of them and the positional ones of the shapes keyed
+/// here: the key `(tag, (*args, KWARGS, frozenset(pairs)))` built straight from the argument
+/// vector (no dict unless the function is called), the call counted; None for other shapes
+/// (not counted: `__call__` takes them).
+fn call_keywords<'py>(
+    slf: &Bound<'py, CachedCall>,
+    (state, cache): (&State, &Cache),
+    positional: &[*mut ffi::PyObject],
+    (kwnames, values): (*mut ffi::PyObject, &[*mut ffi::PyObject]),
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = slf.py();
+    // SAFETY: the arguments are live, borrowed from the caller; `kwnames` is a tuple of one
+    // name per value; each slot of a new tuple is filled once; a new frozenset is filled
+    // before anyone else sees it.
+    let (parts, call_args) = unsafe {
+        let borrowed = |item: *mut ffi::PyObject| Borrowed::from_ptr(py, item);
+        let length = positional.len() as ffi::Py_ssize_t;
+        let parts = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(length + 2))?;
+        for (i, &item) in positional.iter().enumerate() {
+            let Some(frozen) = freeze(py, &borrowed(item), state.typed, 0)? else {
+                return Ok(None);
+            };
+            ffi::PyTuple_SET_ITEM(parts.as_ptr(), i as ffi::Py_ssize_t, frozen.into_ptr());
+        }
+        let marker = state.kwargs_marker.clone_ref(py).into_ptr();
+        ffi::PyTuple_SET_ITEM(parts.as_ptr(), length, marker);
+        // Filled while this is its only reference (PySet_Add's rule for a frozenset).
+        let pairs = Bound::from_owned_ptr_or_err(py, ffi::PyFrozenSet_New(ptr::null_mut()))?;
+        for (i, &value) in values.iter().enumerate() {
+            let Some(frozen) = freeze(py, &borrowed(value), state.typed, 0)? else {
+                return Ok(None);
+            };
+            let name = borrowed(ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t));
+            let pair = PyTuple::new(py, [name.to_owned().into_any(), frozen])?;
+            if ffi::PySet_Add(pairs.as_ptr(), pair.as_ptr()) == -1 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        ffi::PyTuple_SET_ITEM(parts.as_ptr(), length + 1, pairs.into_ptr());
+        let call_args = move || -> PyResult<CallArgs<'py>> {
+            let kwargs = PyDict::new(py);
+            for (i, &value) in values.iter().enumerate() {
+                let name = borrowed(ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t));
+                kwargs.set_item(name, borrowed(value))?;
+            }
+            Ok((pack(py, positional)?, Some(kwargs)))
+        };
+        (parts, call_args)
+    };
+    state.calls.get().0.fetch_add(1, Ordering::Relaxed);
+    let hash = spread_hash(pair_hash(state.tag_hash, parts.hash()? as u64));
+    let key = state.key_pair(py, parts)?;
+    let result = match &state.ready {
+        None => {
+            let mut loaded = false;
+            let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
+            state.give_back(key, false);
+            result
+        }
+        Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
+            Some(value) => {
+                state.give_back(key, false);
+                ready.bind(py).call1((value,))
+            }
+            None => {
+                let (args, kwargs) = call_args()?;
+                miss_async(slf, key, &args, kwargs.as_ref())
+            }
+        },
+    };
+    result.map(Some)
 }
 
 /// The arguments `items` as a new tuple.
