@@ -1,11 +1,12 @@
-//! `CachedCall`: the native base of `pgcache.cached`'s function objects. A call
-//! whose arguments have a common shape (exact int, float, complex, str, bytes,
-//! bool and None, exact tuples of them, as positional or keyword arguments)
-//! gets its default key built here, exactly as `callkeys.make_key` builds it,
-//! and is answered from the cache without running Python code on a hit (an
-//! async hit returns a finished coroutine). A miss loads through the Python
-//! layer's hooks; any other shape, a `key=` function or a key that includes a
-//! bound instance goes to the Python layer's `_call` whole.
+//! `CachedCall`: the native base of `pgcache.cached`'s function objects. CPython calls it
+//! through the vector protocol (`vectorcall`: no argument tuple, no PyO3 argument parsing).
+//! A call whose arguments have a common shape (exact int, float, complex, str, bytes, bool
+//! and None, exact tuples of them, as positional or keyword arguments) gets its default key
+//! built here, exactly as `callkeys.make_key` builds it, and is answered from the cache
+//! without running Python code on a hit (an async hit returns a finished coroutine); a hit
+//! with positional arguments allocates nothing (its key tuples are kept for the next call).
+//! A miss loads through the Python layer's hooks; any other shape, a `key=` function or a key
+//! that includes a bound instance goes to the Python layer's `_call` whole.
 //!
 //! What it deliberately does not do: decide anything the Python layer decides
 //! (single flight for asyncio, `condition`, what the function is called with).
@@ -19,10 +20,10 @@ use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::Borrowed;
 use pyo3::types::{
     PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyString, PyTuple, PyType,
 };
+use pyo3::Borrowed;
 
 use super::args::optional_ttl_ns;
 use super::cache::Cache;
@@ -99,14 +100,18 @@ impl State {
     ) -> PyResult<Bound<'py, PyAny>> {
         let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
         // SAFETY: a non-null spare is a strong reference to a tuple of two (see `give_back`);
-        // with one reference (not even `gc.get_objects()` reached it) it is ours to refill:
-        // its item 1 is a strong reference to None, replaced by the positional part's.
+        // with one reference it is ours to refill: its item 1 is a strong reference to None,
+        // replaced by the positional part's. A new pair is untracked by the GC, so that
+        // `gc.get_objects()` never reaches a spare (nor can a key be part of a cycle: its
+        // items are the tag and plain values).
         if spare.is_null() || unsafe { ffi::Py_REFCNT(spare) } != 1 {
             if !spare.is_null() {
                 drop(unsafe { Bound::from_owned_ptr(py, spare) });
             }
             let tag = self.tag.bind(py).clone();
-            return Ok(PyTuple::new(py, [tag, positional])?.into_any());
+            let pair = PyTuple::new(py, [tag, positional])?;
+            unsafe { ffi::PyObject_GC_UnTrack(pair.as_ptr().cast()) };
+            return Ok(pair.into_any());
         }
         unsafe {
             let none = ffi::PyTuple_GET_ITEM(spare, 1);
@@ -186,20 +191,22 @@ impl State {
             let pair = key.into_ptr();
             let positional = ffi::PyTuple_GET_ITEM(pair, 1);
             ffi::PyTuple_SET_ITEM(pair, 1, ffi::Py_NewRef(ffi::Py_None()));
-            keep(&self.spare, pair, |pair| ffi::PyObject_GC_UnTrack(pair.cast()));
+            keep(&self.spare, pair, |_| ());
             if !positional_too || ffi::Py_REFCNT(positional) != 1 {
                 ffi::Py_DECREF(positional);
                 return;
             }
             keep(&self.spare_args, positional, |tuple| {
+                if !self.typed {
+                    return empty_slots(tuple);
+                }
                 for i in 0..ffi::PyTuple_GET_SIZE(tuple) {
-                    let item = ffi::PyTuple_GET_ITEM(tuple, i);
-                    if self.typed && ffi::Py_REFCNT(item) == 1 {
-                        // A pair of `positional`'s, kept emptied.
-                        empty_slots(item);
+                    let pair = ffi::PyTuple_GET_ITEM(tuple, i);
+                    if ffi::Py_REFCNT(pair) == 1 {
+                        empty_slots(pair); // kept in place for the next call
                     } else {
                         ffi::PyTuple_SET_ITEM(tuple, i, ptr::null_mut());
-                        ffi::Py_DECREF(item);
+                        ffi::Py_DECREF(pair);
                     }
                 }
             });
@@ -238,7 +245,12 @@ unsafe fn keep(
         return;
     }
     empty(object);
-    let kept = slot.compare_exchange(ptr::null_mut(), object, Ordering::Release, Ordering::Relaxed);
+    let kept = slot.compare_exchange(
+        ptr::null_mut(),
+        object,
+        Ordering::Release,
+        Ordering::Relaxed,
+    );
     if kept.is_err() {
         unsafe { ffi::Py_DECREF(object) };
     }
@@ -511,9 +523,17 @@ unsafe fn vectorcall(
     // SAFETY: see the function's contract.
     let (slf, items, keywords) = unsafe {
         let slf = Borrowed::from_ptr(py, callable).cast_unchecked::<CachedCall>();
-        let keywords = if kwnames.is_null() { 0 } else { ffi::PyTuple_GET_SIZE(kwnames) };
+        let keywords = if kwnames.is_null() {
+            0
+        } else {
+            ffi::PyTuple_GET_SIZE(kwnames)
+        };
         let total = (nargs + keywords) as usize;
-        let items = if total == 0 { &[][..] } else { std::slice::from_raw_parts(args, total) };
+        let items = if total == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(args, total)
+        };
         (slf, items, keywords)
     };
     let state = slf.get().state()?;
