@@ -287,29 +287,48 @@ fn call_python<'py>(
     slf.call_method1(intern!(py, "_call"), (args, kwargs))
 }
 
-/// The arguments a miss calls the function with, built only then.
+/// The arguments a miss calls the function with, built only then (from the call's key, or not).
 type CallArgs<'py> = (Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>);
 
-/// A sync call: the cached result, or on a miss the function called with `call_args()`
-/// through the Python layer's `_load` under `get_or_set`'s single flight (a result `condition`
-/// rejected is returned unstored). `loaded` tells whether this call ran the load.
+/// The answer to a call whose key is built: the stored result; on a miss, sync: the function
+/// called with `call_args(key)` through the Python layer's `_load` under `get_or_set`'s single
+/// flight (a result `condition` rejected is returned unstored); async: the `_miss` coroutine.
+/// The key is kept as the spare if the call did not load (`positional_too`: its positional
+/// part too, a tuple `State::positional` built).
 #[inline(always)]
-fn load_sync<'py>(
+fn answer<'py>(
     slf: &Bound<'py, CachedCall>,
     (state, cache): (&State, &Cache),
-    (key, hash): (&Bound<'py, PyAny>, u64),
-    call_args: impl FnOnce() -> PyResult<CallArgs<'py>>,
-    loaded: &mut bool,
+    (key, hash): (Bound<'py, PyAny>, u64),
+    call_args: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<CallArgs<'py>>,
+    positional_too: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let load = || {
-        *loaded = true;
-        let (args, kwargs) = call_args()?;
-        call_load(slf, &args, kwargs.as_ref())
+    let Some(ready) = &state.ready else {
+        let mut loaded = false;
+        let load = || {
+            loaded = true;
+            let (args, kwargs) = call_args(&key)?;
+            call_load(slf, &args, kwargs.as_ref())
+        };
+        let result = match cache.get_or_load(py, &key, hash, state.ttl_ns, load) {
+            Ok(value) => Ok(value.into_bound(py)),
+            Err(error) => unstored(py, state, error),
+        };
+        if !loaded {
+            state.give_back(key, positional_too);
+        }
+        return result;
     };
-    match cache.get_or_load(py, key, hash, state.ttl_ns, load) {
-        Ok(value) => Ok(value.into_bound(py)),
-        Err(error) => unstored(py, state, error),
+    match cache.lookup_hashed(py, &key, hash)? {
+        Some(value) => {
+            state.give_back(key, positional_too);
+            ready.bind(py).call1((value,))
+        }
+        None => {
+            let (args, kwargs) = call_args(&key)?;
+            miss_async(slf, key, &args, kwargs.as_ref())
+        }
     }
 }
 
@@ -452,22 +471,8 @@ impl CachedCall {
         let Some((key, hash)) = default_key(py, state, args, kwargs)? else {
             return call_python(slf, args, kwargs);
         };
-        match &state.ready {
-            None => {
-                let mut loaded = false;
-                let call_args = || Ok((args.clone(), kwargs.cloned()));
-                let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
-                state.give_back(key, false);
-                result
-            }
-            Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
-                Some(value) => {
-                    state.give_back(key, false);
-                    ready.bind(py).call1((value,))
-                }
-                None => miss_async(slf, key, args, kwargs),
-            },
-        }
+        let call_args = |_: &Bound<'py, PyAny>| Ok((args.clone(), kwargs.cloned()));
+        answer(slf, (state, cache), (key, hash), call_args, false)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -645,7 +650,7 @@ fn call_plain<'py>(
     let hash = spread_hash(pair_hash(state.tag_hash, items_hash));
     let key = state.key_pair(py, positional.into_any())?;
     // What the function is called with on a miss: untyped, the key's positional part itself.
-    let call_args = || {
+    let call_args = |key: &Bound<'py, PyAny>| {
         let args = if state.typed {
             pack(py, items)?
         } else {
@@ -653,26 +658,7 @@ fn call_plain<'py>(
         };
         Ok((args, None))
     };
-    match &state.ready {
-        None => {
-            let mut loaded = false;
-            let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
-            if !loaded {
-                state.give_back(key, true);
-            }
-            result
-        }
-        Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
-            Some(value) => {
-                state.give_back(key, true);
-                ready.bind(py).call1((value,))
-            }
-            None => {
-                let (args, kwargs) = call_args()?;
-                miss_async(slf, key, &args, kwargs.as_ref())
-            }
-        },
-    }
+    answer(slf, (state, cache), (key, hash), call_args, true)
 }
 
 /// A call with keyword arguments, all of them and the positional ones of the shapes keyed
@@ -714,7 +700,7 @@ fn call_keywords<'py>(
             }
         }
         ffi::PyTuple_SET_ITEM(parts.as_ptr(), length + 1, pairs.into_ptr());
-        let call_args = move || -> PyResult<CallArgs<'py>> {
+        let call_args = move |_: &Bound<'py, PyAny>| -> PyResult<CallArgs<'py>> {
             let kwargs = PyDict::new(py);
             for (i, &value) in values.iter().enumerate() {
                 let name = borrowed(ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t));
@@ -727,25 +713,7 @@ fn call_keywords<'py>(
     state.calls.get().0.fetch_add(1, Ordering::Relaxed);
     let hash = spread_hash(pair_hash(state.tag_hash, parts.hash()? as u64));
     let key = state.key_pair(py, parts)?;
-    let result = match &state.ready {
-        None => {
-            let mut loaded = false;
-            let result = load_sync(slf, (state, cache), (&key, hash), call_args, &mut loaded);
-            state.give_back(key, false);
-            result
-        }
-        Some(ready) => match cache.lookup_hashed(py, &key, hash)? {
-            Some(value) => {
-                state.give_back(key, false);
-                ready.bind(py).call1((value,))
-            }
-            None => {
-                let (args, kwargs) = call_args()?;
-                miss_async(slf, key, &args, kwargs.as_ref())
-            }
-        },
-    };
-    result.map(Some)
+    answer(slf, (state, cache), (key, hash), call_args, false).map(Some)
 }
 
 /// The arguments `items` as a new tuple.
