@@ -89,6 +89,7 @@ def test_a_call_is_stored_under_exactly_the_key_the_python_builder_builds(
 ) -> None:
     function, loads = _recording(typed)
     result = function(*args, **kwargs)
+    assert loads == [(tuple(args), kwargs)]  # called with its arguments, not its key
     [stored] = function.cache.keys()
     expected = function.cache_key(*args, **kwargs)  # built by callkeys.make_key
     assert _same_shape(stored, expected)
@@ -229,3 +230,22 @@ def test_a_call_object_is_configured_only_once() -> None:
 
 def test_a_counter_starts_at_zero() -> None:
     assert CallCounter().value == 0
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_a_hit_keeps_no_reference_to_its_arguments(typed: bool) -> None:
+    function, _ = _recording(typed)
+    stored, asked = "".join(["arg", "ument"]), "".join(["argu", "ment"])  # equal, not identical
+    function(stored)
+    before = sys.getrefcount(asked)
+    assert function(asked) == function(asked) == 1
+    assert sys.getrefcount(asked) == before
+
+
+def test_a_subclass_with_a_call_of_its_own_is_called_through_it() -> None:
+    class Counted(CachedFunction[..., int]):
+        def __call__(self, *args: object, **kwargs: object) -> int:
+            return -1
+
+    function = Counted(lambda key: 1, cached(Cache()).options, Cache())
+    assert function("a") == function("a") == -1

@@ -7,11 +7,13 @@ A miss calls the function once per key however many callers miss at once: thread
 Errors reach every waiting caller and are never stored; nor is a result ``condition`` rejects,
 which still reaches every waiting caller (sync: carried out of ``get_or_set`` by ``_Unstored``).
 
-A cached function is a :class:`pgcache._core.CachedCall`, whose native ``__call__`` builds the
-default key of calls with plain arguments (exact scalars and tuples of them, positional or by
-keyword) exactly as :func:`make_key` does and answers a hit without running Python code (an async
-hit as a finished coroutine); it calls back here for a miss (``_load``, ``_miss``) and for every
-other call (``_call``: other argument types, ``key=``, a method whose instance is in the key).
+A cached function is a :class:`pgcache._core.CachedCall`, which CPython calls natively (vectorcall,
+enabled per class when ``_configure`` first runs, unless the class defines a ``__call__`` of its
+own). It builds the default key of calls with plain arguments (exact scalars and tuples of them,
+positional or by keyword) exactly as :func:`make_key` does and answers a hit without running
+Python code (an async hit as a finished coroutine); it calls back here for a miss (``_load``,
+``_miss``) and for every other call (``_call``: other argument types, ``key=``, a method whose
+instance is in the key).
 
 Calls are counted natively (a :class:`pgcache._core.CallCounter`), loads (calls that ran the
 function) by an ``itertools.count``; hits are the difference. A cached ``async def`` passes
