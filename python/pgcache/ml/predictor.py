@@ -147,14 +147,16 @@ class CachedPredictor(_CachedPredictorBase):
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+        if scenario.__class__ is not str or (
+            model_id is not None and model_id.__class__ is not str
+        ):
             scenario, model_id = _checked(scenario, model_id)
         features = self.extractor.extract_query_features(query_hash, scenario)
         # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys); the
         # extractor checked query_hash, and features read from a pydantic model are slow.
         cached = self._l1.get((query_hash, scenario, model_id))
         if cached.__class__ is Prediction and cached.features_digest == self._digests.of(features):
-            return cached  # type: ignore[no-any-return]  # a Prediction
+            return cached
         key = prediction_key(features.query_hash, scenario, model_id)
         return self._miss(features, key, cached)
 
@@ -194,12 +196,14 @@ class AsyncCachedPredictor(_CachedPredictorBase):
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+        if scenario.__class__ is not str or (
+            model_id is not None and model_id.__class__ is not str
+        ):
             scenario, model_id = _checked(scenario, model_id)
         features = await self.extractor.extract_query_features(query_hash, scenario)
         cached = self._l1.get((query_hash, scenario, model_id))  # as in CachedPredictor
         if cached.__class__ is Prediction and cached.features_digest == self._digests.of(features):
-            return cached  # type: ignore[no-any-return]  # a Prediction
+            return cached
         key = prediction_key(features.query_hash, scenario, model_id)
         return await self._miss(features, key, cached)
 
