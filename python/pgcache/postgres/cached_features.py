@@ -9,7 +9,10 @@ what ``pg_stat_statements`` says of a query does not depend on it, so a hit in a
 than the stored one answers the stored features relabelled (:func:`in_scenario`), without a
 database read. A hit costs one lookup: the arguments are checked by type only (a hash outside
 the 64-bit range can never be found, and is refused before it is loaded), and the key is the
-hash itself.
+hash itself. Where a sync hit's instructions go (callgrind, CPython 3.11): the cache's own
+lookup about 510, reading the stored ``scenario`` about 550 (pydantic's ``__getattr__`` keeps
+CPython from specialising any attribute read of a model), the call's frame and each bytecode
+of the method (about 25 instructions each) the rest: the hit path is written for few bytecodes.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ class CachedFeatureExtractor(_CachedExtractorBase):
 
     def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        # Every bytecode of a hit counts (see the module): __class__ is cheaper than type().
+        # Every bytecode of a hit counts (see the module): .__class__ is cheaper than type().
         if query_hash.__class__ is not int:
             query_hash, scenario = _checked(query_hash, scenario)
         try:
