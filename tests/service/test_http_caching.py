@@ -4,8 +4,10 @@ tested over HTTP in tests/service/test_app.py."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -68,3 +70,16 @@ def test_max_age_is_what_is_left_of_the_ttl_and_never_negative() -> None:
     collected_100_s_ago = datetime.now(UTC).timestamp() - 100
     assert 799 <= max_age(900.0, collected_100_s_ago) <= 800
     assert max_age(900.0, 0.0) == 0
+
+
+def test_a_body_goes_with_its_value_and_never_keeps_it_alive(bodies: EncodedBodies) -> None:
+    features = make_features()
+    bodies(features)
+    kept = make_features()
+    bodies(kept)
+    alive = weakref.ref(features)
+    del features
+    gc.collect()
+    assert alive() is None  # the bodies did not keep it
+    assert len(bodies) == 1  # and its entry went with it
+    assert bodies(kept).body == kept.model_dump_json().encode()

@@ -105,7 +105,9 @@ class _CachedPredictorBase:
 
     def __init__(self, cache_or_manager: Cache[Any, Any] | CacheManager) -> None:
         self._store = _PredictionStore(cache_or_manager)
-        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
+        # A hit: one lookup, one digest, no call of a method of ours (each is a frame).
+        self._l1 = self._store.cache
+        self._digests = self._store.digests
 
     @property
     def cache(self) -> Cache[Any, Any]:
@@ -145,18 +147,23 @@ class CachedPredictor(_CachedPredictorBase):
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+        if scenario.__class__ is not str or (
+            model_id is not None and model_id.__class__ is not str
+        ):
             scenario, model_id = _checked(scenario, model_id)
         features = self.extractor.extract_query_features(query_hash, scenario)
-        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
-        cached = self._get((features.query_hash, scenario, model_id))
-        if cached is not None and self._store.made_from(cached, features):
-            return cached  # type: ignore[no-any-return]  # made_from: a Prediction
+        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys); the
+        # extractor checked query_hash, and features read from a pydantic model are slow.
+        cached = self._l1.get((query_hash, scenario, model_id))
+        if cached.__class__ is Prediction and cached.features_digest == self._digests.of(features):
+            return cached
         key = prediction_key(features.query_hash, scenario, model_id)
         return self._miss(features, key, cached)
 
     def _miss(self, features: QueryFeatures, key: PredictionKey, cached: object) -> Prediction:
         store = self._store
+        if cached is not None and store.made_from(cached, features):  # a Prediction subclass
+            return cached  # type: ignore[return-value]  # made_from: a Prediction
         predict = partial(self.client.predict, features, scenario=key[1], model_id=key[2])
         if not store.enabled:
             return predict()
@@ -189,13 +196,14 @@ class AsyncCachedPredictor(_CachedPredictorBase):
         self, query_hash: int, scenario: str = "current", *, model_id: str | None = None
     ) -> Prediction:
         """The prediction for ``query_hash``'s current features, from the cache when it has it."""
-        if type(scenario) is not str or (model_id is not None and type(model_id) is not str):
+        if scenario.__class__ is not str or (
+            model_id is not None and model_id.__class__ is not str
+        ):
             scenario, model_id = _checked(scenario, model_id)
         features = await self.extractor.extract_query_features(query_hash, scenario)
-        # The plain tuple finds the entry stored under the PredictionKey (pgcache.keys).
-        cached = self._get((features.query_hash, scenario, model_id))
-        if cached is not None and self._store.made_from(cached, features):
-            return cached  # type: ignore[no-any-return]  # made_from: a Prediction
+        cached = self._l1.get((query_hash, scenario, model_id))  # as in CachedPredictor
+        if cached.__class__ is Prediction and cached.features_digest == self._digests.of(features):
+            return cached
         key = prediction_key(features.query_hash, scenario, model_id)
         return await self._miss(features, key, cached)
 
@@ -203,6 +211,8 @@ class AsyncCachedPredictor(_CachedPredictorBase):
         self, features: QueryFeatures, key: PredictionKey, cached: object
     ) -> Prediction:
         store = self._store
+        if cached is not None and store.made_from(cached, features):  # as in CachedPredictor
+            return cached  # type: ignore[return-value]  # made_from: a Prediction
         predict: Callable[[], Awaitable[Prediction]] = partial(
             self.client.predict, features, scenario=key[1], model_id=key[2]
         )

@@ -9,7 +9,10 @@ what ``pg_stat_statements`` says of a query does not depend on it, so a hit in a
 than the stored one answers the stored features relabelled (:func:`in_scenario`), without a
 database read. A hit costs one lookup: the arguments are checked by type only (a hash outside
 the 64-bit range can never be found, and is refused before it is loaded), and the key is the
-hash itself.
+hash itself. Where a sync hit's instructions go (callgrind, CPython 3.11): the cache's own
+lookup about 510, reading the stored ``scenario`` about 550 (pydantic's ``__getattr__`` keeps
+CPython from specialising any attribute read of a model), the call's frame and each bytecode
+of the method (about 25 instructions each) the rest: the hit path is written for few bytecodes.
 """
 
 from __future__ import annotations
@@ -111,13 +114,17 @@ class _FeatureStore:
 class _CachedExtractorBase:
     """The configuration and metrics the two extractors share."""
 
+    __slots__ = ("__weakref__", "_l1", "_store", "base")
+
     def __init__(
         self,
         cache_or_manager: Cache[int, QueryFeatures] | CacheManager,
         ttl: float | timedelta | None,
     ) -> None:
         self._store = _FeatureStore(cache_or_manager, ttl)
-        self._get = self._store.cache.get  # bound once: the whole of a hit's lookup
+        # The whole of a hit's lookup: ``l1[key]`` (a slot, then the cache's own subscript, a
+        # KeyError on a miss) costs fewer bytecodes than a bound ``get`` and an ``is None``.
+        self._l1 = self._store.cache
 
     @property
     def cache(self) -> Cache[int, QueryFeatures]:
@@ -145,6 +152,9 @@ class CachedFeatureExtractor(_CachedExtractorBase):
     * Errors (e.g. :class:`QueryNotFoundError`) are raised to the caller and never cached.
     """
 
+    __slots__ = ()
+    base: FeatureExtractor
+
     def __init__(
         self,
         base: FeatureExtractor,
@@ -156,10 +166,12 @@ class CachedFeatureExtractor(_CachedExtractorBase):
 
     def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        if type(query_hash) is not int:
+        # Every bytecode of a hit counts (see the module): .__class__ is cheaper than type().
+        if query_hash.__class__ is not int:
             query_hash, scenario = _checked(query_hash, scenario)
-        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
-        if features is None:
+        try:
+            features = self._l1[query_hash]  # a hit: the stored scenario is a str, so == checks it
+        except KeyError:
             features = self._miss(query_hash, scenario)
         return features if features.scenario == scenario else in_scenario(features, scenario)
 
@@ -193,6 +205,9 @@ class AsyncCachedFeatureExtractor(_CachedExtractorBase):
     concurrent single lookups (it asks ``base`` once for its own misses).
     """
 
+    __slots__ = ()
+    base: AsyncFeatureExtractor
+
     def __init__(
         self,
         base: AsyncFeatureExtractor,
@@ -204,10 +219,11 @@ class AsyncCachedFeatureExtractor(_CachedExtractorBase):
 
     async def extract_query_features(self, query_hash: int, scenario: str) -> QueryFeatures:
         """The cached features of one query, extracted by ``base`` on a miss."""
-        if type(query_hash) is not int:
+        if query_hash.__class__ is not int:  # as in CachedFeatureExtractor
             query_hash, scenario = _checked(query_hash, scenario)
-        features = self._get(query_hash)  # a hit: the stored scenario is a str, so == checks it
-        if features is None:
+        try:
+            features = self._l1[query_hash]
+        except KeyError:
             features = await self._miss(query_hash, scenario)
         return features if features.scenario == scenario else in_scenario(features, scenario)
 

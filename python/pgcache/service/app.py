@@ -16,13 +16,12 @@ from starlette.middleware import Middleware
 
 from pgcache._validate import check_seconds
 from pgcache.config import Settings
-from pgcache.observability.requests import RequestMetrics, RequestMetricsMiddleware
+from pgcache.observability.requests import RequestMetrics
 from pgcache.service.dashboard import STREAM_PATH, dashboard_routes
 from pgcache.service.lifespan import DEFAULT_DB_TIMEOUT, PgCacheState, pgcache_lifespan
-from pgcache.service.middleware import RequestIdMiddleware
+from pgcache.service.middleware import ServiceMiddleware
 from pgcache.service.openapi import openapi_routes
 from pgcache.service.problems import http_error
-from pgcache.service.ratelimit import RateLimitMiddleware
 from pgcache.service.routes import pgcache_routes
 from pgcache.service.serving import check_port, http_protocol, serve_in_background
 
@@ -38,10 +37,11 @@ def create_app(
     request_metrics = RequestMetrics()
     return Starlette(
         routes=[*pgcache_routes(), *dashboard_routes(), *openapi_routes()],
+        # One layer for request metrics, request ids, JSON 500s and the rate limit.
         middleware=[
-            Middleware(RequestMetricsMiddleware, metrics=request_metrics, exclude=[STREAM_PATH]),
-            Middleware(RequestIdMiddleware),
-            Middleware(RateLimitMiddleware),
+            Middleware(
+                ServiceMiddleware, metrics=request_metrics, exclude=[STREAM_PATH], rate_limit=True
+            )
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=partial(

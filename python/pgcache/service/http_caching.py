@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Protocol
+from functools import partial
+from typing import Any, Final, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -34,10 +36,8 @@ class CollectedValue(Protocol):
 @dataclass(frozen=True, slots=True, eq=False)
 class EncodedBody:
     """One value's JSON ``body``, its ``etag`` (quoted, as sent) and ``collected_at`` in POSIX
-    seconds. ``value`` keeps the value alive: its ``id()`` cannot name another object while
-    this entry lives."""
+    seconds."""
 
-    value: object
     body: bytes
     etag: bytes
     collected_at: float
@@ -51,29 +51,44 @@ def etag_of(body: bytes) -> bytes:
 def encode(value: CollectedValue) -> EncodedBody:
     """``value``'s body, ETag and collection time, computed now."""
     body = value.model_dump_json().encode()
-    return EncodedBody(value, body, etag_of(body), value.collected_at.timestamp())
+    return EncodedBody(body, etag_of(body), value.collected_at.timestamp())
+
+
+_Entry = tuple["weakref.ref[CollectedValue]", EncodedBody]
+
+
+def _forget(entries: weakref.ref[Cache[int, _Entry]], ident: int, ref: weakref.ref[Any]) -> None:
+    """A value was collected: its entry goes (unless the id names a newer value already)."""
+    cache = entries()
+    if cache is not None and not cache.closed:
+        found = cache.get(ident)
+        if found is not None and found[0] is ref:
+            cache.delete(ident)
 
 
 class EncodedBodies:
     """The :class:`EncodedBody` of each value a cache hands out, by the value's identity.
 
     Cached values are frozen and handed out as the same object on every hit, so a value is
-    encoded the first time it is served and then read from here (one lookup). Entries live at
-    most ``ttl`` seconds (the cache's TTL) and ``max_size`` at a time: a value the cache has
-    dropped is kept no longer than its cached life. ``close()`` ends it.
+    encoded the first time it is served and then read from here (one lookup). An entry holds
+    its value weakly and goes when the value is collected: once the cache has dropped a value
+    (and no request still holds it), its body is gone too, never answering for it nor keeping
+    it alive. Entries also live at most ``ttl`` seconds (the cache's TTL) and ``max_size`` at a
+    time. ``close()`` ends it.
     """
 
     def __init__(self, max_size: int, ttl: float | None) -> None:
-        self._encoded: Cache[int, EncodedBody] = Cache(
-            max_size=max_size, ttl=ttl, name="encoded_bodies"
-        )
+        self._encoded: Cache[int, _Entry] = Cache(max_size=max_size, ttl=ttl, name="encoded_bodies")
+        self._self_ref = weakref.ref(self._encoded)
 
     def __call__(self, value: CollectedValue) -> EncodedBody:
-        found = self._encoded.get(id(value))
-        if found is not None and found.value is value:
-            return found
+        ident = id(value)
+        found = self._encoded.get(ident)
+        if found is not None and found[0]() is value:
+            return found[1]
         encoded = encode(value)
-        self._encoded[id(value)] = encoded
+        forget = partial(_forget, self._self_ref, ident)
+        self._encoded[ident] = (weakref.ref(value, forget), encoded)
         return encoded
 
     def __len__(self) -> int:

@@ -64,6 +64,15 @@ def problem_of(exc: Exception) -> ProblemError | None:
     return None
 
 
+def problem_response(exc: Exception) -> Response:
+    """The JSON answer of a known error; ``exc`` raised again for a bug (left to the
+    catch-all: 500)."""
+    problem = problem_of(exc)
+    if problem is None:
+        raise exc
+    return problem.response()
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -74,10 +83,7 @@ def json_endpoint(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Exception as exc:
-            problem = problem_of(exc)
-            if problem is None:
-                raise
-            return problem.response()
+            return problem_response(exc)
 
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__

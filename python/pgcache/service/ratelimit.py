@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgcache._core import ManualClock, RateLimiter
@@ -252,32 +252,42 @@ class RateLimitMiddleware:
         self._resolved = (state, limiter, trusted)
         return limiter, trusted
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self._unlimited:
-            await self.app(scope, receive, send)
-            return
+    async def admit(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], Response | None]:
+        """The rate-limit headers of this HTTP request's answer and, when it is limited, the
+        429 answer to send instead (its own headers included); ``([], None)`` when no limit
+        applies."""
+        if scope.get("path") in self._unlimited:
+            return [], None
         limiter, trusted = self._configured(scope)
         if limiter is None:
-            await self.app(scope, receive, send)
-            return
+            return [], None
         decision = await limiter.decide(client_key(scope, trusted))
         headers = limiter.headers(decision)
         if not decision.allowed:
-            response = error_response(
+            return [], error_response(
                 429,
                 "rate_limited",
                 f"more than {limiter.burst} requests at once or {limiter.rate:g} per second "
                 f"from this client; retry in {headers['Retry-After']} s",
                 headers,
             )
-            await response(scope, receive, send)
+        return [(name.lower().encode(), value.encode()) for name, value in headers.items()], None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra, rejected = await self.admit(scope)
+        if rejected is not None:
+            await rejected(scope, receive, send)
+            return
+        if not extra:
+            await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                mutable = MutableHeaders(scope=message)
-                for name, value in headers.items():
-                    mutable[name] = value
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
