@@ -82,13 +82,19 @@ pub enum Region {
 }
 
 impl Region {
+    /// The region of each value of a two-bit tag (`region as u8` wrote it; 3
+    /// is never written). A table: a `match` here compiled to six more
+    /// instructions on every hit, to map 3.
+    const OF_BITS: [Region; 4] = [
+        Region::Window,
+        Region::Probation,
+        Region::Protected,
+        Region::Window,
+    ];
+
     #[inline(always)]
     pub fn from_bits(bits: u8) -> Self {
-        match bits {
-            1 => Region::Probation,
-            2 => Region::Protected,
-            _ => Region::Window,
-        }
+        Self::OF_BITS[usize::from(bits & 3)]
     }
 }
 
@@ -157,4 +163,16 @@ pub(crate) fn knob(name: &str, default: f64) -> f64 {
 #[inline(always)]
 pub(crate) fn knob(_name: &str, default: f64) -> f64 {
     default
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Region;
+
+    #[test]
+    fn a_region_reads_back_from_the_tag_it_wrote() {
+        for region in [Region::Window, Region::Probation, Region::Protected] {
+            assert_eq!(Region::from_bits(region as u8), region);
+        }
+    }
 }

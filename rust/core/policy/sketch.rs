@@ -91,15 +91,20 @@ fn lanes(spread: u64) -> u64 {
     LANES[(spread & 0xFF) as usize]
 }
 
-/// Adds one to each counter selected by `lanes` that is below 15. Branch-free:
-/// `open` has a nonzero nibble exactly where a selected counter is not 15.
+/// The ones to add to `word` for the counters selected by `lanes`: one at each
+/// selected counter's lowest bit, unless it is 15. Branch-free: a counter is 15
+/// when its four bits are set, which two shifted ANDs fold into its lowest bit.
 #[inline(always)]
+fn increments(word: u64, lanes: u64) -> u64 {
+    let pairs = word & (word >> 2);
+    let full = pairs & (pairs >> 1);
+    lanes & !full
+}
+
+/// Adds one to each counter selected by `lanes` that is below 15.
+#[cfg(test)]
 fn increment_word(word: u64, lanes: u64) -> u64 {
-    let nibbles = lanes * 0xF;
-    let open = (word & nibbles) ^ nibbles;
-    let open = open | (open >> 1);
-    let open = open | (open >> 2);
-    word + (open & lanes)
+    word + increments(word, lanes)
 }
 
 /// The smallest of the counters selected by `lanes` (one in each lane):
@@ -213,9 +218,9 @@ impl Sketch {
             let index = self.counter_word(spread);
             // SAFETY: as above.
             let word = unsafe { self.counters.get_unchecked_mut(index) };
-            let next = increment_word(*word, lanes(spread));
-            self.additions += u64::from(next != *word);
-            *word = next;
+            let added = increments(*word, lanes(spread));
+            self.additions += u64::from(added != 0);
+            *word += added;
         }
     }
 
@@ -303,6 +308,19 @@ mod tests {
         assert_eq!(word, lanes);
         assert_eq!(min_count(word, lanes), 1);
         assert_eq!(min_count(increment_word(word, lanes), lanes), 2);
+    }
+
+    #[test]
+    fn increments_add_one_below_15_and_nothing_at_15_in_every_position() {
+        for position in 0..16 {
+            let lanes = 1u64 << (4 * position);
+            for count in 0..=15u64 {
+                // The neighbours saturated: they must not leak into this counter.
+                let word = (count << (4 * position)) | (!(0xFu64 << (4 * position)));
+                let expected = if count < 15 { lanes } else { 0 };
+                assert_eq!(increments(word, lanes), expected, "{position} {count}");
+            }
+        }
     }
 
     #[test]

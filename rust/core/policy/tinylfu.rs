@@ -103,27 +103,37 @@ impl TinyLfu {
     #[inline(always)]
     pub fn on_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         self.sketch.increment(nodes.hash(index));
-        match nodes.region(index) {
-            Region::Window => {
-                self.climber.window_hit();
-                move_to_front(nodes, N::WINDOW, index);
-            }
-            Region::Protected => move_to_front(nodes, N::PROTECTED, index),
-            Region::Probation => {
-                self.climber.probation_hit();
-                self.promote(nodes, index);
-            }
+        let region = nodes.region(index);
+        if region == Region::Probation {
+            self.climber.probation_hit();
+            self.promote(nodes, index);
+        } else if region == Region::Window {
+            self.climber.window_hit();
+            move_to_front(nodes, N::WINDOW, index);
+        } else {
+            move_to_front(nodes, N::PROTECTED, index);
         }
     }
 
+    /// A probation entry moves to the protected segment's front; if the
+    /// segment is full, its least recent entry moves to probation's front
+    /// (`demote` unrolled: the hit path of a scan-like workload).
+    #[inline(always)]
     fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         unlink(nodes, index);
         push_front(nodes, N::PROTECTED, index);
         nodes.set_region(index, Region::Protected);
-        self.protected_len += 1;
-        if self.protected_len > self.protected_max {
-            self.demote(nodes);
+        if self.protected_len < self.protected_max {
+            self.protected_len += 1;
+            return;
         }
+        // The segment holds `index` now, so its last node is an entry.
+        let last = nodes.link(N::PROTECTED).prev;
+        let before = nodes.link(last).prev;
+        nodes.link(before).next = N::PROTECTED;
+        nodes.link(N::PROTECTED).prev = before;
+        push_front(nodes, N::PROBATION, last);
+        nodes.set_region(last, Region::Probation);
     }
 
     /// Moves the protected segment's least recent entry to probation's front.
