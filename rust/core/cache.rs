@@ -142,7 +142,7 @@ mod tests {
                 thread::spawn(move || {
                     for i in 0..10_000u64 {
                         let key = (t * 7 + i) % 500;
-                        let mut eq = |k: &u64| Ok::<_, Full>(*k == key);
+                        let mut eq = |k: &u64, _| Ok::<_, Full>(*k == key);
                         let mut released = Released::new();
                         let mut store = cache.lock();
                         let now = cache.now();

@@ -157,13 +157,15 @@ impl<'a, 'py> Probe<'a, 'py> {
     }
 
     #[inline(always)]
-    pub(crate) fn eq(&self) -> impl FnMut(&Key) -> Result<bool, StoreFailed> + '_ {
+    pub(crate) fn eq(&self) -> impl FnMut(&Key, bool) -> Result<bool, StoreFailed> + '_ {
         #[inline(always)]
-        move |stored| {
+        move |stored, same_hash| {
             if stored.as_ptr() == self.key.as_ptr() {
                 Ok(true)
-            } else {
+            } else if same_hash {
                 self.compare(stored)
+            } else {
+                Ok(false)
             }
         }
     }
@@ -238,8 +240,8 @@ fn plain_equal(a: *mut ffi::PyObject, b: *mut ffi::PyObject, depth: u32) -> Opti
 #[inline]
 pub(crate) fn same_object(
     target: *mut pyo3::ffi::PyObject,
-) -> impl FnMut(&Key) -> Result<bool, StoreFailed> {
-    move |stored| Ok(stored.as_ptr() == target)
+) -> impl FnMut(&Key, bool) -> Result<bool, StoreFailed> {
+    move |stored, _| Ok(stored.as_ptr() == target)
 }
 
 /// A `get_or_set` load in progress; other callers for the key wait on it.

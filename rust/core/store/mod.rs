@@ -184,7 +184,7 @@ pub struct Store<K, V, F = ()> {
 fn matcher<'a, K, V, E>(
     nodes: &'a [Node<K, V>],
     hash: u64,
-    eq: &'a mut impl FnMut(&K) -> Result<bool, E>,
+    eq: &'a mut impl FnMut(&K, bool) -> Result<bool, E>,
     error: &'a mut Option<E>,
 ) -> impl FnMut(&u32) -> bool + 'a {
     move |&index| {
@@ -197,7 +197,7 @@ fn matcher<'a, K, V, E>(
         let Some((key, _)) = &node.entry else {
             return false;
         };
-        match eq(key) {
+        match eq(key, true) {
             Ok(equal) => equal,
             Err(e) => {
                 *error = Some(e);
@@ -257,24 +257,26 @@ impl<K, V, F> Store<K, V, F> {
 
     // ---- lookups ----------------------------------------------------------
 
-    /// The node holding an equal key. `eq` may fail; the first error aborts
-    /// the probe and is returned, so nothing is changed by a failing key.
+    /// The node holding an equal key. `eq` is given a stored key and whether
+    /// that entry's full hash equals the probe's (a key whose hash differs is
+    /// equal only if it is the stored object itself, as in a dict); it may
+    /// fail, and the first error aborts the probe and is returned, so nothing
+    /// is changed by a failing key.
     #[inline(always)]
     fn find<E>(
         &self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
     ) -> Result<Option<u32>, E> {
         // `iter_hash` (the buckets whose tag matches) is inlined into each
         // caller, where `RawTable::find` with a closure was a call of its own.
         let hash = key_hash(hash);
         for &index in self.table.iter_hash(hash) {
+            // The full hashes are compared by `eq` only for a key that is not the very
+            // object stored (as a dict does): a hit on the stored object skips it.
             let node = self.node(index);
-            if key_hash(node.hash) != hash {
-                continue;
-            }
             if let Some((key, _)) = &node.entry {
-                if eq(key)? {
+                if eq(key, key_hash(node.hash) == hash)? {
                     return Ok(Some(index));
                 }
             }
@@ -288,7 +290,7 @@ impl<K, V, F> Store<K, V, F> {
     pub fn find_key<E>(
         &self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
     ) -> Result<Option<&K>, E> {
         Ok(self
             .find(hash, eq)?
@@ -315,7 +317,7 @@ impl<K, V, F> Store<K, V, F> {
     fn find_live<E>(
         &mut self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<u32>, E> {
@@ -338,7 +340,7 @@ impl<K, V, F> Store<K, V, F> {
     pub fn get<E>(
         &mut self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<Option<&V>, E> {
@@ -358,7 +360,7 @@ impl<K, V, F> Store<K, V, F> {
     pub fn lookup<E>(
         &mut self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: impl FnOnce() -> u64,
     ) -> Result<Lookup<'_, K, V>, E> {
         let Some(index) = self.find(hash, eq)? else {
@@ -383,7 +385,7 @@ impl<K, V, F> Store<K, V, F> {
     pub fn contains<E>(
         &mut self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<bool, E> {
@@ -413,7 +415,7 @@ impl<K, V, F> Store<K, V, F> {
         make_key: impl FnOnce() -> K,
         value: V,
         expires_at: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: impl FnOnce() -> u64,
         released: &mut Released<K, V>,
     ) -> Result<(), E>
@@ -505,7 +507,7 @@ impl<K, V, F> Store<K, V, F> {
     pub fn remove<E>(
         &mut self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
         now: u64,
         released: &mut Released<K, V>,
     ) -> Result<Removed<K, V>, E> {
@@ -618,10 +620,10 @@ impl<K, V, F> Store<K, V, F> {
     pub fn find_load<E>(
         &self,
         hash: u64,
-        eq: &mut impl FnMut(&K) -> Result<bool, E>,
+        eq: &mut impl FnMut(&K, bool) -> Result<bool, E>,
     ) -> Result<Option<&F>, E> {
         for flight in &self.flights {
-            if flight.hash == hash && eq(&flight.key)? {
+            if flight.hash == hash && eq(&flight.key, true)? {
                 return Ok(Some(&flight.handle));
             }
         }

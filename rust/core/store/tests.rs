@@ -29,8 +29,8 @@ fn unbounded() -> TestStore {
     Store::new(None, PolicyKind::Lru, Arc::new(Metrics::default()), 0)
 }
 
-fn eq(key: u64) -> impl FnMut(&u64) -> Result<bool, Failure> {
-    move |k| Ok(*k == key)
+fn eq(key: u64) -> impl FnMut(&u64, bool) -> Result<bool, Failure> {
+    move |k, _| Ok(*k == key)
 }
 
 // Deliberately poor hashes: neighbouring keys collide in low bits.
@@ -228,7 +228,7 @@ fn remove_reports_live_expired_and_absent() {
 fn failing_equality_changes_nothing() {
     let mut s = store(4);
     set(&mut s, 1, "a", NEVER, 0);
-    let mut failing = |_: &u64| -> Result<bool, Failure> { Err(Failure::Eq) };
+    let mut failing = |_: &u64, _| -> Result<bool, Failure> { Err(Failure::Eq) };
     let mut released = Released::new();
     let result = s.insert(hash(1), || 1, "b", NEVER, &mut failing, || 0, &mut released);
     assert_eq!(result, Err(Failure::Eq));
@@ -318,7 +318,7 @@ fn find_key_sees_expired_entries_and_changes_nothing() {
     assert_eq!(s.find_key(hash(3), &mut eq(3)), Ok(None));
     assert_eq!(s.metrics().snapshot(), before);
     assert_eq!(keys(&s, 0), vec![2, 1]);
-    let mut failing = |_: &u64| -> Result<bool, Failure> { Err(Failure::Eq) };
+    let mut failing = |_: &u64, _| -> Result<bool, Failure> { Err(Failure::Eq) };
     assert_eq!(s.find_key(hash(1), &mut failing), Err(Failure::Eq));
 }
 

@@ -285,7 +285,7 @@ mod tests {
 
     fn schedule(s: &mut TestStore, key: u64, expires_at: u64) {
         let mut released = super::super::Released::new();
-        let eq = &mut |k: &u64| Ok::<_, super::super::Full>(*k == key);
+        let eq = &mut |k: &u64, _| Ok::<_, super::super::Full>(*k == key);
         s.insert(key, || key, (), expires_at, eq, || 0, &mut released)
             .unwrap();
     }
