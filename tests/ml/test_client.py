@@ -423,13 +423,11 @@ def test_deadline_stops_retrying_before_a_wait_would_pass_it(
 ) -> None:
     fault_server.push(Fault.status(503), times=10)
     client = make_client(Settings.load(ml_service_url=fault_server.url), deadline=0.25)
-    started = time.monotonic()
     with pytest.raises(MLServiceUnavailable, match="deadline") as caught:
         client.health()
     # 100 ms fits in 250 ms, 100 + 200 ms does not.
     assert caught.value.attempts == 2
     assert retries.waits == [0.1]
-    assert time.monotonic() - started < 5.0
 
 
 def test_deadline_cuts_a_slow_attempt_short(
@@ -437,10 +435,9 @@ def test_deadline_cuts_a_slow_attempt_short(
 ) -> None:
     fault_server.push(Fault.slow(10.0), times=5)
     client = make_client()
-    started = time.monotonic()
+    # The answer would come after 10 s: a ReadTimeout proves the deadline cut the attempt.
     with pytest.raises(MLServiceUnavailable, match="ReadTimeout"):
         client.predict(deadline=0.3)
-    assert time.monotonic() - started < 5.0
     assert fault_server.request_count() == 1
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,15 +164,12 @@ def test_stream_is_server_sent_events_that_ask_for_a_quick_reconnection(
 
 def test_stream_sends_one_event_a_second(service: ServiceHandle) -> None:
     with EventReader(service.url) as reader:
-        first = reader.next()
-        events = [first]
-        started = time.monotonic()
-        while time.monotonic() - started < 4.0:
-            events.append(reader.next())
+        events = [reader.next() for _ in range(4)]
     sequences = [_sequence(event["event_id"]) for event in events]
     assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
-    assert 3 <= len(events) <= 9  # about five in four seconds; the machine may be busy
-    # Samples are scheduled a second apart and never early (asyncio never wakes early).
+    # Each sample says how long after the previous one it was taken, on the service's
+    # monotonic clock: scheduled a second apart and never early (asyncio never wakes early).
+    # How many arrive in a wall-clock window is not asserted: a busy machine delays them.
     assert all(event["interval"] >= 0.99 for event in events[1:])
 
 
