@@ -22,9 +22,16 @@ __all__ = [
     "RateLimitDecision",
     "RateLimiter",
     "__version__",
+    "skip_getattr_hook",
 ]
 
 __version__: str
+
+def skip_getattr_hook(cls: type) -> None:
+    """Makes ``cls``'s attribute reads ``object.__getattribute__``'s alone, without the
+    ``__getattr__`` it inherits (so CPython specialises them); for a class whose
+    ``__getattr__`` would only raise the same ``AttributeError``. ``TypeError`` for a static
+    type or a class with a ``__getattribute__`` of its own."""
 
 class PgCacheError(Exception):
     """Base class of every error pgcache raises on its own."""

@@ -7,6 +7,7 @@ mod clock;
 mod errors;
 mod expiry;
 mod fork;
+mod getattr;
 mod metrics;
 mod ratelimit;
 mod shared;
@@ -30,6 +31,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     let shutdown = wrap_pyfunction!(expiry::_shutdown_expiry_thread, m)?;
     py.import("atexit")?.call_method1("register", (shutdown,))?;
+    m.add_function(wrap_pyfunction!(getattr::skip_getattr_hook, m)?)?;
     fork::register(m)?;
     Ok(())
 }

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from tests.support.factories import make_features
 from tests.support.postgres import Workload, extractor_statement_calls, queryid_of, unknown_queryid
 
 from pgcache import (
@@ -441,6 +442,19 @@ def test_with_a_manager_the_features_land_in_its_features_cache(
     features = cached.extract_query_features(queryid, "current")
     assert cached.cache is manager.cache("features")
     assert manager.get_features(queryid, "current") == features
+
+
+def test_with_a_manager_features_it_stored_in_another_scenario_are_answered_relabelled(
+    counting: CountingExtractor, manager: CacheManager
+) -> None:
+    stored = make_features(-31, scenario="peak")
+    manager.set_features(-31, "peak", stored)
+    cached = CachedFeatureExtractor(counting, manager)
+    current = cached.extract_query_features(-31, "current")
+    assert current.scenario == "current"
+    assert current.model_dump(exclude={"scenario"}) == stored.model_dump(exclude={"scenario"})
+    assert cached.extract_query_features(-31, "peak") is stored
+    assert counting.singles == []
 
 
 def test_with_a_manager_invalidating_the_query_forces_a_new_extraction(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pgcache._pydantic import plain_attribute_reads
+
 if TYPE_CHECKING:
     from pgcache.postgres.features import QueryFeatures
 
@@ -66,6 +68,9 @@ class Prediction(_Answer):
                 f"range_min_ms={self.range_min_ms} is above range_max_ms={self.range_max_ms}"
             )
         return self
+
+
+plain_attribute_reads(Prediction)  # a cached prediction hit reads its features_digest
 
 
 class PredictionValidation(_Answer):

@@ -12,6 +12,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from pgcache._pydantic import plain_attribute_reads
 from pgcache._validate import (
     INT64_MAX,
     INT64_MIN,
@@ -67,6 +68,8 @@ class QueryFeatures(BaseModel):
     volume_impact: float = Field(ge=0)
     collected_at: AwareDatetime
 
+
+plain_attribute_reads(QueryFeatures)  # a cached hit reads its scenario: read it specialised
 
 _ENABLE_HINT = (
     "enable it: add pg_stat_statements to shared_preload_libraries in postgresql.conf "
