@@ -77,13 +77,13 @@ lint: dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
 	cargo fmt --check
 	cargo clippy --quiet --all-targets -- -D warnings
 	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff format --check python tests benches README.md
 	$(BIN)/mypy --strict python/pgcache
 	$(BIN)/python -m mypy.stubtest pgcache._core
 
 fmt: ## format Rust and Python
 	cargo fmt
-	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff format python tests benches README.md
 	$(BIN)/ruff check --fix python tests benches
 
 # The service-stack benchmark drives the server with wrk, installed here when missing.
