@@ -99,11 +99,11 @@ impl Region {
 }
 
 /// The slab as a policy sees it: access-order links, a region tag and the
-/// key's table hash per node, and the sentinels of the three lists.
+/// key's table hash per node, and the sentinels of the two lists (the
+/// window's, and the main region's: protected then probation, see `tinylfu.rs`).
 pub trait Nodes {
     const WINDOW: u32;
-    const PROBATION: u32;
-    const PROTECTED: u32;
+    const MAIN: u32;
 
     fn link(&mut self, index: u32) -> &mut Link;
     fn region(&self, index: u32) -> Region;

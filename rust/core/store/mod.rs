@@ -8,8 +8,8 @@
 //!
 //! Layout: every node lives in one `Vec`; list links are `u32` indices into it.
 //! Index 0 is the LRU list's sentinel (W-TinyLFU's window), the next
-//! `wheel::SENTINELS` indices are the timer buckets' sentinels, then come
-//! W-TinyLFU's probation and protected sentinels, so unlinking never branches
+//! `wheel::SENTINELS` indices are the timer buckets' sentinels, then comes
+//! W-TinyLFU's main region's sentinel (and one unused slot), so unlinking never branches
 //! on "is this the head". A node costs 48 bytes plus about 10 bytes of hash
 //! index; W-TinyLFU's region tag lives in two bits of the node's hash.
 
@@ -38,11 +38,13 @@ pub const NEVER: u64 = u64::MAX;
 /// The LRU list's sentinel: `next` is the most recently used node, `prev` the
 /// least. Under W-TinyLFU, the window's.
 const LRU: u32 = 0;
-/// W-TinyLFU's probation and protected segments' sentinels.
-const PROBATION: u32 = 1 + wheel::SENTINELS as u32;
-const PROTECTED: u32 = PROBATION + 1;
-/// First index of a node that holds an entry.
-const FIRST_ENTRY: u32 = PROTECTED + 1;
+/// W-TinyLFU's main region's sentinel (its protected and probation segments
+/// share one list).
+const MAIN: u32 = 1 + wheel::SENTINELS as u32;
+/// First index of a node that holds an entry. The slot after `MAIN` (once a
+/// second segment's sentinel) stays unused, so that `MAX_CAPACITY`, which
+/// `python/pgcache/_validate.py` states, does not move.
+const FIRST_ENTRY: u32 = MAIN + 2;
 /// Upper bound for `max_size`, and the most an unbounded store holds
 /// (indices are `u32`, sentinels come first).
 pub const MAX_CAPACITY: usize = (1 << 32) - FIRST_ENTRY as usize;

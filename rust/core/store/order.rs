@@ -1,10 +1,11 @@
 //! The store's side of the eviction policy: which list a node is in, how a
 //! hit, a new entry and a departure move it, and which entry a full store
 //! gives up. `lru` keeps one list (the LRU list in `lru.rs`); `tinylfu`
-//! threads the same links through three lists (`policy/tinylfu.rs`), its
-//! region tag kept in two bits of the node's hash (see `REGION_MASK`).
+//! threads the same links through two lists, the window and the main region
+//! (`policy/tinylfu.rs`), its region tag kept in two bits of the node's hash
+//! (see `REGION_MASK`).
 
-use super::{Link, Node, Store, LRU, PROBATION, PROTECTED, REGION_MASK, REGION_SHIFT};
+use super::{Link, Node, Store, LRU, MAIN, REGION_MASK, REGION_SHIFT};
 use crate::core::policy::{Eviction, Nodes, PolicyKind, Region, TinyLfu};
 
 /// The policy state of a store. Kept inline (no box): the hit path reads it,
@@ -20,7 +21,9 @@ impl Policy {
     /// nothing is evicted and plain LRU order is kept whatever was asked).
     pub(super) fn new(kind: PolicyKind, max_size: Option<usize>, seed: u64) -> Self {
         match (kind, max_size) {
-            (PolicyKind::TinyLfu, Some(maximum)) => Policy::TinyLfu(TinyLfu::new(maximum, seed)),
+            (PolicyKind::TinyLfu, Some(maximum)) => {
+                Policy::TinyLfu(TinyLfu::new(maximum, seed, MAIN))
+            }
             _ => Policy::Lru,
         }
     }
@@ -55,8 +58,7 @@ impl<K, V> Slab<'_, K, V> {
 
 impl<K, V> Nodes for Slab<'_, K, V> {
     const WINDOW: u32 = LRU;
-    const PROBATION: u32 = PROBATION;
-    const PROTECTED: u32 = PROTECTED;
+    const MAIN: u32 = MAIN;
 
     #[inline(always)]
     fn link(&mut self, index: u32) -> &mut Link {
@@ -129,7 +131,7 @@ impl<K, V, F> Store<K, V, F> {
     /// Every entry left; the lists were reset with the slab.
     pub(super) fn on_clear(&mut self) {
         if let Policy::TinyLfu(p) = &mut self.policy {
-            p.on_clear();
+            p.on_clear::<Slab<'_, K, V>>();
         }
     }
 
@@ -157,8 +159,9 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// The heads of the lists, in the order `iter_live` reports them: the
-    /// window (or the one LRU list), then the protected and probation segments.
-    pub(super) fn list_heads(&self) -> [u32; 3] {
-        [LRU, PROTECTED, PROBATION]
+    /// window (or the one LRU list), then the main region (the protected
+    /// segment, then probation).
+    pub(super) fn list_heads(&self) -> [u32; 2] {
+        [LRU, MAIN]
     }
 }
