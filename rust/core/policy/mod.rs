@@ -82,6 +82,10 @@ pub enum Region {
 }
 
 impl Region {
+    /// The two segments' tags differ in both bits, so a store can swap a
+    /// node between them by flipping its tag (see `Nodes::swap_segment`).
+    pub const SEGMENTS_XOR: u8 = Region::Probation as u8 ^ Region::Protected as u8;
+
     /// The region of each value of a two-bit tag (`region as u8` wrote it; 3
     /// is never written). A table: a `match` here compiled to six more
     /// instructions on every hit, to map 3.
@@ -109,6 +113,30 @@ pub trait Nodes {
     fn region(&self, index: u32) -> Region;
     fn set_region(&mut self, index: u32, region: Region);
     fn hash(&self, index: u32) -> u64;
+
+    /// `region(index) == Region::Probation`, for the hit path (a store may
+    /// test its tag's bits without decoding them).
+    #[inline(always)]
+    fn in_probation(&self, index: u32) -> bool {
+        self.region(index) == Region::Probation
+    }
+
+    /// `region(index) == Region::Window`, as `in_probation`.
+    #[inline(always)]
+    fn in_window(&self, index: u32) -> bool {
+        self.region(index) == Region::Window
+    }
+
+    /// Moves a main-region node's tag to the other segment (probation to
+    /// protected or back); its place in the main list is the caller's.
+    #[inline(always)]
+    fn swap_segment(&mut self, index: u32) {
+        let other = match self.region(index) {
+            Region::Probation => Region::Protected,
+            _ => Region::Probation,
+        };
+        self.set_region(index, other);
+    }
 }
 
 #[inline(always)]

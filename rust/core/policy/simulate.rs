@@ -214,7 +214,9 @@ impl Sim {
         assert!(window.iter().all(|key| region(key) == Region::Window));
         assert_eq!(window.len(), window_len);
         let main = self.list(Slab::MAIN);
-        let protected = main.iter().take_while(|key| region(key) == Region::Protected);
+        let protected = main
+            .iter()
+            .take_while(|key| region(key) == Region::Protected);
         assert_eq!(protected.count(), protected_len);
         let probation = &main[protected_len..];
         assert!(probation.iter().all(|key| region(key) == Region::Probation));

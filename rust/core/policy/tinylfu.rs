@@ -117,12 +117,13 @@ impl TinyLfu {
     /// recently used of its segment; a probation entry is promoted.
     #[inline(always)]
     pub fn on_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        // The tag is read with the hash, before the sketch's store.
+        let probation = nodes.in_probation(index);
         self.sketch.increment(nodes.hash(index));
-        let region = nodes.region(index);
-        if region == Region::Probation {
+        if probation {
             self.climber.probation_hit();
             self.promote(nodes, index);
-        } else if region == Region::Window {
+        } else if nodes.in_window(index) {
             self.climber.window_hit();
             move_to_front(nodes, N::WINDOW, index);
         } else {
@@ -139,7 +140,7 @@ impl TinyLfu {
             self.boundary = nodes.link(index).next;
         }
         move_to_front(nodes, N::MAIN, index);
-        nodes.set_region(index, Region::Protected);
+        nodes.swap_segment(index);
         if self.protected_len < self.protected_max {
             self.protected_len += 1;
             return;
@@ -147,7 +148,7 @@ impl TinyLfu {
         // The segment holds `index` now, so the node before the boundary is
         // a protected entry.
         let last = nodes.link(self.boundary).prev;
-        nodes.set_region(last, Region::Probation);
+        nodes.swap_segment(last);
         self.boundary = last;
     }
 
@@ -155,7 +156,7 @@ impl TinyLfu {
     fn demote<N: Nodes>(&mut self, nodes: &mut N) {
         let last = nodes.link(self.boundary).prev;
         if last != N::MAIN {
-            nodes.set_region(last, Region::Probation);
+            nodes.swap_segment(last);
             self.boundary = last;
             self.protected_len -= 1;
         }

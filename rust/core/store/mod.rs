@@ -277,13 +277,24 @@ impl<K, V, F> Store<K, V, F> {
             // The full hashes are compared by `eq` only for a key that is not the very
             // object stored (as a dict does): a hit on the stored object skips it.
             let node = self.node(index);
-            if let Some((key, _)) = &node.entry {
-                if eq(key, key_hash(node.hash) == hash)? {
-                    return Ok(Some(index));
-                }
+            let (key, _) = Self::held_entry(node);
+            if eq(key, key_hash(node.hash) == hash)? {
+                return Ok(Some(index));
             }
         }
         Ok(None)
+    }
+
+    /// The entry of a node the hash index holds, without checking that it
+    /// holds one (the probe and the hit path need not branch on it).
+    #[inline(always)]
+    fn held_entry(node: &Node<K, V>) -> &(K, V) {
+        debug_assert!(node.entry.is_some());
+        // SAFETY: the index holds the slab index of a node only while the
+        // node holds an entry: `insert` indexes a node `allocate` just filled,
+        // and every entry leaves the index before `free_node` takes it
+        // (`unlink_entry`, `remove`); `clear` replaces the index and the slab.
+        unsafe { node.entry.as_ref().unwrap_unchecked() }
     }
 
     /// The stored key equal to the probe, expired or not; nothing is
@@ -377,10 +388,7 @@ impl<K, V, F> Store<K, V, F> {
         }
         self.metrics.hit();
         self.on_access(index);
-        Ok(match &self.node(index).entry {
-            Some((_, value)) => Lookup::Live(value),
-            None => Lookup::Absent,
-        })
+        Ok(Lookup::Live(&Self::held_entry(self.node(index)).1))
     }
 
     /// Whether a live entry exists; neither counted nor reordered.

@@ -80,6 +80,25 @@ impl<K, V> Nodes for Slab<'_, K, V> {
     fn hash(&self, index: u32) -> u64 {
         self.node(index).hash & !REGION_MASK
     }
+
+    #[inline(always)]
+    fn in_probation(&self, index: u32) -> bool {
+        // Probation's tag is the only one with its low bit set (3 is never written).
+        const _: () = assert!(Region::Probation as u8 == 1 && Region::Protected as u8 & 1 == 0);
+        self.node(index).hash & (1 << REGION_SHIFT) != 0
+    }
+
+    #[inline(always)]
+    fn in_window(&self, index: u32) -> bool {
+        const _: () = assert!(Region::Window as u8 == 0);
+        self.node(index).hash & REGION_MASK == 0
+    }
+
+    #[inline(always)]
+    fn swap_segment(&mut self, index: u32) {
+        const _: () = assert!(Region::SEGMENTS_XOR == 3);
+        self.node_mut(index).hash ^= REGION_MASK;
+    }
 }
 
 impl<K, V, F> Store<K, V, F> {
