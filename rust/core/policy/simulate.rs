@@ -19,6 +19,8 @@ use std::collections::HashMap;
 
 use super::{back, move_to_front, push_front, unlink, Eviction, Link, Nodes, Region, TinyLfu};
 
+mod segments;
+
 struct SimNode {
     link: Link,
     region: Region,
@@ -112,6 +114,20 @@ impl Sim {
         if self.len() >= self.maximum {
             self.evict();
         }
+        let index = self.allocate(key);
+        match &mut self.policy {
+            Some(p) => {
+                p.on_insert(&mut self.slab, index);
+                let len = self.index.len();
+                p.maintain(&mut self.slab, len, self.hits, self.misses);
+            }
+            None => push_front(&mut self.slab, Slab::WINDOW, index),
+        }
+        false
+    }
+
+    /// A node for a new key, indexed and on no list yet.
+    fn allocate(&mut self, key: u64) -> u32 {
         let node = SimNode {
             link: Link::to_self(0),
             region: Region::Window,
@@ -129,15 +145,14 @@ impl Sim {
             }
         };
         self.index.insert(key, index);
-        match &mut self.policy {
-            Some(p) => {
-                p.on_insert(&mut self.slab, index);
-                let len = self.index.len();
-                p.maintain(&mut self.slab, len, self.hits, self.misses);
-            }
-            None => push_front(&mut self.slab, Slab::WINDOW, index),
-        }
-        false
+        index
+    }
+
+    /// Drops a node the policy let go of from the index and the slab.
+    fn release(&mut self, index: u32) {
+        let key = self.slab.0[index as usize].key;
+        self.index.remove(&key);
+        self.free.push(index);
     }
 
     fn evict(&mut self) {
@@ -163,9 +178,7 @@ impl Sim {
                 index
             }
         };
-        let key = self.slab.0[index as usize].key;
-        self.index.remove(&key);
-        self.free.push(index);
+        self.release(index);
     }
 
     fn contains(&self, key: u64) -> bool {

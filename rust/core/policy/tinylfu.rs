@@ -113,6 +113,18 @@ impl TinyLfu {
         self.boundary
     }
 
+    /// One call's worth of a window change of `pending` entries (the
+    /// climber's decision, made here by a test).
+    #[cfg(test)]
+    pub(super) fn resize_window<N: Nodes>(&mut self, nodes: &mut N, pending: i64) {
+        self.pending = pending;
+        if pending > 0 {
+            self.grow_window(nodes);
+        } else if pending < 0 {
+            self.shrink_window(nodes);
+        }
+    }
+
     /// A hit (or an overwrite): counted in the sketch and made the most
     /// recently used of its segment; a probation entry is promoted.
     #[inline(always)]
