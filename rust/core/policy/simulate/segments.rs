@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use super::{Random, Sim, Slab};
-use crate::core::policy::{Eviction, Nodes, Region};
+use crate::core::policy::{Eviction, Nodes, Region, TinyLfu};
 
 /// The three segments as separate lists of keys, most recent first.
 #[derive(Default)]
@@ -106,15 +106,20 @@ impl Pair {
         self.sim.policy().sizes()
     }
 
+    /// The policy and the slab it moves, borrowed together.
+    fn parts(&mut self) -> (&mut TinyLfu, &mut Slab) {
+        let sim = &mut self.sim;
+        (sim.policy.as_mut().expect("W-TinyLFU"), &mut sim.slab)
+    }
+
     fn index(&self, key: u64) -> u32 {
         self.sim.index[&key]
     }
 
     fn hit(&mut self, key: u64) {
         let index = self.index(key);
-        let sim = &mut self.sim;
-        let policy = sim.policy.as_mut().expect("W-TinyLFU");
-        policy.on_hit(&mut sim.slab, index);
+        let (policy, slab) = self.parts();
+        policy.on_hit(slab, index);
         let protected_max = self.sizes().3;
         self.reference.hit(key, protected_max);
     }
@@ -123,52 +128,43 @@ impl Pair {
     /// which must be the reference's candidate or victim.
     fn insert(&mut self, key: u64) {
         if self.sim.len() >= self.sim.maximum {
-            let sim = &mut self.sim;
-            let policy = sim.policy.as_mut().expect("W-TinyLFU");
-            let gone = match policy.evict(&mut sim.slab).expect("a full cache") {
-                Eviction::Evicted(index) => {
-                    // The main region's victim, or the window's last if it is empty.
-                    let reference = &self.reference;
-                    let victim = (reference.probation.back())
+            let (policy, slab) = self.parts();
+            let eviction = policy.evict(slab).expect("a full cache");
+            let reference = &self.reference;
+            let (index, expected) = match eviction {
+                // The main region's victim, or the window's last if it is empty.
+                Eviction::Evicted(index) => (
+                    index,
+                    (reference.probation.back())
                         .or(reference.protected.back())
-                        .or(reference.window.back());
-                    assert_eq!(Some(&sim.slab.0[index as usize].key), victim);
-                    index
-                }
-                Eviction::Rejected(index) => {
-                    let candidate = self.reference.window.back();
-                    assert_eq!(Some(&sim.slab.0[index as usize].key), candidate);
-                    index
-                }
+                        .or(reference.window.back()),
+                ),
+                Eviction::Rejected(index) => (index, reference.window.back()),
             };
-            let key = sim.slab.0[gone as usize].key;
-            self.remove(key);
+            let gone = self.sim.slab.0[index as usize].key;
+            assert_eq!(Some(&gone), expected);
+            self.remove(gone);
         }
         let index = self.sim.allocate(key);
-        let sim = &mut self.sim;
-        let policy = sim.policy.as_mut().expect("W-TinyLFU");
-        policy.on_insert(&mut sim.slab, index);
+        let (policy, slab) = self.parts();
+        policy.on_insert(slab, index);
         let window_max = self.sizes().1;
         self.reference.insert(key, window_max);
     }
 
     fn remove(&mut self, key: u64) {
         let index = self.index(key);
-        let sim = &mut self.sim;
-        sim.policy
-            .as_mut()
-            .expect("W-TinyLFU")
-            .on_remove(&mut sim.slab, index);
-        sim.release(index);
+        let (policy, slab) = self.parts();
+        policy.on_remove(slab, index);
+        self.sim.release(index);
         self.reference.take(key);
     }
 
     /// One call of a window change decided by the climber.
     fn resize(&mut self, pending: i64) {
         let before = self.sizes().1;
-        let sim = &mut self.sim;
-        let policy = sim.policy.as_mut().expect("W-TinyLFU");
-        policy.resize_window(&mut sim.slab, pending);
+        let (policy, slab) = self.parts();
+        policy.resize_window(slab, pending);
         let (_, after, _, protected_max) = self.sizes();
         if after >= before {
             self.reference.grow(after - before, protected_max);
