@@ -82,10 +82,6 @@ pub enum Region {
 }
 
 impl Region {
-    /// The two segments' tags differ in both bits, so a store can swap a
-    /// node between them by flipping its tag (see `Nodes::swap_segment`).
-    pub const SEGMENTS_XOR: u8 = Region::Probation as u8 ^ Region::Protected as u8;
-
     /// The region of each value of a two-bit tag (`region as u8` wrote it; 3
     /// is never written). A table: a `match` here compiled to six more
     /// instructions on every hit, to map 3.

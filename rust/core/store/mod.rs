@@ -9,9 +9,10 @@
 //! Layout: every node lives in one `Vec`; list links are `u32` indices into it.
 //! Index 0 is the LRU list's sentinel (W-TinyLFU's window), the next
 //! `wheel::SENTINELS` indices are the timer buckets' sentinels, then comes
-//! W-TinyLFU's main region's sentinel (and one unused slot), so unlinking never branches
-//! on "is this the head". A node costs 48 bytes plus about 10 bytes of hash
-//! index; W-TinyLFU's region tag lives in two bits of the node's hash.
+//! W-TinyLFU's main region's sentinel (and one unused slot), so unlinking
+//! never branches on "is this the head". A node costs 48 bytes plus about 10
+//! bytes of hash index; W-TinyLFU's region tag lives in two bits of the
+//! node's hash.
 
 mod lru;
 mod order;

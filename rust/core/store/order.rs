@@ -96,7 +96,8 @@ impl<K, V> Nodes for Slab<'_, K, V> {
 
     #[inline(always)]
     fn swap_segment(&mut self, index: u32) {
-        const _: () = assert!(Region::SEGMENTS_XOR == 3);
+        // The segments' tags differ in both bits: flipping them swaps the two.
+        const _: () = assert!(Region::Probation as u8 ^ Region::Protected as u8 == 3);
         self.node_mut(index).hash ^= REGION_MASK;
     }
 }
