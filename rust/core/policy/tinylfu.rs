@@ -151,7 +151,10 @@ impl TinyLfu {
         if index == self.boundary {
             self.boundary = nodes.link(index).next;
         }
-        move_to_front(nodes, N::MAIN, index);
+        // Not `move_to_front`: a probation entry is seldom the list's first
+        // (only when protected is empty), and relinking the first is harmless.
+        unlink(nodes, index);
+        push_front(nodes, N::MAIN, index);
         nodes.swap_segment(index);
         if self.protected_len < self.protected_max {
             self.protected_len += 1;

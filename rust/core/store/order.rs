@@ -185,3 +185,27 @@ impl<K, V, F> Store<K, V, F> {
         [LRU, MAIN]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_tests_and_the_segment_swap_agree_with_the_decoded_region() {
+        let mut nodes: Vec<Node<(), ()>> = (0..2).map(Node::sentinel).collect();
+        nodes[1].hash = 0x0123_4567_89AB_CDEF & !REGION_MASK;
+        let mut slab = Slab(&mut nodes);
+        for region in [Region::Window, Region::Probation, Region::Protected] {
+            slab.set_region(1, region);
+            assert_eq!(slab.region(1), region);
+            assert_eq!(slab.in_probation(1), region == Region::Probation);
+            assert_eq!(slab.in_window(1), region == Region::Window);
+            assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
+        }
+        slab.swap_segment(1);
+        assert_eq!(slab.region(1), Region::Probation);
+        slab.swap_segment(1);
+        assert_eq!(slab.region(1), Region::Protected);
+        assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
+    }
+}
