@@ -99,16 +99,40 @@ impl Region {
 }
 
 /// The slab as a policy sees it: access-order links, a region tag and the
-/// key's table hash per node, and the sentinels of the three lists.
+/// key's table hash per node, and the sentinels of the two lists (the
+/// window's, and the main region's: protected then probation, see `tinylfu.rs`).
 pub trait Nodes {
     const WINDOW: u32;
-    const PROBATION: u32;
-    const PROTECTED: u32;
+    const MAIN: u32;
 
     fn link(&mut self, index: u32) -> &mut Link;
     fn region(&self, index: u32) -> Region;
     fn set_region(&mut self, index: u32, region: Region);
     fn hash(&self, index: u32) -> u64;
+
+    /// `region(index) == Region::Probation`, for the hit path (a store may
+    /// test its tag's bits without decoding them).
+    #[inline(always)]
+    fn in_probation(&self, index: u32) -> bool {
+        self.region(index) == Region::Probation
+    }
+
+    /// `region(index) == Region::Window`, as `in_probation`.
+    #[inline(always)]
+    fn in_window(&self, index: u32) -> bool {
+        self.region(index) == Region::Window
+    }
+
+    /// Moves a main-region node's tag to the other segment (probation to
+    /// protected or back); its place in the main list is the caller's.
+    #[inline(always)]
+    fn swap_segment(&mut self, index: u32) {
+        let other = match self.region(index) {
+            Region::Probation => Region::Protected,
+            _ => Region::Probation,
+        };
+        self.set_region(index, other);
+    }
 }
 
 #[inline(always)]

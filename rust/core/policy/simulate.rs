@@ -19,6 +19,8 @@ use std::collections::HashMap;
 
 use super::{back, move_to_front, push_front, unlink, Eviction, Link, Nodes, Region, TinyLfu};
 
+mod segments;
+
 struct SimNode {
     link: Link,
     region: Region,
@@ -26,13 +28,12 @@ struct SimNode {
     key: u64,
 }
 
-/// A slab: sentinels 0, 1, 2 (window, probation, protected), then entries.
+/// A slab: sentinels 0, 1 (window, main region), then entries.
 struct Slab(Vec<SimNode>);
 
 impl Nodes for Slab {
     const WINDOW: u32 = 0;
-    const PROBATION: u32 = 1;
-    const PROTECTED: u32 = 2;
+    const MAIN: u32 = 1;
 
     fn link(&mut self, index: u32) -> &mut Link {
         &mut self.0[index as usize].link
@@ -74,7 +75,7 @@ impl Sim {
     }
 
     fn with_seed(maximum: usize, tinylfu: bool, seed: u64) -> Self {
-        let sentinels = (0..3)
+        let sentinels = (0..2)
             .map(|i| SimNode {
                 link: Link::to_self(i),
                 region: Region::Window,
@@ -86,7 +87,7 @@ impl Sim {
             slab: Slab(sentinels),
             index: HashMap::new(),
             free: Vec::new(),
-            policy: tinylfu.then(|| TinyLfu::new(maximum, seed)),
+            policy: tinylfu.then(|| TinyLfu::new(maximum, seed, Slab::MAIN)),
             maximum,
             hits: 0,
             misses: 0,
@@ -113,6 +114,20 @@ impl Sim {
         if self.len() >= self.maximum {
             self.evict();
         }
+        let index = self.allocate(key);
+        match &mut self.policy {
+            Some(p) => {
+                p.on_insert(&mut self.slab, index);
+                let len = self.index.len();
+                p.maintain(&mut self.slab, len, self.hits, self.misses);
+            }
+            None => push_front(&mut self.slab, Slab::WINDOW, index),
+        }
+        false
+    }
+
+    /// A node for a new key, indexed and on no list yet.
+    fn allocate(&mut self, key: u64) -> u32 {
         let node = SimNode {
             link: Link::to_self(0),
             region: Region::Window,
@@ -130,15 +145,14 @@ impl Sim {
             }
         };
         self.index.insert(key, index);
-        match &mut self.policy {
-            Some(p) => {
-                p.on_insert(&mut self.slab, index);
-                let len = self.index.len();
-                p.maintain(&mut self.slab, len, self.hits, self.misses);
-            }
-            None => push_front(&mut self.slab, Slab::WINDOW, index),
-        }
-        false
+        index
+    }
+
+    /// Drops a node the policy let go of from the index and the slab.
+    fn release(&mut self, index: u32) {
+        let key = self.slab.0[index as usize].key;
+        self.index.remove(&key);
+        self.free.push(index);
     }
 
     fn evict(&mut self) {
@@ -164,9 +178,7 @@ impl Sim {
                 index
             }
         };
-        let key = self.slab.0[index as usize].key;
-        self.index.remove(&key);
-        self.free.push(index);
+        self.release(index);
     }
 
     fn contains(&self, key: u64) -> bool {
@@ -184,6 +196,18 @@ impl Sim {
         keys
     }
 
+    /// Keys of one region, most recent first.
+    fn segment(&self, region: Region) -> Vec<u64> {
+        let head = if region == Region::Window {
+            Slab::WINDOW
+        } else {
+            Slab::MAIN
+        };
+        (self.list(head).into_iter())
+            .filter(|key| self.slab.0[self.index[key] as usize].region == region)
+            .collect()
+    }
+
     fn hit_rate(&self) -> f64 {
         self.hits as f64 / (self.hits + self.misses).max(1) as f64
     }
@@ -192,28 +216,26 @@ impl Sim {
         self.policy.as_ref().expect("a W-TinyLFU simulation")
     }
 
-    /// Checks every list against the policy's counts and the region tags.
+    /// Checks the lists against the policy's counts, the region tags and
+    /// the boundary: the window's entries are all tagged so, the main list
+    /// holds protected's entries then probation's, the first of which (or
+    /// the sentinel) is the boundary.
     fn check(&self) {
         let (window_len, _, protected_len, _) = self.policy().sizes();
-        let lists = [
-            (Slab::WINDOW, Region::Window),
-            (Slab::PROBATION, Region::Probation),
-            (Slab::PROTECTED, Region::Protected),
-        ];
-        let mut total = 0;
-        for (head, region) in lists {
-            let keys = self.list(head);
-            for key in &keys {
-                assert_eq!(self.slab.0[self.index[key] as usize].region, region);
-            }
-            match region {
-                Region::Window => assert_eq!(keys.len(), window_len),
-                Region::Protected => assert_eq!(keys.len(), protected_len),
-                Region::Probation => {}
-            }
-            total += keys.len();
-        }
-        assert_eq!(total, self.len());
+        let region = |key: &u64| self.slab.0[self.index[key] as usize].region;
+        let window = self.list(Slab::WINDOW);
+        assert!(window.iter().all(|key| region(key) == Region::Window));
+        assert_eq!(window.len(), window_len);
+        let main = self.list(Slab::MAIN);
+        let protected = main
+            .iter()
+            .take_while(|key| region(key) == Region::Protected);
+        assert_eq!(protected.count(), protected_len);
+        let probation = &main[protected_len..];
+        assert!(probation.iter().all(|key| region(key) == Region::Probation));
+        let boundary = probation.first().map_or(Slab::MAIN, |key| self.index[key]);
+        assert_eq!(self.policy().boundary(), boundary);
+        assert_eq!(window.len() + main.len(), self.len());
         assert!(self.len() <= self.maximum);
     }
 }
@@ -251,7 +273,7 @@ fn window_overflow_moves_the_oldest_window_entry_to_probation() {
     sim.access(1);
     sim.access(2);
     assert_eq!(sim.list(Slab::WINDOW), vec![2]);
-    assert_eq!(sim.list(Slab::PROBATION), vec![1]);
+    assert_eq!(sim.segment(Region::Probation), vec![1]);
     sim.check();
 }
 
@@ -261,8 +283,8 @@ fn a_probation_hit_is_promoted_to_protected() {
     sim.access(1);
     sim.access(2);
     sim.access(1);
-    assert_eq!(sim.list(Slab::PROTECTED), vec![1]);
-    assert!(sim.list(Slab::PROBATION).is_empty());
+    assert_eq!(sim.segment(Region::Protected), vec![1]);
+    assert!(sim.segment(Region::Probation).is_empty());
     sim.check();
 }
 
@@ -306,7 +328,7 @@ fn protected_overflow_is_demoted_to_probation() {
     let (_, _, protected_len, protected_max) = sim.policy().sizes();
     assert_eq!(protected_max, 7);
     assert_eq!(protected_len, 7);
-    assert_eq!(sim.list(Slab::PROBATION).len(), 2);
+    assert_eq!(sim.segment(Region::Probation).len(), 2);
     sim.check();
 }
 
@@ -453,7 +475,7 @@ fn replay_traces() {
             let mean = rates.iter().sum::<f64>() / rates.len() as f64;
             let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
             eprintln!(
-                "{name:>20} @ {capacity:>6}: lru {:.4}  tinylfu {mean:.4} (lowest {low:.4}, windows {windows:?})",
+                "{name:>20} @ {capacity:>6}: lru {:.6}  tinylfu {mean:.6} (lowest {low:.6}, windows {windows:?})",
                 lru.hit_rate()
             );
         }

@@ -1,10 +1,14 @@
-//! Adaptive W-TinyLFU, after Caffeine: three LRU lists over the store's nodes.
+//! Adaptive W-TinyLFU, after Caffeine: three LRU segments over the store's nodes.
 //!
 //! - The window (1 % of the capacity at first) admits every new entry, so a
 //!   new entry is always stored and readable at once, and recency bursts hit.
 //! - The main region is a segmented LRU: entries enter its probation segment;
 //!   a hit there promotes to the protected segment (at most 80 % of main),
-//!   whose overflow is demoted back to probation's front.
+//!   whose overflow is demoted back to probation's front. Both segments are
+//!   one list (protected's entries, then probation's) cut by a boundary, the
+//!   first probation entry: a promotion is a move to the list's front, and the
+//!   demotion it may cause only moves the boundary one entry up (protected's
+//!   least recent entry is already where probation's most recent goes).
 //! - When the cache is full, the window's least recent entry (the candidate)
 //!   and probation's least recent entry (the victim) duel on their estimated
 //!   frequencies: the more frequent one stays; on a tie the victim stays (the
@@ -23,7 +27,7 @@
 
 use super::climber::Climber;
 use super::sketch::Sketch;
-use super::{back, move_to_front, push_front, unlink, Nodes, Region};
+use super::{back, move_to_front, push_front, unlink, Link, Nodes, Region};
 
 /// The window's share of the capacity at first.
 const WINDOW_FRACTION: f64 = 0.01;
@@ -61,11 +65,15 @@ pub struct TinyLfu {
     sized: bool,
     /// A xorshift state for the admission jitter, from the cache's seed.
     random: u64,
+    /// The main list's first probation entry (probation's most recent), or
+    /// the list's sentinel when probation is empty.
+    boundary: u32,
 }
 
 impl TinyLfu {
-    /// A policy for `maximum` entries (at least 1) with its own sketch seed.
-    pub fn new(maximum: usize, seed: u64) -> Self {
+    /// A policy for `maximum` entries (at least 1) with its own sketch seed,
+    /// over nodes whose main list has the sentinel `main` (`Nodes::MAIN`).
+    pub fn new(maximum: usize, seed: u64, main: u32) -> Self {
         let maximum = maximum.max(1);
         let window_fraction = super::knob("WINDOW", WINDOW_FRACTION);
         let window_max = ((maximum as f64 * window_fraction) as usize).clamp(1, maximum);
@@ -81,6 +89,7 @@ impl TinyLfu {
             pending: 0,
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
+            boundary: main,
         }
     }
 
@@ -98,92 +107,82 @@ impl TinyLfu {
         )
     }
 
+    /// The main list's first probation entry, or its sentinel.
+    #[cfg(test)]
+    pub(super) fn boundary(&self) -> u32 {
+        self.boundary
+    }
+
+    /// One call's worth of a window change of `pending` entries (the
+    /// climber's decision, made here by a test).
+    #[cfg(test)]
+    pub(super) fn resize_window<N: Nodes>(&mut self, nodes: &mut N, pending: i64) {
+        self.pending = pending;
+        if pending > 0 {
+            self.grow_window(nodes);
+        } else if pending < 0 {
+            self.shrink_window(nodes);
+        }
+    }
+
     /// A hit (or an overwrite): counted in the sketch and made the most
     /// recently used of its segment; a probation entry is promoted.
     #[inline(always)]
     pub fn on_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        // The tag is read with the hash, before the sketch's store.
+        let probation = nodes.in_probation(index);
         self.sketch.increment(nodes.hash(index));
-        let region = nodes.region(index);
-        if region == Region::Probation {
+        if probation {
             self.climber.probation_hit();
             self.promote(nodes, index);
-        } else if region == Region::Window {
+        } else if nodes.in_window(index) {
             self.climber.window_hit();
             move_to_front(nodes, N::WINDOW, index);
         } else {
-            move_to_front(nodes, N::PROTECTED, index);
+            move_to_front(nodes, N::MAIN, index);
         }
     }
 
-    /// A probation entry moves to the protected segment's front; if the
-    /// segment is full, its least recent entry moves to probation's front
-    /// (`demote` unrolled: the hit path of a scan-like workload).
+    /// A probation entry moves to the protected segment's front (the main
+    /// list's); if the segment is full, its least recent entry becomes
+    /// probation's most recent: the boundary moves up one entry.
     #[inline(always)]
     fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        if index == self.boundary {
+            self.boundary = nodes.link(index).next;
+        }
+        // Not `move_to_front`: a probation entry is seldom the list's first
+        // (only when protected is empty), and relinking the first is harmless.
         unlink(nodes, index);
-        push_front(nodes, N::PROTECTED, index);
-        nodes.set_region(index, Region::Protected);
+        push_front(nodes, N::MAIN, index);
+        nodes.swap_segment(index);
         if self.protected_len < self.protected_max {
             self.protected_len += 1;
             return;
         }
-        // The segment holds `index` now, so its last node is an entry.
-        let last = nodes.link(N::PROTECTED).prev;
-        let before = nodes.link(last).prev;
-        nodes.link(before).next = N::PROTECTED;
-        nodes.link(N::PROTECTED).prev = before;
-        push_front(nodes, N::PROBATION, last);
-        nodes.set_region(last, Region::Probation);
+        // The segment holds `index` now, so the node before the boundary is
+        // a protected entry.
+        let last = nodes.link(self.boundary).prev;
+        nodes.swap_segment(last);
+        self.boundary = last;
     }
 
     /// Moves the protected segment's least recent entry to probation's front.
     fn demote<N: Nodes>(&mut self, nodes: &mut N) {
-        if let Some(last) = back(nodes, N::PROTECTED) {
-            self.transfer(nodes, last, Region::Protected, Region::Probation);
+        let last = nodes.link(self.boundary).prev;
+        if last != N::MAIN {
+            nodes.swap_segment(last);
+            self.boundary = last;
+            self.protected_len -= 1;
         }
     }
 
-    fn transfer<N: Nodes>(&mut self, nodes: &mut N, index: u32, from: Region, to: Region) {
-        unlink(nodes, index);
-        match from {
-            Region::Window => self.window_len -= 1,
-            Region::Protected => self.protected_len -= 1,
-            Region::Probation => {}
+    /// Takes an entry out of its list and its segment's count.
+    #[inline(always)]
+    fn leave<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        if index == self.boundary {
+            self.boundary = nodes.link(index).next;
         }
-        let head = match to {
-            Region::Window => {
-                self.window_len += 1;
-                N::WINDOW
-            }
-            Region::Protected => {
-                self.protected_len += 1;
-                N::PROTECTED
-            }
-            Region::Probation => N::PROBATION,
-        };
-        push_front(nodes, head, index);
-        nodes.set_region(index, to);
-    }
-
-    /// A new entry (already in the slab) enters the window's front; the
-    /// window's overflow moves to probation.
-    pub fn on_insert<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
-        let hash = nodes.hash(index);
-        self.sketch.increment(hash);
-        self.climber.inserted(hash);
-        push_front(nodes, N::WINDOW, index);
-        nodes.set_region(index, Region::Window);
-        self.window_len += 1;
-        if self.window_len > self.window_max {
-            if let Some(last) = back(nodes, N::WINDOW) {
-                self.transfer(nodes, last, Region::Window, Region::Probation);
-            }
-        }
-    }
-
-    /// An entry leaves (removed, expired or evicted): out of its list.
-    #[inline]
-    pub fn on_remove<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         unlink(nodes, index);
         match nodes.region(index) {
             Region::Window => self.window_len -= 1,
@@ -192,10 +191,57 @@ impl TinyLfu {
         }
     }
 
+    /// Puts an entry on no list at the front of the window, or of probation
+    /// (before the boundary, which it becomes).
+    fn enter<N: Nodes>(&mut self, nodes: &mut N, index: u32, to: Region) {
+        match to {
+            Region::Window => {
+                push_front(nodes, N::WINDOW, index);
+                self.window_len += 1;
+            }
+            Region::Probation => {
+                let next = self.boundary;
+                let prev = nodes.link(next).prev;
+                *nodes.link(index) = Link { prev, next };
+                nodes.link(prev).next = index;
+                nodes.link(next).prev = index;
+                self.boundary = index;
+            }
+            Region::Protected => unreachable!("entries reach protected by promotion only"),
+        }
+        nodes.set_region(index, to);
+    }
+
+    fn transfer<N: Nodes>(&mut self, nodes: &mut N, index: u32, to: Region) {
+        self.leave(nodes, index);
+        self.enter(nodes, index, to);
+    }
+
+    /// A new entry (already in the slab) enters the window's front; the
+    /// window's overflow moves to probation.
+    pub fn on_insert<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        let hash = nodes.hash(index);
+        self.sketch.increment(hash);
+        self.climber.inserted(hash);
+        self.enter(nodes, index, Region::Window);
+        if self.window_len > self.window_max {
+            if let Some(last) = back(nodes, N::WINDOW) {
+                self.transfer(nodes, last, Region::Probation);
+            }
+        }
+    }
+
+    /// An entry leaves (removed, expired or evicted): out of its list.
+    #[inline]
+    pub fn on_remove<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.leave(nodes, index);
+    }
+
     /// Every entry left (the store reset its lists); the history is kept.
-    pub fn on_clear(&mut self) {
+    pub fn on_clear<N: Nodes>(&mut self) {
         self.window_len = 0;
         self.protected_len = 0;
+        self.boundary = N::MAIN;
     }
 
     /// The entry a full cache gives up to make room for a new one: the duel
@@ -203,7 +249,8 @@ impl TinyLfu {
     /// caller removes it (through `on_remove`). `None` only if the cache is empty.
     pub fn evict<N: Nodes>(&mut self, nodes: &mut N) -> Option<Eviction> {
         let candidate = back(nodes, N::WINDOW);
-        let victim = back(nodes, N::PROBATION).or_else(|| back(nodes, N::PROTECTED));
+        // Probation's least recent entry, or protected's if probation is empty.
+        let victim = back(nodes, N::MAIN);
         match (candidate, victim) {
             (Some(candidate), Some(victim)) => {
                 let candidate_hash = nodes.hash(candidate);
@@ -287,14 +334,11 @@ impl TinyLfu {
             if quota == 0 {
                 break;
             }
-            let (entry, from) = match back(nodes, N::PROBATION) {
-                Some(entry) => (entry, Region::Probation),
-                None => match back(nodes, N::PROTECTED) {
-                    Some(entry) => (entry, Region::Protected),
-                    None => break,
-                },
+            // Probation's least recent entry, or protected's if it is empty.
+            let Some(entry) = back(nodes, N::MAIN) else {
+                break;
             };
-            self.transfer(nodes, entry, from, Region::Window);
+            self.transfer(nodes, entry, Region::Window);
             quota -= 1;
         }
         self.protected_max += quota;
@@ -319,7 +363,7 @@ impl TinyLfu {
             let Some(entry) = back(nodes, N::WINDOW) else {
                 break;
             };
-            self.transfer(nodes, entry, Region::Window, Region::Probation);
+            self.transfer(nodes, entry, Region::Probation);
             quota -= 1;
         }
         self.protected_max -= quota;
@@ -334,7 +378,7 @@ mod tests {
 
     /// A policy whose sketch saw `candidate` and `victim` that many times.
     fn counted(seed: u64, candidate: u32, victim: u32) -> TinyLfu {
-        let mut policy = TinyLfu::new(100, seed);
+        let mut policy = TinyLfu::new(100, seed, 0);
         for _ in 0..candidate {
             policy.sketch.increment(1);
         }

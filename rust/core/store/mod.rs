@@ -8,10 +8,11 @@
 //!
 //! Layout: every node lives in one `Vec`; list links are `u32` indices into it.
 //! Index 0 is the LRU list's sentinel (W-TinyLFU's window), the next
-//! `wheel::SENTINELS` indices are the timer buckets' sentinels, then come
-//! W-TinyLFU's probation and protected sentinels, so unlinking never branches
-//! on "is this the head". A node costs 48 bytes plus about 10 bytes of hash
-//! index; W-TinyLFU's region tag lives in two bits of the node's hash.
+//! `wheel::SENTINELS` indices are the timer buckets' sentinels, then comes
+//! W-TinyLFU's main region's sentinel (and one unused slot), so unlinking
+//! never branches on "is this the head". A node costs 48 bytes plus about 10
+//! bytes of hash index; W-TinyLFU's region tag lives in two bits of the
+//! node's hash.
 
 mod lru;
 mod order;
@@ -38,11 +39,13 @@ pub const NEVER: u64 = u64::MAX;
 /// The LRU list's sentinel: `next` is the most recently used node, `prev` the
 /// least. Under W-TinyLFU, the window's.
 const LRU: u32 = 0;
-/// W-TinyLFU's probation and protected segments' sentinels.
-const PROBATION: u32 = 1 + wheel::SENTINELS as u32;
-const PROTECTED: u32 = PROBATION + 1;
-/// First index of a node that holds an entry.
-const FIRST_ENTRY: u32 = PROTECTED + 1;
+/// W-TinyLFU's main region's sentinel (its protected and probation segments
+/// share one list).
+const MAIN: u32 = 1 + wheel::SENTINELS as u32;
+/// First index of a node that holds an entry. The slot after `MAIN` (once a
+/// second segment's sentinel) stays unused, so that `MAX_CAPACITY`, which
+/// `python/pgcache/_validate.py` states, does not move.
+const FIRST_ENTRY: u32 = MAIN + 2;
 /// Upper bound for `max_size`, and the most an unbounded store holds
 /// (indices are `u32`, sentinels come first).
 pub const MAX_CAPACITY: usize = (1 << 32) - FIRST_ENTRY as usize;
@@ -275,13 +278,24 @@ impl<K, V, F> Store<K, V, F> {
             // The full hashes are compared by `eq` only for a key that is not the very
             // object stored (as a dict does): a hit on the stored object skips it.
             let node = self.node(index);
-            if let Some((key, _)) = &node.entry {
-                if eq(key, key_hash(node.hash) == hash)? {
-                    return Ok(Some(index));
-                }
+            let (key, _) = Self::held_entry(node);
+            if eq(key, key_hash(node.hash) == hash)? {
+                return Ok(Some(index));
             }
         }
         Ok(None)
+    }
+
+    /// The entry of a node the hash index holds, without checking that it
+    /// holds one (the probe and the hit path need not branch on it).
+    #[inline(always)]
+    fn held_entry(node: &Node<K, V>) -> &(K, V) {
+        debug_assert!(node.entry.is_some());
+        // SAFETY: the index holds the slab index of a node only while the
+        // node holds an entry: `insert` indexes a node `allocate` just filled,
+        // and every entry leaves the index before `free_node` takes it
+        // (`unlink_entry`, `remove`); `clear` replaces the index and the slab.
+        unsafe { node.entry.as_ref().unwrap_unchecked() }
     }
 
     /// The stored key equal to the probe, expired or not; nothing is
@@ -375,10 +389,7 @@ impl<K, V, F> Store<K, V, F> {
         }
         self.metrics.hit();
         self.on_access(index);
-        Ok(match &self.node(index).entry {
-            Some((_, value)) => Lookup::Live(value),
-            None => Lookup::Absent,
-        })
+        Ok(Lookup::Live(&Self::held_entry(self.node(index)).1))
     }
 
     /// Whether a live entry exists; neither counted nor reordered.

@@ -1,10 +1,11 @@
 //! The store's side of the eviction policy: which list a node is in, how a
 //! hit, a new entry and a departure move it, and which entry a full store
 //! gives up. `lru` keeps one list (the LRU list in `lru.rs`); `tinylfu`
-//! threads the same links through three lists (`policy/tinylfu.rs`), its
-//! region tag kept in two bits of the node's hash (see `REGION_MASK`).
+//! threads the same links through two lists, the window and the main region
+//! (`policy/tinylfu.rs`), its region tag kept in two bits of the node's hash
+//! (see `REGION_MASK`).
 
-use super::{Link, Node, Store, LRU, PROBATION, PROTECTED, REGION_MASK, REGION_SHIFT};
+use super::{Link, Node, Store, LRU, MAIN, REGION_MASK, REGION_SHIFT};
 use crate::core::policy::{Eviction, Nodes, PolicyKind, Region, TinyLfu};
 
 /// The policy state of a store. Kept inline (no box): the hit path reads it,
@@ -20,7 +21,9 @@ impl Policy {
     /// nothing is evicted and plain LRU order is kept whatever was asked).
     pub(super) fn new(kind: PolicyKind, max_size: Option<usize>, seed: u64) -> Self {
         match (kind, max_size) {
-            (PolicyKind::TinyLfu, Some(maximum)) => Policy::TinyLfu(TinyLfu::new(maximum, seed)),
+            (PolicyKind::TinyLfu, Some(maximum)) => {
+                Policy::TinyLfu(TinyLfu::new(maximum, seed, MAIN))
+            }
             _ => Policy::Lru,
         }
     }
@@ -55,8 +58,7 @@ impl<K, V> Slab<'_, K, V> {
 
 impl<K, V> Nodes for Slab<'_, K, V> {
     const WINDOW: u32 = LRU;
-    const PROBATION: u32 = PROBATION;
-    const PROTECTED: u32 = PROTECTED;
+    const MAIN: u32 = MAIN;
 
     #[inline(always)]
     fn link(&mut self, index: u32) -> &mut Link {
@@ -77,6 +79,26 @@ impl<K, V> Nodes for Slab<'_, K, V> {
     #[inline(always)]
     fn hash(&self, index: u32) -> u64 {
         self.node(index).hash & !REGION_MASK
+    }
+
+    #[inline(always)]
+    fn in_probation(&self, index: u32) -> bool {
+        // Probation's tag is the only one with its low bit set (3 is never written).
+        const _: () = assert!(Region::Probation as u8 == 1 && Region::Protected as u8 & 1 == 0);
+        self.node(index).hash & (1 << REGION_SHIFT) != 0
+    }
+
+    #[inline(always)]
+    fn in_window(&self, index: u32) -> bool {
+        const _: () = assert!(Region::Window as u8 == 0);
+        self.node(index).hash & REGION_MASK == 0
+    }
+
+    #[inline(always)]
+    fn swap_segment(&mut self, index: u32) {
+        // The segments' tags differ in both bits: flipping them swaps the two.
+        const _: () = assert!(Region::Probation as u8 ^ Region::Protected as u8 == 3);
+        self.node_mut(index).hash ^= REGION_MASK;
     }
 }
 
@@ -129,7 +151,7 @@ impl<K, V, F> Store<K, V, F> {
     /// Every entry left; the lists were reset with the slab.
     pub(super) fn on_clear(&mut self) {
         if let Policy::TinyLfu(p) = &mut self.policy {
-            p.on_clear();
+            p.on_clear::<Slab<'_, K, V>>();
         }
     }
 
@@ -157,8 +179,33 @@ impl<K, V, F> Store<K, V, F> {
     }
 
     /// The heads of the lists, in the order `iter_live` reports them: the
-    /// window (or the one LRU list), then the protected and probation segments.
-    pub(super) fn list_heads(&self) -> [u32; 3] {
-        [LRU, PROTECTED, PROBATION]
+    /// window (or the one LRU list), then the main region (the protected
+    /// segment, then probation).
+    pub(super) fn list_heads(&self) -> [u32; 2] {
+        [LRU, MAIN]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_tests_and_the_segment_swap_agree_with_the_decoded_region() {
+        let mut nodes: Vec<Node<(), ()>> = (0..2).map(Node::sentinel).collect();
+        nodes[1].hash = 0x0123_4567_89AB_CDEF & !REGION_MASK;
+        let mut slab = Slab(&mut nodes);
+        for region in [Region::Window, Region::Probation, Region::Protected] {
+            slab.set_region(1, region);
+            assert_eq!(slab.region(1), region);
+            assert_eq!(slab.in_probation(1), region == Region::Probation);
+            assert_eq!(slab.in_window(1), region == Region::Window);
+            assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
+        }
+        slab.swap_segment(1);
+        assert_eq!(slab.region(1), Region::Probation);
+        slab.swap_segment(1);
+        assert_eq!(slab.region(1), Region::Protected);
+        assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
     }
 }
