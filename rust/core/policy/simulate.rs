@@ -376,6 +376,19 @@ fn the_climber_grows_the_window_under_a_recency_workload() {
 }
 
 #[test]
+fn a_small_cache_grows_its_window_under_a_recency_workload_too() {
+    // The same at 200 entries, which climb on the hit rate: reuses 120
+    // requests apart, so the window must hold 60 % of the cache before the
+    // hit rate moves at all; the hit rate alone never found it (window 84,
+    // 0.064 hits against LRU's 0.750), the returning rejects do.
+    let maximum = 200;
+    let (window, tinylfu, lru) =
+        window_after(maximum, 200_000, |step| (step / 4 + (step % 4) * 30) as u64);
+    assert!(window > maximum / 2, "window {window} of {maximum}");
+    assert!(tinylfu > lru - 0.05, "tinylfu {tinylfu:.3}, lru {lru:.3}");
+}
+
+#[test]
 fn the_climber_keeps_the_window_small_under_scans_over_a_frequent_set() {
     // A hot set that fits, interleaved with a scan of ever-new keys: only
     // frequency predicts hits, so the main region should keep most of the cache.
