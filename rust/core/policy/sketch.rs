@@ -61,7 +61,7 @@ const SAMPLE_FACTOR: f64 = 10.0;
 /// reactive climber's bounded steps; `simulate.rs`, 16 seeds): loop @ 126
 /// 0.115 -> 0.120, cs @ 176 0.094 -> 0.102, cpp @ 152 0.815 -> 0.812, multi1
 /// @ 325 0.501 -> 0.502; 15 per entry for every cache cost loop @ 500
-/// to @ 1,000 up to 3.8 points. theine's sample at these sizes is 13 to 17
+/// to @ 1,000 up to 3.8 points. theine's sample at these sizes is 10 to 17
 /// increments per entry (10 per counter word, a power of two of them).
 const SMALL_SAMPLE_FACTOR: f64 = 20.0;
 /// Bits 0, 4, 8, ... 60: the lowest bit of each counter.
