@@ -12,7 +12,7 @@
 //! builds only (`knob` in `mod.rs`; release builds compile the constants in):
 //! `WINDOW` (initial window fraction), `STATIC` (1: the window never moves),
 //! `WINDOW_MAX` (the density climber's ceiling),
-//! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` (the sketch's
+//! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` and `SMALL_SAMPLE` (the sketch's
 //! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter).
 
 use std::collections::HashMap;
@@ -393,6 +393,19 @@ fn the_climber_grows_the_window_under_a_recency_workload() {
     let (window, tinylfu, lru) = window_after(maximum, 400_000, |step| {
         (step / 4 + (step % 4) * 150) as u64
     });
+    assert!(window > maximum / 2, "window {window} of {maximum}");
+    assert!(tinylfu > lru - 0.05, "tinylfu {tinylfu:.3}, lru {lru:.3}");
+}
+
+#[test]
+fn a_small_cache_grows_its_window_under_a_recency_workload_too() {
+    // The same at 200 entries, which climb on the hit rate: reuses 120
+    // requests apart, so the window must hold 60 % of the cache before the
+    // hit rate moves at all; the hit rate alone never found it (window 84,
+    // 0.064 hits against LRU's 0.750), the returning rejects do.
+    let maximum = 200;
+    let (window, tinylfu, lru) =
+        window_after(maximum, 200_000, |step| (step / 4 + (step % 4) * 30) as u64);
     assert!(window > maximum / 2, "window {window} of {maximum}");
     assert!(tinylfu > lru - 0.05, "tinylfu {tinylfu:.3}, lru {lru:.3}");
 }

@@ -55,6 +55,15 @@ pub const DOORKEEPER_MIN: usize = 1 << 16;
 /// Counting increments per entry of capacity between two halvings (TinyLFU's
 /// sample size W = 10 C, as in Caffeine).
 const SAMPLE_FACTOR: f64 = 10.0;
+/// The same for caches that climb on the hit rate (at most
+/// `climber::REACTIVE_MAX` entries): twice as long, a longer history for
+/// tables that are wide for them (at least `MIN_WORDS`). With 20 (and the
+/// reactive climber's bounded steps; `simulate.rs`, 16 seeds): loop @ 126
+/// 0.115 -> 0.120, cs @ 176 0.094 -> 0.102, cpp @ 152 0.815 -> 0.812, multi1
+/// @ 325 0.501 -> 0.502; 15 per entry for every cache cost loop @ 500
+/// to @ 1,000 up to 3.8 points. theine's sample at these sizes is 10 to 17
+/// increments per entry (10 per counter word, a power of two of them).
+const SMALL_SAMPLE_FACTOR: f64 = 20.0;
 /// Bits 0, 4, 8, ... 60: the lowest bit of each counter.
 const ONES: u64 = 0x1111_1111_1111_1111;
 
@@ -176,7 +185,11 @@ impl Sketch {
         } else {
             Vec::new()
         };
-        let factor = super::knob("SAMPLE", SAMPLE_FACTOR);
+        let factor = if capacity <= super::climber::REACTIVE_MAX {
+            super::knob("SMALL_SAMPLE", SMALL_SAMPLE_FACTOR)
+        } else {
+            super::knob("SAMPLE", SAMPLE_FACTOR)
+        };
         self.sample_size = ((capacity.max(1) as f64 * factor) as u64).max(1);
     }
 
@@ -365,19 +378,32 @@ mod tests {
     }
 
     #[test]
+    fn caches_that_climb_on_the_hit_rate_keep_a_longer_history() {
+        use super::super::climber::REACTIVE_MAX;
+        assert_eq!(
+            Sketch::new(REACTIVE_MAX, 1).sample_size,
+            20 * REACTIVE_MAX as u64
+        );
+        assert_eq!(
+            Sketch::new(REACTIVE_MAX + 1, 1).sample_size,
+            10 * (REACTIVE_MAX as u64 + 1)
+        );
+    }
+
+    #[test]
     fn a_sample_of_counting_increments_triggers_halving() {
         let mut s = Sketch::new(10, 1);
-        assert_eq!(s.sample_size, 100);
-        for _ in 0..115 {
-            s.increment(3); // 15 count, the 100 others find the counters saturated
+        assert_eq!(s.sample_size, 200);
+        for _ in 0..215 {
+            s.increment(3); // 15 count, the 200 others find the counters saturated
         }
         assert_eq!(s.additions, 15);
         s.age();
         assert_eq!(s.frequency(3), 15);
-        for key in 1000..1085 {
-            s.increment(key); // each raises a count: 85 more
+        for key in 1000..1185 {
+            s.increment(key); // each raises a count: 185 more
         }
-        assert_eq!(s.additions, 100);
+        assert_eq!(s.additions, 200);
         s.age();
         assert_eq!(s.frequency(3), 7);
         assert!(s.additions < 50, "{}", s.additions);
