@@ -3,35 +3,22 @@ where that changes nothing; and the native ``skip_getattr_hook`` underneath."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from tests.support.factories import make_features
+from tests.support.profiling import python_calls
 
 from pgcache._core import skip_getattr_hook
 from pgcache._pydantic import plain_attribute_reads
 from pgcache.ml.models import Prediction
 
 
-@contextmanager
-def pydantic_getattr_calls() -> Iterator[list[str]]:
+def pydantic_getattr_calls() -> AbstractContextManager[list[str]]:
     """The calls of ``BaseModel.__getattr__`` inside the block (instances' misses)."""
-    called: list[str] = []
-
-    def profile(frame: FrameType, event: str, _arg: Any) -> None:
-        if event == "call" and frame.f_code.co_qualname == "BaseModel.__getattr__":
-            called.append(frame.f_code.co_qualname)
-
-    sys.setprofile(profile)
-    try:
-        yield called
-    finally:
-        sys.setprofile(None)
+    return python_calls(lambda code: code.co_qualname == "BaseModel.__getattr__")
 
 
 def missing_attribute_error(obj: object) -> str:

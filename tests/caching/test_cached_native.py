@@ -7,12 +7,11 @@ import enum
 import inspect
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import AbstractContextManager
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from tests.support.profiling import python_calls
 
 import pgcache
 from pgcache import Cache, CachedFunction, cached
@@ -110,21 +109,10 @@ def test_plain_arguments_give_keys_of_their_own_types_typed_or_not(
     assert _same_shape(function.cache.keys()[0], function.cache_key(*args))
 
 
-@contextmanager
-def _python_calls() -> Iterator[list[str]]:
+def _python_calls() -> AbstractContextManager[list[str]]:
     """The names of pgcache's Python functions called inside the block."""
-    names: list[str] = []
     package = os.path.dirname(pgcache.__file__)
-
-    def profile(frame: FrameType, event: str, _arg: object) -> None:
-        if event == "call" and frame.f_code.co_filename.startswith(package):
-            names.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        yield names
-    finally:
-        sys.setprofile(None)
+    return python_calls(lambda code: code.co_filename.startswith(package))
 
 
 @pytest.mark.parametrize(
@@ -150,7 +138,7 @@ def test_other_arguments_take_the_python_path_with_the_same_results() -> None:
     function, loads = _recording(typed=False)
     with _python_calls() as called:
         assert function([1, 2], Level.LOW) == function([1, 2], Level.LOW) == 1
-    assert "_call" in called
+    assert "CachedFunction._call" in called
     assert "make_key" in called
     assert len(loads) == 1
 
