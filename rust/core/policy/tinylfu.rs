@@ -307,7 +307,9 @@ impl TinyLfu {
     /// the window's boundary.
     pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, hits: u64, misses: u64) {
         let requests = hits + misses;
-        self.demote_overflow(nodes);
+        if self.protected_len > self.protected_max {
+            self.demote_overflow(nodes);
+        }
         if !self.sized && len >= self.maximum / 2 {
             self.sketch.resize(self.maximum);
             self.sized = true;
@@ -333,6 +335,8 @@ impl TinyLfu {
 
     /// Demotes the protected segment's entries past its limit (at most
     /// `TRANSFER_LIMIT` per call).
+    #[cold]
+    #[inline(never)]
     pub fn demote_overflow<N: Nodes>(&mut self, nodes: &mut N) {
         for _ in 0..TRANSFER_LIMIT {
             if self.protected_len <= self.protected_max {
