@@ -117,6 +117,22 @@ pub trait Nodes {
         self.region(index) == Region::Probation
     }
 
+    /// What to xor with `tagged_hash` of a protected entry to get `hash`.
+    const PROTECTED_TAG: u64 = 0;
+
+    /// The hash word as stored (`hash` with the region's tag, if the store
+    /// keeps it there).
+    #[inline(always)]
+    fn tagged_hash(&self, index: u32) -> u64 {
+        self.hash(index)
+    }
+
+    /// `region(index) == Region::Protected`, as `in_probation`.
+    #[inline(always)]
+    fn in_protected(&self, index: u32) -> bool {
+        self.region(index) == Region::Protected
+    }
+
     /// `region(index) == Region::Window`, as `in_probation`.
     #[inline(always)]
     fn in_window(&self, index: u32) -> bool {

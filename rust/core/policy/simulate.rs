@@ -87,7 +87,7 @@ impl Sim {
             slab: Slab(sentinels),
             index: HashMap::new(),
             free: Vec::new(),
-            policy: tinylfu.then(|| TinyLfu::new(maximum, seed, Slab::MAIN)),
+            policy: tinylfu.then(|| TinyLfu::new(maximum, seed, Slab::MAIN, 0)),
             maximum,
             hits: 0,
             misses: 0,
@@ -317,7 +317,7 @@ fn a_more_frequent_candidate_replaces_the_victim() {
 }
 
 #[test]
-fn protected_overflow_is_demoted_to_probation() {
+fn protected_overflow_is_demoted_to_probation_at_the_next_new_entry() {
     let mut sim = Sim::new(10, true); // window 1, main 9, protected at most 7
     for key in 0..10 {
         sim.access(key);
@@ -327,8 +327,41 @@ fn protected_overflow_is_demoted_to_probation() {
     }
     let (_, _, protected_len, protected_max) = sim.policy().sizes();
     assert_eq!(protected_max, 7);
-    assert_eq!(protected_len, 7);
-    assert_eq!(sim.segment(Region::Probation).len(), 2);
+    assert_eq!(protected_len, 9); // hits do not demote
+    assert!(sim.segment(Region::Probation).is_empty());
+    sim.check();
+    // A new key: the victim (protected's last, 0, as probation is empty)
+    // beats the candidate (9) on a tie, then the overflow is demoted.
+    sim.access(100);
+    assert_eq!(sim.rejected, 1);
+    assert_eq!(sim.policy().sizes().2, 7);
+    assert_eq!(sim.segment(Region::Probation), vec![1, 0]);
+    sim.check();
+}
+
+#[test]
+fn a_probation_hit_is_counted_when_its_entry_is_demoted() {
+    let mut sim = Sim::new(10, true); // window 1, protected at most 7
+    let frequency = |sim: &Sim, key| sim.policy().sketch().frequency(table_hash(key));
+    for key in 0..10 {
+        sim.access(key);
+    }
+    assert_eq!(frequency(&sim, 9), 1);
+    sim.access(9); // a window hit counts
+    assert_eq!(frequency(&sim, 9), 2);
+    sim.access(0); // a probation hit promotes without counting
+    assert_eq!(sim.segment(Region::Protected), vec![0]);
+    assert_eq!(frequency(&sim, 0), 1);
+    sim.access(0); // a protected hit counts
+    assert_eq!(frequency(&sim, 0), 2);
+    for key in 1..9 {
+        sim.access(key); // protected overflows by 2 (0 and 1 are its last)
+    }
+    assert_eq!((frequency(&sim, 1), frequency(&sim, 2)), (1, 1));
+    sim.access(100); // the next new entry demotes 0 and 1, each counted
+    assert_eq!(sim.segment(Region::Probation), vec![1, 0]);
+    assert_eq!((frequency(&sim, 0), frequency(&sim, 1)), (3, 2));
+    assert_eq!(frequency(&sim, 2), 1); // still protected, uncounted
     sim.check();
 }
 

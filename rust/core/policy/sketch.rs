@@ -206,7 +206,12 @@ impl Sketch {
     /// to 64 bits, so every output bit depends on every input bit.
     #[inline(always)]
     fn spread(&self, hash: u64) -> u64 {
-        let product = u128::from(hash ^ self.seed) * 0x9E37_79B9_7F4A_7C15;
+        self.spread_keyed(hash ^ self.seed)
+    }
+
+    #[inline(always)]
+    fn spread_keyed(&self, keyed: u64) -> u64 {
+        let product = u128::from(keyed) * 0x9E37_79B9_7F4A_7C15;
         (product as u64) ^ ((product >> 64) as u64)
     }
 
@@ -228,13 +233,32 @@ impl Sketch {
     pub fn increment(&mut self, hash: u64) {
         let spread = self.spread(hash);
         if self.admitted_by_doorkeeper(spread) {
-            let index = self.counter_word(spread);
-            // SAFETY: as above.
-            let word = unsafe { self.counters.get_unchecked_mut(index) };
-            let added = increments(*word, lanes(spread));
-            self.additions += u64::from(added != 0);
-            *word += added;
+            self.count(spread);
         }
+    }
+
+    /// Adds one to the key's counters that are below 15.
+    #[inline(always)]
+    fn count(&mut self, spread: u64) {
+        let index = self.counter_word(spread);
+        // SAFETY: `reduce` returns an index below the table's length.
+        let word = unsafe { self.counters.get_unchecked_mut(index) };
+        let added = increments(*word, lanes(spread));
+        self.additions += u64::from(added != 0);
+        *word += added;
+    }
+
+    /// Records a hit: as `increment`, without the doorkeeper (a key the
+    /// cache holds was seen; its estimate counts it either way).
+    #[inline(always)]
+    pub fn increment_hit(&mut self, hash: u64) {
+        self.increment_keyed(hash ^ self.seed);
+    }
+
+    /// `increment_hit` of a hash already xored with the sketch's seed.
+    #[inline(always)]
+    pub fn increment_keyed(&mut self, keyed: u64) {
+        self.count(self.spread_keyed(keyed));
     }
 
     /// Halves every count once a sample of counting increments has passed.

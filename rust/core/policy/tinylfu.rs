@@ -4,11 +4,19 @@
 //!   new entry is always stored and readable at once, and recency bursts hit.
 //! - The main region is a segmented LRU: entries enter its probation segment;
 //!   a hit there promotes to the protected segment (at most 80 % of main),
-//!   whose overflow is demoted back to probation's front. Both segments are
-//!   one list (protected's entries, then probation's) cut by a boundary, the
-//!   first probation entry: a promotion is a move to the list's front, and the
-//!   demotion it may cause only moves the boundary one entry up (protected's
-//!   least recent entry is already where probation's most recent goes).
+//!   whose overflow is demoted back to probation's front when the next new
+//!   entry arrives (as Caffeine defers it to its maintenance), so a hit never
+//!   demotes. Both segments are one list (protected's entries, then
+//!   probation's) cut by a boundary, the first probation entry: a promotion
+//!   is a move to the list's front, and a demotion only moves the boundary one
+//!   entry up (protected's least recent entry is already where probation's
+//!   most recent goes).
+//! - Hits are counted in the sketch, but a probation hit is counted when its
+//!   entry is demoted again rather than when it is promoted: an entry that
+//!   goes back to probation (the only segment whose entries are victims)
+//!   carries the same count, and the promotion, the hit of every read-once
+//!   cyclic workload, does no sketch work. Not counting probation hits at all
+//!   cost the LIRS loop traces 6 points (`simulate.rs`).
 //! - When the cache is full, the window's least recent entry (the candidate)
 //!   and probation's least recent entry (the victim) duel on their estimated
 //!   frequencies: the more frequent one stays; on a tie the victim stays (the
@@ -68,12 +76,18 @@ pub struct TinyLfu {
     /// The main list's first probation entry (probation's most recent), or
     /// the list's sentinel when probation is empty.
     boundary: u32,
+    /// The sketch's seed xored with a protected entry's region tag in its
+    /// stored hash (`Nodes::PROTECTED_TAG`): a protected hit keys the sketch
+    /// without masking the tag off.
+    protected_seed: u64,
 }
 
 impl TinyLfu {
     /// A policy for `maximum` entries (at least 1) with its own sketch seed,
-    /// over nodes whose main list has the sentinel `main` (`Nodes::MAIN`).
-    pub fn new(maximum: usize, seed: u64, main: u32) -> Self {
+    /// over nodes whose main list has the sentinel `main` (`Nodes::MAIN`)
+    /// and whose protected entries' tag is `protected_tag`
+    /// (`Nodes::PROTECTED_TAG`).
+    pub fn new(maximum: usize, seed: u64, main: u32, protected_tag: u64) -> Self {
         let maximum = maximum.max(1);
         let window_fraction = super::knob("WINDOW", WINDOW_FRACTION);
         let window_max = ((maximum as f64 * window_fraction) as usize).clamp(1, maximum);
@@ -90,6 +104,7 @@ impl TinyLfu {
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             boundary: main,
+            protected_seed: seed ^ protected_tag,
         }
     }
 
@@ -125,27 +140,32 @@ impl TinyLfu {
         }
     }
 
-    /// A hit (or an overwrite): counted in the sketch and made the most
-    /// recently used of its segment; a probation entry is promoted.
+    /// A hit (or an overwrite): made the most recently used of its segment.
+    /// A window or protected hit is counted in the sketch; a probation hit is
+    /// promoted, and counted when the entry is demoted (`demote`).
     #[inline(always)]
     pub fn on_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
-        // The tag is read with the hash, before the sketch's store.
-        let probation = nodes.in_probation(index);
-        self.sketch.increment(nodes.hash(index));
-        if probation {
+        if nodes.in_protected(index) {
+            // The most frequent case first. The stored hash keyed with the
+            // tag's seed is the hash keyed with the sketch's seed.
+            let keyed = nodes.tagged_hash(index) ^ self.protected_seed;
+            self.sketch.increment_keyed(keyed);
+            // Not `move_to_front`: relinking the list's first is harmless.
+            unlink(nodes, index);
+            push_front(nodes, N::MAIN, index);
+        } else if nodes.in_probation(index) {
             self.climber.probation_hit();
             self.promote(nodes, index);
-        } else if nodes.in_window(index) {
+        } else {
+            self.sketch.increment_hit(nodes.hash(index));
             self.climber.window_hit();
             move_to_front(nodes, N::WINDOW, index);
-        } else {
-            move_to_front(nodes, N::MAIN, index);
         }
     }
 
     /// A probation entry moves to the protected segment's front (the main
-    /// list's); if the segment is full, its least recent entry becomes
-    /// probation's most recent: the boundary moves up one entry.
+    /// list's). The segment may pass its limit until the next new entry
+    /// (`maintain`).
     #[inline(always)]
     fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         if index == self.boundary {
@@ -156,21 +176,16 @@ impl TinyLfu {
         unlink(nodes, index);
         push_front(nodes, N::MAIN, index);
         nodes.swap_segment(index);
-        if self.protected_len < self.protected_max {
-            self.protected_len += 1;
-            return;
-        }
-        // The segment holds `index` now, so the node before the boundary is
-        // a protected entry.
-        let last = nodes.link(self.boundary).prev;
-        nodes.swap_segment(last);
-        self.boundary = last;
+        self.protected_len += 1;
     }
 
-    /// Moves the protected segment's least recent entry to probation's front.
+    /// Moves the protected segment's least recent entry to probation's front
+    /// (the boundary moves up one entry), counting in the sketch the hit that
+    /// promoted it.
     fn demote<N: Nodes>(&mut self, nodes: &mut N) {
         let last = nodes.link(self.boundary).prev;
         if last != N::MAIN {
+            self.sketch.increment_hit(nodes.hash(last));
             nodes.swap_segment(last);
             self.boundary = last;
             self.protected_len -= 1;
@@ -286,11 +301,15 @@ impl TinyLfu {
     }
 
     /// Housekeeping after a new entry (`len` entries now; `hits` and `misses`:
-    /// the cache's lookups so far): the sketch gets its full size when the
-    /// cache is half full and ages every sample; once the cache is full, the
-    /// climber's decisions move the window's boundary.
+    /// the cache's lookups so far): the protected segment's overflow is
+    /// demoted; the sketch gets its full size when the cache is half full and
+    /// ages every sample; once the cache is full, the climber's decisions move
+    /// the window's boundary.
     pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, hits: u64, misses: u64) {
         let requests = hits + misses;
+        if self.protected_len > self.protected_max {
+            self.demote_overflow(nodes);
+        }
         if !self.sized && len >= self.maximum / 2 {
             self.sketch.resize(self.maximum);
             self.sized = true;
@@ -314,6 +333,19 @@ impl TinyLfu {
         }
     }
 
+    /// Demotes the protected segment's entries past its limit (at most
+    /// `TRANSFER_LIMIT` per call).
+    #[cold]
+    #[inline(never)]
+    pub fn demote_overflow<N: Nodes>(&mut self, nodes: &mut N) {
+        for _ in 0..TRANSFER_LIMIT {
+            if self.protected_len <= self.protected_max {
+                break;
+            }
+            self.demote(nodes);
+        }
+    }
+
     /// Moves `pending` entries of capacity from the protected segment to the
     /// window, with the main region's least recent entries.
     fn grow_window<N: Nodes>(&mut self, nodes: &mut N) {
@@ -324,12 +356,7 @@ impl TinyLfu {
         let mut quota = (self.pending as usize).min(self.protected_max);
         self.protected_max -= quota;
         self.window_max += quota;
-        for _ in 0..TRANSFER_LIMIT {
-            if self.protected_len <= self.protected_max {
-                break;
-            }
-            self.demote(nodes);
-        }
+        self.demote_overflow(nodes);
         for _ in 0..TRANSFER_LIMIT {
             if quota == 0 {
                 break;
@@ -378,7 +405,7 @@ mod tests {
 
     /// A policy whose sketch saw `candidate` and `victim` that many times.
     fn counted(seed: u64, candidate: u32, victim: u32) -> TinyLfu {
-        let mut policy = TinyLfu::new(100, seed, 0);
+        let mut policy = TinyLfu::new(100, seed, 0, 0);
         for _ in 0..candidate {
             policy.sketch.increment(1);
         }

@@ -22,7 +22,7 @@ impl Policy {
     pub(super) fn new(kind: PolicyKind, max_size: Option<usize>, seed: u64) -> Self {
         match (kind, max_size) {
             (PolicyKind::TinyLfu, Some(maximum)) => {
-                Policy::TinyLfu(TinyLfu::new(maximum, seed, MAIN))
+                Policy::TinyLfu(TinyLfu::new(maximum, seed, MAIN, PROTECTED_TAG))
             }
             _ => Policy::Lru,
         }
@@ -56,6 +56,9 @@ impl<K, V> Slab<'_, K, V> {
     }
 }
 
+/// A protected entry's region tag in its stored hash.
+const PROTECTED_TAG: u64 = (Region::Protected as u64) << REGION_SHIFT;
+
 impl<K, V> Nodes for Slab<'_, K, V> {
     const WINDOW: u32 = LRU;
     const MAIN: u32 = MAIN;
@@ -86,6 +89,19 @@ impl<K, V> Nodes for Slab<'_, K, V> {
         // Probation's tag is the only one with its low bit set (3 is never written).
         const _: () = assert!(Region::Probation as u8 == 1 && Region::Protected as u8 & 1 == 0);
         self.node(index).hash & (1 << REGION_SHIFT) != 0
+    }
+
+    const PROTECTED_TAG: u64 = PROTECTED_TAG;
+
+    #[inline(always)]
+    fn tagged_hash(&self, index: u32) -> u64 {
+        self.node(index).hash
+    }
+
+    #[inline(always)]
+    fn in_protected(&self, index: u32) -> bool {
+        const _: () = assert!(Region::Protected as u8 == 2 && Region::Probation as u8 & 2 == 0);
+        self.node(index).hash & (2 << REGION_SHIFT) != 0
     }
 
     #[inline(always)]
@@ -200,8 +216,12 @@ mod tests {
             assert_eq!(slab.region(1), region);
             assert_eq!(slab.in_probation(1), region == Region::Probation);
             assert_eq!(slab.in_window(1), region == Region::Window);
+            assert_eq!(slab.in_protected(1), region == Region::Protected);
             assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
         }
+        // A protected entry's stored hash, less its tag, is its hash.
+        let tag = <Slab<(), ()> as Nodes>::PROTECTED_TAG;
+        assert_eq!(slab.tagged_hash(1) ^ tag, slab.hash(1));
         slab.swap_segment(1);
         assert_eq!(slab.region(1), Region::Probation);
         slab.swap_segment(1);

@@ -3,6 +3,8 @@
 //! segments apart, moved as the policy moved them before (`Reference`). The
 //! tests drive the policy directly (no housekeeping, so no climber moves but
 //! the ones a test asks for) and compare every segment, most recent first.
+//! A promotion may take protected past its limit; the overflow is demoted
+//! when the next new entry arrives (`Pair::insert`, as `maintain` does).
 
 use std::collections::VecDeque;
 
@@ -44,16 +46,17 @@ impl Reference {
         }
     }
 
-    fn hit(&mut self, key: u64, protected_max: usize) {
+    fn hit(&mut self, key: u64) {
         match self.take(key) {
             Region::Window => self.window.push_front(key),
-            Region::Protected => self.protected.push_front(key),
-            Region::Probation => {
-                self.protected.push_front(key);
-                if self.protected.len() > protected_max {
-                    self.demote();
-                }
-            }
+            Region::Protected | Region::Probation => self.protected.push_front(key),
+        }
+    }
+
+    /// Protected's entries past its limit go to probation.
+    fn settle(&mut self, protected_max: usize) {
+        while self.protected.len() > protected_max {
+            self.demote();
         }
     }
 
@@ -120,8 +123,16 @@ impl Pair {
         let index = self.index(key);
         let (policy, slab) = self.parts();
         policy.on_hit(slab, index);
+        self.reference.hit(key);
+    }
+
+    /// What a new entry's housekeeping does first: protected's overflow
+    /// demoted.
+    fn settle(&mut self) {
+        let (policy, slab) = self.parts();
+        policy.demote_overflow(slab);
         let protected_max = self.sizes().3;
-        self.reference.hit(key, protected_max);
+        self.reference.settle(protected_max);
     }
 
     /// A new key; a full cache first gives up the entry the policy picks,
@@ -150,6 +161,7 @@ impl Pair {
         policy.on_insert(slab, index);
         let window_max = self.sizes().1;
         self.reference.insert(key, window_max);
+        self.settle();
     }
 
     fn remove(&mut self, key: u64) {
@@ -160,8 +172,10 @@ impl Pair {
         self.reference.take(key);
     }
 
-    /// One call of a window change decided by the climber.
+    /// One call of a window change decided by the climber (after the
+    /// overflow's demotion, as in `maintain`).
     fn resize(&mut self, pending: i64) {
+        self.settle();
         let before = self.sizes().1;
         let (policy, slab) = self.parts();
         policy.resize_window(slab, pending);
@@ -215,18 +229,24 @@ fn promoting_the_boundary_entry_moves_the_boundary_to_the_next() {
 }
 
 #[test]
-fn promoting_the_boundary_entry_into_a_full_segment_demotes_the_one_before() {
+fn a_full_segment_overflows_on_promotion_and_demotes_at_the_next_new_entry() {
     let mut pair = filled();
     for key in 0..7 {
         pair.hit(key); // protected fills with 6..0, probation keeps 8, 7
     }
     assert_eq!(pair.sizes().2, 7);
-    pair.hit(8); // the boundary, promoted; 0 (protected's last) demoted
+    pair.hit(8); // the boundary, promoted past the limit: nothing demoted yet
+    pair.check();
+    assert_eq!(pair.sizes().2, 8);
+    assert_eq!(pair.sim.segment(Region::Probation), vec![7]);
+    pair.settle(); // 0 (protected's last) demoted
     pair.check();
     assert_eq!(pair.sim.segment(Region::Probation), vec![0, 7]);
     assert_eq!(pair.sim.policy().boundary(), pair.index(0));
     pair.hit(0); // and back: 1 is demoted in its place
+    pair.settle();
     pair.check();
+    assert_eq!(pair.sizes().2, 7);
     assert_eq!(pair.sim.segment(Region::Probation), vec![1, 7]);
 }
 
@@ -237,7 +257,8 @@ fn promoting_the_only_probation_entry_leaves_the_boundary_at_the_sentinel() {
         pair.insert(key);
     }
     pair.hit(0);
-    pair.hit(1); // 0 demoted: probation holds 0 only
+    pair.hit(1);
+    pair.settle(); // 0 demoted: probation holds 0 only
     pair.check();
     assert_eq!(pair.sim.segment(Region::Probation), vec![0]);
     pair.remove(1); // protected is empty, 0 the whole main list
