@@ -235,7 +235,14 @@ def test_with_the_real_clock_a_request_retried_after_its_wait_is_allowed() -> No
             continue
         assert wait <= 0.1
         time.sleep(wait)
-        assert limiter.allow("client") == 0.0
+        # The limiter reads the kernel's coarse clock and adds its resolution to every wait;
+        # on a loaded VM the coarse clock can lag by more than one tick (a tick handled late),
+        # so a retry may be early by that much: it is then told to wait again, no longer.
+        again = limiter.allow("client")
+        if again != 0.0:
+            assert again <= wait
+            time.sleep(again)
+            assert limiter.allow("client") == 0.0
         retried += 1
         if retried == 5:
             break
