@@ -14,6 +14,7 @@
 //! and unlinking never branch on "is this the head".
 
 pub mod climber;
+mod shadow;
 #[cfg(test)]
 mod simulate;
 pub mod sketch;

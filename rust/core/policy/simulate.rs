@@ -102,6 +102,9 @@ impl Sim {
 
     /// Looks `key` up; on a miss, stores it. Returns whether it hit.
     fn access(&mut self, key: u64) -> bool {
+        if let Some(p) = &mut self.policy {
+            p.observe(table_hash(key));
+        }
         if let Some(&index) = self.index.get(&key) {
             self.hits += 1;
             match &mut self.policy {

@@ -34,6 +34,7 @@
 //!   operation stalls.
 
 use super::climber::Climber;
+use super::shadow::Shadows;
 use super::sketch::Sketch;
 use super::{back, move_to_front, push_front, unlink, Link, Nodes, Region};
 
@@ -80,6 +81,10 @@ pub struct TinyLfu {
     /// stored hash (`Nodes::PROTECTED_TAG`): a protected hit keys the sketch
     /// without masking the tag off.
     protected_seed: u64,
+    /// A shadow's window never moves (`shadow.rs`).
+    fixed: bool,
+    /// The miniature caches that choose the window, if this cache has them.
+    shadows: Option<Box<Shadows>>,
 }
 
 impl TinyLfu {
@@ -105,6 +110,44 @@ impl TinyLfu {
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             boundary: main,
             protected_seed: seed ^ protected_tag,
+            fixed: false,
+            shadows: (super::knob("SHADOW", 0.0) > 0.0
+                && maximum as f64 >= super::knob("SHADOW_MIN", 0.0))
+            .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
+        }
+    }
+
+    /// A shadow (`shadow.rs`): `maximum` entries, a window of `fraction` of
+    /// them that never moves, and a sketch aging as one of a cache of
+    /// `like` entries does (per entry).
+    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64, like: usize) -> Self {
+        let maximum = maximum.max(1);
+        let window_max = ((maximum as f64 * fraction) as usize).clamp(1, maximum);
+        let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
+        let mut sketch = Sketch::new(maximum.min(EAGER_SKETCH), seed);
+        sketch.age_like(like, maximum.min(EAGER_SKETCH));
+        TinyLfu {
+            sketch,
+            climber: Climber::new(1, seed),
+            maximum,
+            window_len: 0,
+            window_max,
+            protected_len: 0,
+            protected_max,
+            pending: 0,
+            sized: maximum <= EAGER_SKETCH,
+            random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
+            boundary: main,
+            protected_seed: seed,
+            fixed: true,
+            shadows: None,
+        }
+    }
+
+    /// A request for the key of this table hash, for the shadows (if any).
+    pub fn observe(&mut self, hash: u64) {
+        if let Some(shadows) = self.shadows.as_mut() {
+            shadows.observe(hash);
         }
     }
 
@@ -272,7 +315,9 @@ impl TinyLfu {
                 if self.admit(candidate_hash, nodes.hash(victim)) {
                     Some(Eviction::Evicted(victim))
                 } else {
-                    self.climber.rejected(candidate_hash);
+                    if !self.fixed {
+                        self.climber.rejected(candidate_hash);
+                    }
                     Some(Eviction::Rejected(candidate))
                 }
             }
@@ -315,14 +360,15 @@ impl TinyLfu {
             self.sized = true;
         }
         self.sketch.age();
+        if self.fixed {
+            return;
+        }
         if len < self.maximum {
             self.climber.restart(requests, hits);
             return;
         }
         let probation = len - self.window_len - self.protected_len;
-        let adjustment = self
-            .climber
-            .adjustment(requests, hits, self.window_max, probation);
+        let adjustment = self.window_adjustment(requests, hits, probation);
         if adjustment != 0 {
             self.pending = adjustment;
         }
@@ -330,6 +376,37 @@ impl TinyLfu {
             self.grow_window(nodes);
         } else if self.pending < 0 {
             self.shrink_window(nodes);
+        }
+    }
+
+    /// The climber's window change, or the shadows' (`shadow.rs`): mode 1
+    /// sends the window to the best shadow's fraction, mode 2 keeps the
+    /// climber's change within the best shadow's neighbours.
+    fn window_adjustment(&mut self, requests: u64, hits: u64, probation: usize) -> i64 {
+        let climbed = self
+            .climber
+            .adjustment(requests, hits, self.window_max, probation);
+        let Some(shadows) = self.shadows.as_ref() else {
+            return climbed;
+        };
+        let entries = |fraction: f64| ((self.maximum as f64 * fraction) as i64).max(1);
+        let window = self.window_max as i64;
+        if super::knob("SHADOW", 0.0) == 1.0 {
+            return shadows.choice().map_or(climbed, |f| entries(f) - window);
+        }
+        let mode = super::knob("SHADOW", 0.0);
+        let current = self.window_max as f64 / self.maximum as f64;
+        match shadows.band(current, super::knob("SHADOW_MARGIN", 0.01)) {
+            Some((low, high)) => {
+                let low = if mode == 3.0 { 1 } else { entries(low) };
+                let high = if mode == 4.0 {
+                    entries(high.max(super::knob("WINDOW_MAX", 0.45)))
+                } else {
+                    entries(high)
+                };
+                (window + climbed).clamp(low, high) - window
+            }
+            None => climbed,
         }
     }
 

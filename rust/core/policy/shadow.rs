@@ -1,0 +1,262 @@
+//! Choosing W-TinyLFU's window by miniature simulation (SHARDS: Waldspurger
+//! et al., "Cache Modeling and Optimization using Miniature Simulations",
+//! USENIX ATC 2017).
+//!
+//! Keys whose keyed hash falls in a sample (a fraction `rate` of the keys)
+//! are also replayed through a few miniature W-TinyLFU caches of about
+//! `rate` times the capacity, each with its own fixed window fraction
+//! (`FRACTIONS`). Spatial sampling keeps every request of a sampled key, so
+//! each key's reuse distances shrink by `rate` like the capacity: a miniature
+//! cache's hit rate estimates the full cache's at that window. Every
+//! `PERIOD_FACTOR` sampled requests per miniature entry, each shadow's hits
+//! of that period are added to its score (the older scores decayed by
+//! `DECAY`) and the real window is sent to the best scorer's fraction.
+//!
+//! The shadows compare alternatives on the same sampled requests, so the
+//! workload's phases move them all alike.
+
+use std::collections::HashMap;
+
+use super::{Eviction, Link, Nodes, Region, TinyLfu};
+
+/// The shadows' window fractions.
+const FRACTIONS: [f64; 7] = [0.003, 0.01, 0.05, 0.2, 0.45, 0.8, 0.95];
+/// Entries of a miniature cache at most (the sampling rate is this over the
+/// capacity, at most 1).
+const MINI_MAX: usize = 256;
+/// Sampled requests per decision, per entry of a miniature cache.
+const PERIOD_FACTOR: f64 = 4.0;
+/// The weight of the earlier periods' scores at each decision.
+const DECAY: f64 = 0.5;
+
+/// A miniature cache's node: links, region and its key's hash.
+struct MiniNode {
+    link: Link,
+    region: Region,
+    hash: u64,
+}
+
+/// A miniature cache's slab: sentinels 0 and 1 (window, main), then entries.
+struct MiniSlab(Vec<MiniNode>);
+
+impl Nodes for MiniSlab {
+    const WINDOW: u32 = 0;
+    const MAIN: u32 = 1;
+
+    fn link(&mut self, index: u32) -> &mut Link {
+        &mut self.0[index as usize].link
+    }
+    fn region(&self, index: u32) -> Region {
+        self.0[index as usize].region
+    }
+    fn set_region(&mut self, index: u32, region: Region) {
+        self.0[index as usize].region = region;
+    }
+    fn hash(&self, index: u32) -> u64 {
+        self.0[index as usize].hash
+    }
+}
+
+/// A W-TinyLFU cache of key hashes with a fixed window.
+struct Mini {
+    slab: MiniSlab,
+    index: HashMap<u64, u32>,
+    free: Vec<u32>,
+    policy: TinyLfu,
+    maximum: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl Mini {
+    fn new(maximum: usize, seed: u64, fraction: f64, sample_capacity: usize) -> Self {
+        let sentinels = (0..2)
+            .map(|i| MiniNode {
+                link: Link::to_self(i),
+                region: Region::Window,
+                hash: 0,
+            })
+            .collect();
+        Mini {
+            slab: MiniSlab(sentinels),
+            index: HashMap::with_capacity(maximum),
+            free: Vec::new(),
+            policy: TinyLfu::fixed(maximum, seed, MiniSlab::MAIN, fraction, sample_capacity),
+            maximum,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    fn access(&mut self, hash: u64) {
+        if let Some(&index) = self.index.get(&hash) {
+            self.hits += 1;
+            self.policy.on_hit(&mut self.slab, index);
+            return;
+        }
+        self.misses += 1;
+        if self.index.len() >= self.maximum {
+            let (Some(Eviction::Evicted(gone)) | Some(Eviction::Rejected(gone))) =
+                self.policy.evict(&mut self.slab)
+            else {
+                unreachable!("a full cache has entries");
+            };
+            self.policy.on_remove(&mut self.slab, gone);
+            self.index.remove(&self.slab.0[gone as usize].hash);
+            self.free.push(gone);
+        }
+        let node = MiniNode {
+            link: Link::to_self(0),
+            region: Region::Window,
+            hash,
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slab.0[index as usize] = node;
+                index
+            }
+            None => {
+                self.slab.0.push(node);
+                (self.slab.0.len() - 1) as u32
+            }
+        };
+        self.index.insert(hash, index);
+        self.policy.on_insert(&mut self.slab, index);
+        let len = self.index.len();
+        self.policy
+            .maintain(&mut self.slab, len, self.hits, self.misses);
+    }
+}
+
+/// The miniature caches of one real cache and their scores.
+pub struct Shadows {
+    minis: Vec<Mini>,
+    fractions: Vec<f64>,
+    scores: Vec<f64>,
+    /// Hits of each shadow when the current period began.
+    start_hits: Vec<u64>,
+    /// A key is sampled when its mixed hash is below this.
+    threshold: u64,
+    seed: u64,
+    /// Sampled requests per decision.
+    period: u64,
+    /// Sampled requests in the current period.
+    seen: u64,
+    /// The shadow chosen at the last decision, if one was made.
+    chosen: Option<usize>,
+}
+
+impl Shadows {
+    /// Shadows for a cache of `maximum` entries, seeded by `seed`.
+    pub fn new(maximum: usize, seed: u64) -> Self {
+        let mini_max = super::knob("SHADOW_SIZE", MINI_MAX as f64);
+        let rate = super::knob("SHADOW_RATE", mini_max / maximum.max(1) as f64).min(1.0);
+        let mini = ((maximum as f64 * rate).round() as usize).max(1);
+        let fractions: Vec<f64> = FRACTIONS.to_vec();
+        let minis = fractions
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| Mini::new(mini, seed.rotate_left(i as u32 + 1), f, maximum))
+            .collect();
+        let period = (mini as f64 * super::knob("SHADOW_PERIOD", PERIOD_FACTOR)) as u64;
+        Shadows {
+            minis,
+            scores: vec![0.0; fractions.len()],
+            start_hits: vec![0; fractions.len()],
+            fractions,
+            threshold: (rate * (1u64 << 32) as f64) as u64,
+            seed,
+            period: period.max(1),
+            seen: 0,
+            chosen: None,
+        }
+    }
+
+    /// Whether the key of this table hash is sampled.
+    #[inline]
+    pub fn sampled(&self, hash: u64) -> bool {
+        let product = u128::from(hash ^ self.seed) * 0x9E37_79B9_7F4A_7C15;
+        let mixed = (product as u64) ^ ((product >> 64) as u64);
+        (mixed >> 32) < self.threshold
+    }
+
+    /// A request for the key of this table hash: replayed through every
+    /// shadow if it is sampled.
+    pub fn observe(&mut self, hash: u64) {
+        if !self.sampled(hash) {
+            return;
+        }
+        for mini in &mut self.minis {
+            mini.access(hash);
+        }
+        self.seen += 1;
+        if self.seen >= self.period {
+            self.seen = 0;
+            self.decide();
+        }
+    }
+
+    fn decide(&mut self) {
+        if self.minis.iter().any(|m| m.index.len() < m.maximum) {
+            // Not full yet: the windows do not matter, nothing is measured.
+            for (start, mini) in self.start_hits.iter_mut().zip(&self.minis) {
+                *start = mini.hits;
+            }
+            return;
+        }
+        let decay = super::knob("SHADOW_DECAY", DECAY);
+        for (i, mini) in self.minis.iter().enumerate() {
+            let hits = mini.hits - self.start_hits[i];
+            self.start_hits[i] = mini.hits;
+            self.scores[i] = self.scores[i] * decay + hits as f64;
+        }
+        // The chosen shadow (at first the smallest window's) stays unless
+        // another scores more.
+        let mut best = self.chosen.unwrap_or(0);
+        for (i, &score) in self.scores.iter().enumerate() {
+            if score > self.scores[best] {
+                best = i;
+            }
+        }
+        self.chosen = Some(best);
+        if super::knob("SHADOW_DEBUG", 0.0) > 0.0 {
+            eprintln!(
+                "decide {:?} -> {}",
+                self.scores.iter().map(|s| *s as u64).collect::<Vec<_>>(),
+                self.fractions[best]
+            );
+        }
+    }
+
+    /// The best shadow's window fraction, once a decision was made.
+    pub fn choice(&self) -> Option<f64> {
+        self.chosen.map(|i| self.fractions[i])
+    }
+
+    /// The fractions of the best shadow's neighbours (or its own at either
+    /// end), once a decision was made, if it scored more than `margin` times
+    /// the score of the shadow nearest `current` (a fraction).
+    pub fn band(&self, current: f64, margin: f64) -> Option<(f64, f64)> {
+        let i = self.chosen?;
+        let distance = |f: f64| (f.ln() - current.max(1e-9).ln()).abs();
+        let near = (0..self.fractions.len())
+            .min_by(|&a, &b| distance(self.fractions[a]).total_cmp(&distance(self.fractions[b])))
+            .expect("shadows");
+        if self.scores[i] <= self.scores[near] * (1.0 + margin) {
+            return None;
+        }
+        let last = self.fractions.len() - 1;
+        Some((
+            self.fractions[i.saturating_sub(1)],
+            self.fractions[(i + 1).min(last)],
+        ))
+    }
+
+    /// Each shadow's fraction and hit rate so far.
+    #[cfg(test)]
+    pub fn rates(&self) -> Vec<(f64, f64)> {
+        (self.fractions.iter().zip(&self.minis))
+            .map(|(&f, m)| (f, m.hits as f64 / (m.hits + m.misses).max(1) as f64))
+            .collect()
+    }
+}
