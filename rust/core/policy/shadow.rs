@@ -27,7 +27,7 @@ const MINI_MAX: usize = 256;
 /// Sampled requests per decision, per entry of a miniature cache.
 const PERIOD_FACTOR: f64 = 4.0;
 /// The weight of the earlier periods' scores at each decision.
-const DECAY: f64 = 0.5;
+const DECAY: f64 = 0.9;
 
 /// A miniature cache's node: links, region and its key's hash.
 struct MiniNode {
@@ -144,6 +144,10 @@ pub struct Shadows {
     seen: u64,
     /// The shadow chosen at the last decision, if one was made.
     chosen: Option<usize>,
+    /// Whether a decision was made since `band` last looked.
+    fresh: bool,
+    /// The shadow whose band the window is kept in, if any.
+    imposed: Option<usize>,
 }
 
 impl Shadows {
@@ -169,6 +173,8 @@ impl Shadows {
             period: period.max(1),
             seen: 0,
             chosen: None,
+            fresh: false,
+            imposed: None,
         }
     }
 
@@ -219,32 +225,34 @@ impl Shadows {
             }
         }
         self.chosen = Some(best);
-        if super::knob("SHADOW_DEBUG", 0.0) > 0.0 {
-            eprintln!(
-                "decide {:?} -> {}",
-                self.scores.iter().map(|s| *s as u64).collect::<Vec<_>>(),
-                self.fractions[best]
-            );
-        }
+        self.fresh = true;
     }
 
-    /// The best shadow's window fraction, once a decision was made.
-    pub fn choice(&self) -> Option<f64> {
-        self.chosen.map(|i| self.fractions[i])
-    }
-
-    /// The fractions of the best shadow's neighbours (or its own at either
-    /// end), once a decision was made, if it scored more than `margin` times
-    /// the score of the shadow nearest `current` (a fraction).
-    pub fn band(&self, current: f64, margin: f64) -> Option<(f64, f64)> {
-        let i = self.chosen?;
-        let distance = |f: f64| (f.ln() - current.max(1e-9).ln()).abs();
-        let near = (0..self.fractions.len())
-            .min_by(|&a, &b| distance(self.fractions[a]).total_cmp(&distance(self.fractions[b])))
-            .expect("shadows");
-        if self.scores[i] <= self.scores[near] * (1.0 + margin) {
-            return None;
+    /// The window's band: the fractions of the imposed shadow's neighbours
+    /// (or its own at either end), once one was imposed. After each decision
+    /// the best shadow is imposed if it outscored the imposed one (or, while
+    /// none is, the one nearest `current`, a fraction) by more than `margin`
+    /// times the square root of that one's score (its hits' standard
+    /// deviation, were they Poisson); it then stays imposed until another
+    /// outscores it so.
+    pub fn band(&mut self, current: f64, margin: f64) -> Option<(f64, f64)> {
+        if self.fresh {
+            self.fresh = false;
+            let best = self.chosen.expect("a decision");
+            let distance = |f: f64| (f.ln() - current.max(1e-9).ln()).abs();
+            let incumbent = self.imposed.unwrap_or_else(|| {
+                (0..self.fractions.len())
+                    .min_by(|&a, &b| {
+                        distance(self.fractions[a]).total_cmp(&distance(self.fractions[b]))
+                    })
+                    .expect("shadows")
+            });
+            let lead = self.scores[best] - self.scores[incumbent];
+            if lead > margin * self.scores[incumbent].sqrt() {
+                self.imposed = Some(best);
+            }
         }
+        let i = self.imposed?;
         let last = self.fractions.len() - 1;
         Some((
             self.fractions[i.saturating_sub(1)],

@@ -51,6 +51,11 @@ const JITTER_MIN: u32 = 6;
 /// A warm candidate that would lose is admitted one time in this many.
 const JITTER_ODDS: u64 = 128;
 
+/// The smallest cache with shadows (`shadow.rs`), when they are on.
+const SHADOW_MIN: usize = super::climber::REACTIVE_MAX + 1;
+/// How far (in standard deviations) a shadow must outscore the imposed one.
+const SHADOW_MARGIN: f64 = 1.0;
+
 /// Which entry a full cache gives up for a new one, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Eviction {
@@ -112,7 +117,7 @@ impl TinyLfu {
             protected_seed: seed ^ protected_tag,
             fixed: false,
             shadows: (super::knob("SHADOW", 0.0) > 0.0
-                && maximum as f64 >= super::knob("SHADOW_MIN", 0.0))
+                && maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
             .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
         }
     }
@@ -379,35 +384,23 @@ impl TinyLfu {
         }
     }
 
-    /// The climber's window change, or the shadows' (`shadow.rs`): mode 1
-    /// sends the window to the best shadow's fraction, mode 2 keeps the
-    /// climber's change within the best shadow's neighbours.
+    /// The climber's window change, kept within the shadows' band
+    /// (`shadow.rs`) if this cache has shadows and they imposed one.
     fn window_adjustment(&mut self, requests: u64, hits: u64, probation: usize) -> i64 {
         let climbed = self
             .climber
             .adjustment(requests, hits, self.window_max, probation);
-        let Some(shadows) = self.shadows.as_ref() else {
+        let Some(shadows) = self.shadows.as_mut() else {
+            return climbed;
+        };
+        let current = self.window_max as f64 / self.maximum as f64;
+        let margin = super::knob("SHADOW_MARGIN", SHADOW_MARGIN);
+        let Some((low, high)) = shadows.band(current, margin) else {
             return climbed;
         };
         let entries = |fraction: f64| ((self.maximum as f64 * fraction) as i64).max(1);
         let window = self.window_max as i64;
-        if super::knob("SHADOW", 0.0) == 1.0 {
-            return shadows.choice().map_or(climbed, |f| entries(f) - window);
-        }
-        let mode = super::knob("SHADOW", 0.0);
-        let current = self.window_max as f64 / self.maximum as f64;
-        match shadows.band(current, super::knob("SHADOW_MARGIN", 0.01)) {
-            Some((low, high)) => {
-                let low = if mode == 3.0 { 1 } else { entries(low) };
-                let high = if mode == 4.0 {
-                    entries(high.max(super::knob("WINDOW_MAX", 0.45)))
-                } else {
-                    entries(high)
-                };
-                (window + climbed).clamp(low, high) - window
-            }
-            None => climbed,
-        }
+        (window + climbed).clamp(entries(low), entries(high)) - window
     }
 
     /// Demotes the protected segment's entries past its limit (at most
