@@ -228,8 +228,8 @@ impl Shadows {
         self.fresh = true;
     }
 
-    /// The window's band: the fractions of the imposed shadow's neighbours
-    /// (or its own at either end), once one was imposed. After each decision
+    /// The window's band, once a shadow was imposed: the fractions nearer
+    /// (geometrically) to the imposed shadow's than to its neighbours'. After each decision
     /// the best shadow is imposed if it outscored the imposed one (or, while
     /// none is, the one nearest `current`, a fraction) by more than `margin`
     /// times the square root of that one's score (its hits' standard
@@ -254,10 +254,12 @@ impl Shadows {
         }
         let i = self.imposed?;
         let last = self.fractions.len() - 1;
-        Some((
+        let (below, at, above) = (
             self.fractions[i.saturating_sub(1)],
+            self.fractions[i],
             self.fractions[(i + 1).min(last)],
-        ))
+        );
+        Some(((below * at).sqrt(), (at * above).sqrt()))
     }
 
     /// Each shadow's fraction and hit rate so far.
@@ -266,5 +268,89 @@ impl Shadows {
         (self.fractions.iter().zip(&self.minis))
             .map(|(&f, m)| (f, m.hits as f64 / (m.hits + m.misses).max(1) as f64))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::simulate::{table_hash, Random};
+    use super::*;
+
+    /// Shadows of a cache of `maximum` entries after `requests` keys from
+    /// `next`.
+    fn after(maximum: usize, requests: usize, mut next: impl FnMut(usize) -> u64) -> Shadows {
+        let mut shadows = Shadows::new(maximum, 7);
+        for step in 0..requests {
+            shadows.observe(table_hash(next(step)));
+        }
+        shadows
+    }
+
+    #[test]
+    fn a_large_cache_samples_keys_at_the_miniature_over_the_capacity() {
+        let shadows = Shadows::new(4096, 7);
+        assert_eq!(shadows.minis[0].maximum, MINI_MAX);
+        let sampled = (0..100_000u64)
+            .filter(|&key| shadows.sampled(table_hash(key)))
+            .count();
+        assert!((5_500..7_000).contains(&sampled), "{sampled} of 100,000"); // 1 in 16
+        let small = Shadows::new(100, 7); // every key, at full size
+        assert_eq!(small.minis[0].maximum, 100);
+        assert!((0..1000u64).all(|key| small.sampled(table_hash(key))));
+    }
+
+    #[test]
+    fn no_band_before_the_shadows_are_full() {
+        let mut shadows = after(1000, 200, |step| step as u64); // 51 of 256 sampled
+        assert!(shadows.minis.iter().all(|m| m.index.len() < m.maximum));
+        assert_eq!(shadows.band(0.01, 1.0), None);
+    }
+
+    #[test]
+    fn the_shadows_choose_a_large_window_under_a_recency_workload() {
+        // Each key is reused three times, about 600 requests apart, then never
+        // again (`simulate.rs`'s recency test): only a large window hits.
+        let mut shadows = after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
+        let rates = shadows.rates();
+        assert!(rates[6].1 > rates[0].1 + 0.3, "{rates:?}");
+        let (low, high) = shadows.band(0.01, 1.0).expect("a band");
+        assert!(shadows.imposed >= Some(5), "{rates:?}"); // 0.8 or 0.95
+        assert!(low >= 0.6 && high >= 0.87, "{low} {high}");
+    }
+
+    #[test]
+    fn the_shadows_choose_a_small_window_under_scans_over_a_frequent_set() {
+        // A hot set that fits, interleaved with a scan of ever-new keys.
+        let mut random = Random(11);
+        let mut shadows = after(1000, 400_000, |step| {
+            if step % 2 == 0 {
+                random.skewed(800)
+            } else {
+                1_000_000 + step as u64
+            }
+        });
+        let rates = shadows.rates();
+        assert!(rates[0].1 > rates[6].1 + 0.05, "{rates:?}");
+        let (low, high) = shadows.band(0.45, 1.0).expect("a band");
+        assert!(shadows.imposed <= Some(1), "{rates:?}"); // 0.003 or 0.01
+        assert!(low <= 0.01 && high <= 0.023, "{low} {high}");
+    }
+
+    #[test]
+    fn an_imposed_band_stays_until_another_shadow_clearly_outscores_it() {
+        let mut shadows = after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
+        let band = shadows.band(0.01, 1.0);
+        assert!(band.is_some());
+        // Equal scores: the imposed shadow stays, whatever the window.
+        shadows.scores = vec![100.0; FRACTIONS.len()];
+        shadows.fresh = true;
+        assert_eq!(shadows.band(0.01, 1.0), band);
+        // The smallest window's shadow leads by more than a standard deviation.
+        shadows.scores[0] = 111.0;
+        shadows.chosen = Some(0);
+        shadows.fresh = true;
+        let (low, high) = shadows.band(0.5, 1.0).expect("a band");
+        assert_eq!(shadows.imposed, Some(0));
+        assert!((low - 0.003).abs() < 1e-9 && (high - (0.003f64 * 0.01).sqrt()).abs() < 1e-9);
     }
 }

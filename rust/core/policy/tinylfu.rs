@@ -149,6 +149,13 @@ impl TinyLfu {
         }
     }
 
+    /// The same policy with shadows (`shadow.rs`), whatever the knobs say.
+    #[cfg(test)]
+    pub(super) fn with_shadows(mut self, seed: u64) -> Self {
+        self.shadows = Some(Box::new(Shadows::new(self.maximum, seed)));
+        self
+    }
+
     /// A request for the key of this table hash, for the shadows (if any).
     pub fn observe(&mut self, hash: u64) {
         if let Some(shadows) = self.shadows.as_mut() {
