@@ -26,6 +26,8 @@ const FRACTIONS: [f64; 7] = [0.003, 0.01, 0.05, 0.2, 0.45, 0.8, 0.95];
 const MINI_MAX: usize = 256;
 /// Sampled requests per decision, per entry of a miniature cache.
 const PERIOD_FACTOR: f64 = 4.0;
+/// Sampled hits queued at most (a hit does not replay them).
+const QUEUE: usize = 64;
 /// The weight of the earlier periods' scores at each decision.
 const DECAY: f64 = 0.9;
 
@@ -148,6 +150,8 @@ pub struct Shadows {
     fresh: bool,
     /// The shadow whose band the window is kept in, if any.
     imposed: Option<usize>,
+    /// Sampled requests not yet replayed (`queue`), at most `QUEUE`.
+    queued: Vec<u64>,
 }
 
 impl Shadows {
@@ -175,6 +179,7 @@ impl Shadows {
             chosen: None,
             fresh: false,
             imposed: None,
+            queued: Vec::with_capacity(QUEUE),
         }
     }
 
@@ -186,12 +191,33 @@ impl Shadows {
         (mixed >> 32) < self.threshold
     }
 
+    /// A request for a sampled key (of this table hash), replayed through
+    /// the shadows at the next `drain` (or now, if the queue is full).
+    pub fn queue(&mut self, hash: u64) {
+        if self.queued.len() == QUEUE {
+            self.drain();
+        }
+        self.queued.push(hash);
+    }
+
+    /// Replays the queued requests through the shadows.
+    pub fn drain(&mut self) {
+        for i in 0..self.queued.len() {
+            self.replay(self.queued[i]);
+        }
+        self.queued.clear();
+    }
+
     /// A request for the key of this table hash: replayed through every
     /// shadow if it is sampled.
-    pub fn observe(&mut self, hash: u64) {
-        if !self.sampled(hash) {
-            return;
+    #[cfg(test)]
+    fn observe(&mut self, hash: u64) {
+        if self.sampled(hash) {
+            self.replay(hash);
         }
+    }
+
+    fn replay(&mut self, hash: u64) {
         for mini in &mut self.minis {
             mini.access(hash);
         }

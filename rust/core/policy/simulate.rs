@@ -26,6 +26,8 @@ struct SimNode {
     region: Region,
     hash: u64,
     key: u64,
+    /// In the shadows' sample (`shadow.rs`).
+    sampled: bool,
 }
 
 /// A slab: sentinels 0, 1 (window, main region), then entries.
@@ -46,6 +48,12 @@ impl Nodes for Slab {
     }
     fn hash(&self, index: u32) -> u64 {
         self.0[index as usize].hash
+    }
+    fn is_sampled(&self, index: u32) -> bool {
+        self.0[index as usize].sampled
+    }
+    fn mark_sampled(&mut self, index: u32) {
+        self.0[index as usize].sampled = true;
     }
 }
 
@@ -81,6 +89,7 @@ impl Sim {
                 region: Region::Window,
                 hash: 0,
                 key: u64::MAX,
+                sampled: false,
             })
             .collect();
         Sim {
@@ -102,9 +111,6 @@ impl Sim {
 
     /// Looks `key` up; on a miss, stores it. Returns whether it hit.
     fn access(&mut self, key: u64) -> bool {
-        if let Some(p) = &mut self.policy {
-            p.observe(table_hash(key));
-        }
         if let Some(&index) = self.index.get(&key) {
             self.hits += 1;
             match &mut self.policy {
@@ -136,6 +142,7 @@ impl Sim {
             region: Region::Window,
             hash: table_hash(key),
             key,
+            sampled: false,
         };
         let index = match self.free.pop() {
             Some(i) => {

@@ -156,13 +156,6 @@ impl TinyLfu {
         self
     }
 
-    /// A request for the key of this table hash, for the shadows (if any).
-    pub fn observe(&mut self, hash: u64) {
-        if let Some(shadows) = self.shadows.as_mut() {
-            shadows.observe(hash);
-        }
-    }
-
     pub fn sketch(&self) -> &Sketch {
         &self.sketch
     }
@@ -211,10 +204,43 @@ impl TinyLfu {
         } else if nodes.in_probation(index) {
             self.climber.probation_hit();
             self.promote(nodes, index);
+        } else if !nodes.is_sampled(index) {
+            self.window_hit(nodes, index);
         } else {
-            self.sketch.increment_hit(nodes.hash(index));
-            self.climber.window_hit();
-            move_to_front(nodes, N::WINDOW, index);
+            self.sampled_hit(nodes, index);
+        }
+    }
+
+    #[inline(always)]
+    fn window_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.sketch.increment_hit(nodes.hash(index));
+        self.climber.window_hit();
+        move_to_front(nodes, N::WINDOW, index);
+    }
+
+    /// A hit on a key of the shadows' sample (`shadow.rs`), whatever its
+    /// region: the tag tests of the other branches fail for these keys, so
+    /// that the hits of all others never test for the sample. The hit is
+    /// queued for the shadows, then handled as its region's.
+    #[cold]
+    #[inline(never)]
+    fn sampled_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        let hash = nodes.hash(index);
+        if let Some(shadows) = self.shadows.as_mut() {
+            shadows.queue(hash);
+        }
+        match nodes.region(index) {
+            Region::Protected => {
+                self.sketch.increment_hit(hash);
+                unlink(nodes, index);
+                push_front(nodes, N::MAIN, index);
+            }
+            Region::Probation => {
+                self.climber.probation_hit();
+                self.relink_promoted(nodes, index);
+                nodes.set_region(index, Region::Protected);
+            }
+            Region::Window => self.window_hit(nodes, index),
         }
     }
 
@@ -223,6 +249,13 @@ impl TinyLfu {
     /// (`maintain`).
     #[inline(always)]
     fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.relink_promoted(nodes, index);
+        nodes.swap_segment(index);
+    }
+
+    /// `promote`'s moves in the list and the counts, without the tag.
+    #[inline(always)]
+    fn relink_promoted<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         if index == self.boundary {
             self.boundary = nodes.link(index).next;
         }
@@ -230,7 +263,6 @@ impl TinyLfu {
         // (only when protected is empty), and relinking the first is harmless.
         unlink(nodes, index);
         push_front(nodes, N::MAIN, index);
-        nodes.swap_segment(index);
         self.protected_len += 1;
     }
 
@@ -241,7 +273,11 @@ impl TinyLfu {
         let last = nodes.link(self.boundary).prev;
         if last != N::MAIN {
             self.sketch.increment_hit(nodes.hash(last));
-            nodes.swap_segment(last);
+            if nodes.is_sampled(last) {
+                nodes.set_region(last, Region::Probation);
+            } else {
+                nodes.swap_segment(last);
+            }
             self.boundary = last;
             self.protected_len -= 1;
         }
@@ -294,6 +330,12 @@ impl TinyLfu {
         self.sketch.increment(hash);
         self.climber.inserted(hash);
         self.enter(nodes, index, Region::Window);
+        if let Some(shadows) = self.shadows.as_mut() {
+            if shadows.sampled(hash) {
+                nodes.mark_sampled(index);
+                shadows.queue(hash);
+            }
+        }
         if self.window_len > self.window_max {
             if let Some(last) = back(nodes, N::WINDOW) {
                 self.transfer(nodes, last, Region::Probation);
@@ -364,6 +406,9 @@ impl TinyLfu {
     /// the window's boundary.
     pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, hits: u64, misses: u64) {
         let requests = hits + misses;
+        if let Some(shadows) = self.shadows.as_mut() {
+            shadows.drain();
+        }
         if self.protected_len > self.protected_max {
             self.demote_overflow(nodes);
         }
