@@ -6,7 +6,8 @@
 //!   window, a segmented-LRU main region (probation and protected), a
 //!   frequency sketch (`sketch.rs`) deciding which of the window's oldest
 //!   entry and the main region's victim stays, and a hill climber
-//!   (`climber.rs`) resizing the window from the observed hit rate.
+//!   (`climber.rs`) resizing the window from the observed hit rate, within
+//!   bounds that miniature simulations choose (`shadow.rs`).
 //!
 //! The policies do not own nodes: they move them between lists through the
 //! [`Nodes`] trait, which the store implements over its slab. Every list is

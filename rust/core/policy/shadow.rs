@@ -1,19 +1,49 @@
 //! Choosing W-TinyLFU's window by miniature simulation (SHARDS: Waldspurger
 //! et al., "Cache Modeling and Optimization using Miniature Simulations",
-//! USENIX ATC 2017).
+//! USENIX ATC 2017), for caches of more than `climber::REACTIVE_MAX` entries.
 //!
-//! Keys whose keyed hash falls in a sample (a fraction `rate` of the keys)
-//! are also replayed through a few miniature W-TinyLFU caches of about
-//! `rate` times the capacity, each with its own fixed window fraction
-//! (`FRACTIONS`). Spatial sampling keeps every request of a sampled key, so
-//! each key's reuse distances shrink by `rate` like the capacity: a miniature
-//! cache's hit rate estimates the full cache's at that window. Every
-//! `PERIOD_FACTOR` sampled requests per miniature entry, each shadow's hits
-//! of that period are added to its score (the older scores decayed by
-//! `DECAY`) and the real window is sent to the best scorer's fraction.
+//! Keys whose keyed hash falls in a sample (a fraction `rate` of the keys,
+//! `MINI_MAX` over the capacity) are also replayed through seven miniature
+//! W-TinyLFU caches (the shadows) of `rate` times the capacity, each with
+//! its own fixed window fraction (`FRACTIONS`). Spatial sampling keeps every
+//! request of a sampled key, so reuse distances shrink by `rate` as the
+//! capacity does: a shadow's hit rate estimates the real cache's at its
+//! window. Every `PERIOD_FACTOR` sampled requests per shadow entry (once the
+//! shadows are full), each shadow's hits of the period are added to its score,
+//! the earlier scores decayed by `DECAY`. The best shadow is *imposed* when it
+//! outscores the imposed one (at first the one nearest the real window) by
+//! more than one standard deviation (`band`'s margin, the square root of that
+//! score); the climber (`climber.rs`) then moves the window as before, but
+//! only within the imposed shadow's cell (the fractions geometrically nearer
+//! to its own than to its neighbours').
 //!
-//! The shadows compare alternatives on the same sampled requests, so the
-//! workload's phases move them all alike.
+//! Why: the best window differs by trace more than any density or ghost
+//! signal told (LIRS sprite @ 884 and @ 1,000 want 80 to 95 % of the cache,
+//! LRU-like, where the climber's ceiling of 45 % costs 2 points; cache2k
+//! orm-night @ 2,000 wants 10 to 30 %). On the recorded traces (`simulate.rs`,
+//! 3 seeds): 31 -> 32 of 38 rows, mean distance to the optimum 0.0434 ->
+//! 0.0422; sprite @ 500, @ 884 and @ 1,000 +0.6, +1.5 and +1.5 points
+//! (0.876 -> 0.891 @ 884), orm-night @ 2,000 0.744 -> 0.753; no row down by
+//! more than 0.15 point (multi2 @ 500) (5 seeds: 32 -> 33 rows). What failed: sending the window to the best shadow's fraction
+//! itself (22 to 31 rows: the climber beats every fixed window on multi2 @
+//! 1,000, 0.579 against 0.561 at best); the neighbours' fractions as the band
+//! without a margin (33 rows on 3 seeds but multi2 @ 1,000 -0.031 on 5: noise
+//! between shadows within a point of each other moved it); a margin without
+//! the hysteresis (the band came and went, sprite lost its gain); shadows for
+//! caches of at most 400 entries (cpp @ 152 0.812 -> 0.791); a ceiling only
+//! (sprite unchanged: the climber's densities never take it past 45 %).
+//! Miniatures of 128 or 512 entries: 31 rows, 0.0423 and 0.0420; a fixed
+//! rate of 1/16 or 1/64: 30 rows (sprite's gain halves, multi1 @ 1,303 -1.4
+//! points at 1/16).
+//!
+//! Cost: a key is sampled when it enters (`TinyLfu::on_insert`), and marked
+//! so in its node (`Nodes::mark_sampled`); the marks make the hit path's tag
+//! tests fail, so only a sampled key's hit takes the slow branch, which
+//! queues its hash (`queue`, at most `QUEUE`); the queue is replayed by
+//! `maintain`, on the insert path. Memory: seven shadows of at most 256
+//! entries, each about 19 KiB (6 KiB of nodes, 9 KiB of hash index, a 4 KiB
+//! sketch), about 135 KiB per cache whatever its size (0.14 B per entry at a
+//! million entries); none for caches of at most 400 entries.
 
 use std::collections::HashMap;
 
@@ -72,13 +102,12 @@ struct Mini {
 
 impl Mini {
     fn new(maximum: usize, seed: u64, fraction: f64, sample_capacity: usize) -> Self {
-        let sentinels = (0..2)
-            .map(|i| MiniNode {
-                link: Link::to_self(i),
-                region: Region::Window,
-                hash: 0,
-            })
-            .collect();
+        let mut sentinels = Vec::with_capacity(maximum + 2);
+        sentinels.extend((0..2).map(|i| MiniNode {
+            link: Link::to_self(i),
+            region: Region::Window,
+            hash: 0,
+        }));
         Mini {
             slab: MiniSlab(sentinels),
             index: HashMap::with_capacity(maximum),

@@ -28,6 +28,9 @@
 //!   pinned victims (a hot entry that stopped being asked for gives way a
 //!   little sooner), which moved the simulated hit rates by less than half a
 //!   point either way on the recorded traces.
+//! - Caches of more than 400 entries keep miniature copies of themselves with
+//!   fixed windows over a sample of their keys (`shadow.rs`): the best of
+//!   them bounds where the climber may take the window.
 //! - The climber (`climber.rs`) moves capacity between the window and the
 //!   protected segment; entries move between lists at most `TRANSFER_LIMIT`
 //!   per call, the rest of a step carried to the next call, so no single
@@ -116,7 +119,7 @@ impl TinyLfu {
             boundary: main,
             protected_seed: seed ^ protected_tag,
             fixed: false,
-            shadows: (super::knob("SHADOW", 0.0) > 0.0
+            shadows: (super::knob("SHADOW", 1.0) > 0.0
                 && maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
             .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
         }
