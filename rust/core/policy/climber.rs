@@ -116,10 +116,11 @@ const STEPS: usize = 24;
 /// Hashes the ghost list's keys, which are already well-mixed 64-bit table
 /// hashes, with one keyed multiply instead of std's SipHash (about 110
 /// instructions per insert into a full cache). The per-cache seed keeps crafted
-/// keys from piling into one bucket.
+/// keys from piling into one bucket. The shadows' indexes use it too
+/// (`shadow.rs`).
 #[derive(Clone, Copy)]
-struct GhostHashing {
-    seed: u64,
+pub(super) struct GhostHashing {
+    pub(super) seed: u64,
 }
 
 impl BuildHasher for GhostHashing {
@@ -132,7 +133,7 @@ impl BuildHasher for GhostHashing {
 }
 
 /// `GhostHashing`'s hasher: takes one `u64`.
-struct GhostHasher(u64);
+pub(super) struct GhostHasher(u64);
 
 impl Hasher for GhostHasher {
     #[inline(always)]

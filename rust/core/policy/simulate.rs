@@ -492,14 +492,13 @@ fn shadowed_window_after(
 
 #[test]
 fn the_shadows_keep_the_window_in_their_band() {
-    // The recency workload: the shadows impose 0.8 (0.6 to 0.87 of the
-    // cache) or 0.95 (0.87 to 0.95).
+    // The recency workload: the shadows impose 0.95 (0.75 to 0.95 of the
+    // cache).
     let (window, rate) =
         shadowed_window_after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
-    assert!(window >= 600, "window {window}, hit rate {rate:.3}");
-    // Scans over a frequent set: 0.05 or a smaller window (at most 10 %; the
-    // shadows alone prefer 0.003 or 0.01, see `shadow.rs`, but within one
-    // standard deviation of 0.05, where the climber was).
+    assert!(window >= 750, "window {window}, hit rate {rate:.3}");
+    // Scans over a frequent set: the shadows prefer 0.005 to 0.2 (`shadow.rs`)
+    // and the window stays at most 10 %.
     let mut random = Random(11);
     let (window, rate) = shadowed_window_after(1000, 400_000, |step| {
         if step % 2 == 0 {
@@ -577,4 +576,21 @@ fn replay_traces() {
             );
         }
     }
+}
+
+#[test]
+#[ignore = "for callgrind"]
+fn tmp_insert_cost() {
+    let shadows = std::env::var("TMP_SHADOWS").is_ok();
+    let mut sim = Sim::new(10_000, true);
+    if !shadows {
+        sim.policy = sim.policy.map(|mut p| {
+            p.drop_shadows();
+            p
+        });
+    }
+    for key in 0..300_000u64 {
+        sim.access(key);
+    }
+    eprintln!("{}", sim.hit_rate());
 }

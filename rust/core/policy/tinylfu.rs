@@ -152,6 +152,11 @@ impl TinyLfu {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn drop_shadows(&mut self) {
+        self.shadows = None;
+    }
+
     /// The same policy with shadows (`shadow.rs`), whatever the knobs say.
     #[cfg(test)]
     pub(super) fn with_shadows(mut self, seed: u64) -> Self {
@@ -331,7 +336,9 @@ impl TinyLfu {
     pub fn on_insert<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         let hash = nodes.hash(index);
         self.sketch.increment(hash);
-        self.climber.inserted(hash);
+        if !self.fixed {
+            self.climber.inserted(hash);
+        }
         self.enter(nodes, index, Region::Window);
         if let Some(shadows) = self.shadows.as_mut() {
             if shadows.sampled(hash) {
