@@ -241,7 +241,15 @@ impl Shadows {
 
     /// Replays the queued requests through the shadows; a closed queue
     /// opens again.
+    #[inline(always)]
     pub fn drain(&mut self) {
+        if !self.queued.is_empty() || self.closed {
+            self.replay_queued();
+        }
+    }
+
+    #[inline(never)]
+    fn replay_queued(&mut self) {
         for i in 0..self.queued.len() {
             self.replay(self.queued[i]);
         }
@@ -293,6 +301,12 @@ impl Shadows {
         }
         self.chosen = Some(best);
         self.fresh = true;
+    }
+
+    /// Whether a decision was made since `band` last looked.
+    #[inline(always)]
+    pub fn decided(&self) -> bool {
+        self.fresh
     }
 
     /// The window's band, once a shadow was imposed: the fractions nearer

@@ -93,6 +93,8 @@ pub struct TinyLfu {
     fixed: bool,
     /// The miniature caches that choose the window, if this cache has them.
     shadows: Option<Box<Shadows>>,
+    /// The window's least and largest sizes the shadows imposed, if any.
+    band: Option<(i64, i64)>,
 }
 
 impl TinyLfu {
@@ -122,6 +124,7 @@ impl TinyLfu {
             shadows: (super::knob("SHADOW", 1.0) > 0.0
                 && maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
             .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
+            band: None,
         }
     }
 
@@ -149,6 +152,7 @@ impl TinyLfu {
             protected_seed: seed,
             fixed: true,
             shadows: None,
+            band: None,
         }
     }
 
@@ -448,21 +452,37 @@ impl TinyLfu {
 
     /// The climber's window change, kept within the shadows' band
     /// (`shadow.rs`) if this cache has shadows and they imposed one.
+    #[inline(always)]
     fn window_adjustment(&mut self, requests: u64, hits: u64, probation: usize) -> i64 {
         let climbed = self
             .climber
             .adjustment(requests, hits, self.window_max, probation);
+        if self.shadows.as_ref().is_some_and(|s| s.decided()) {
+            self.rebound();
+        }
+        match self.band {
+            Some((low, high)) => {
+                let window = self.window_max as i64;
+                (window + climbed).clamp(low, high) - window
+            }
+            None => climbed,
+        }
+    }
+
+    /// The band after the shadows' decision, in entries.
+    #[cold]
+    #[inline(never)]
+    fn rebound(&mut self) {
         let Some(shadows) = self.shadows.as_mut() else {
-            return climbed;
+            return;
         };
-        let current = self.window_max as f64 / self.maximum as f64;
+        let maximum = self.maximum as f64;
+        let current = self.window_max as f64 / maximum;
         let margin = super::knob("SHADOW_MARGIN", SHADOW_MARGIN);
-        let Some((low, high)) = shadows.band(current, margin) else {
-            return climbed;
-        };
-        let entries = |fraction: f64| ((self.maximum as f64 * fraction) as i64).max(1);
-        let window = self.window_max as i64;
-        (window + climbed).clamp(entries(low), entries(high)) - window
+        let entries = |fraction: f64| ((maximum * fraction) as i64).max(1);
+        self.band = shadows
+            .band(current, margin)
+            .map(|(low, high)| (entries(low), entries(high)));
     }
 
     /// Demotes the protected segment's entries past its limit (at most
