@@ -361,12 +361,29 @@ impl Climber {
     /// window change (in entries, positive to grow it) when a sample has just
     /// completed, else 0. A total that went backwards (counters were reset)
     /// starts a new sample.
+    #[inline(always)]
     pub fn adjustment(&mut self, requests: u64, hits: u64, window: usize, probation: usize) -> i64 {
+        if requests >= self.start && hits >= self.start_hits && requests - self.start < self.period
+        {
+            return 0; // the sample is not complete: the common case, inline
+        }
+        self.sampled_adjustment(requests, hits, window, probation)
+    }
+
+    /// `adjustment` once the sample is complete (or the totals went back).
+    #[inline(never)]
+    fn sampled_adjustment(
+        &mut self,
+        requests: u64,
+        hits: u64,
+        window: usize,
+        probation: usize,
+    ) -> i64 {
         if requests < self.start || hits < self.start_hits {
             self.restart(requests, hits);
             return 0;
         }
-        if requests - self.start < self.period || super::knob("STATIC", 0.0) > 0.0 {
+        if super::knob("STATIC", 0.0) > 0.0 {
             return 0;
         }
         let probation_density = self.probation_hits as f64 / probation.max(1) as f64;

@@ -577,20 +577,3 @@ fn replay_traces() {
         }
     }
 }
-
-#[test]
-#[ignore = "for callgrind"]
-fn tmp_insert_cost() {
-    let shadows = std::env::var("TMP_SHADOWS").is_ok();
-    let mut sim = Sim::new(10_000, true);
-    if !shadows {
-        sim.policy = sim.policy.map(|mut p| {
-            p.drop_shadows();
-            p
-        });
-    }
-    for key in 0..300_000u64 {
-        sim.access(key);
-    }
-    eprintln!("{}", sim.hit_rate());
-}

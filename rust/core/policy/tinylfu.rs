@@ -156,11 +156,6 @@ impl TinyLfu {
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn drop_shadows(&mut self) {
-        self.shadows = None;
-    }
-
     /// The same policy with shadows (`shadow.rs`), whatever the knobs say.
     #[cfg(test)]
     pub(super) fn with_shadows(mut self, seed: u64) -> Self {
