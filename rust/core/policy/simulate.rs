@@ -491,6 +491,30 @@ fn shadowed_window_after(
 }
 
 #[test]
+fn lists_stay_consistent_with_sampled_keys_under_a_random_workload() {
+    // 1,000 entries: a quarter of the keys sampled, whose hits take the
+    // sampled branch (promotions and demotions by `set_region`).
+    let mut sim = Sim::new(1000, true);
+    sim.policy = sim.policy.map(|p| p.with_shadows(0x5EED));
+    let mut random = Random(5);
+    for step in 0..200_000 {
+        let key = if step % 3 == 0 {
+            random.next() % 20_000
+        } else {
+            random.skewed(3000)
+        };
+        sim.access(key);
+        if step % 9973 == 0 {
+            sim.check();
+        }
+    }
+    sim.check();
+    let sampled = sim.slab.0.iter().filter(|node| node.sampled).count();
+    assert!((150..400).contains(&sampled), "{sampled} sampled of 1,000");
+    assert_eq!(sim.misses - sim.len() as u64, sim.evicted + sim.rejected);
+}
+
+#[test]
 fn the_shadows_keep_the_window_in_their_band() {
     // The recency workload: the shadows impose 0.95 (0.75 to 0.95 of the
     // cache).
