@@ -155,10 +155,10 @@ def test_zipf_with_scans_hit_rate_matches_the_benchmark(make_cache: Any) -> None
         keys += range(2000)
     lru = replay(make_cache(max_size=250, policy="lru"), keys)
     tinylfu = replay(make_cache(max_size=250), keys)
-    # Measured with this code: LRU 0.542; tinylfu 0.604 to 0.623 over 300 runs (median 0.620;
+    # Measured with this code: LRU 0.542; tinylfu 0.607 to 0.625 over 300 runs (median 0.622;
     # each cache draws its own sketch seed), so the band is that range with a point to spare.
     assert lru == pytest.approx(0.542, abs=0.001)
-    assert 0.593 <= tinylfu <= 0.632
+    assert 0.597 <= tinylfu <= 0.635
 
 
 # --------------------------------------------------------------------------- model-based test
