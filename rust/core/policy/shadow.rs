@@ -25,7 +25,10 @@
 //! 0.0423; sprite @ 500, @ 884 and @ 1,000 +0.4, +1.3 and +1.4 points
 //! (0.876 -> 0.889 @ 884), orm-night @ 2,000 0.744 -> 0.754, web07 @ 2,000
 //! +0.1; no row down by 0.1 point. 5 seeds: 32 -> 33 rows, 0.0431 -> 0.0421,
-//! multi2 @ 1,000 -0.2 point (still met).
+//! multi2 @ 1,000 -0.2 point (still met). With the sketch of 32 bytes per
+//! entry (`sketch.rs`), 3 seeds: 33 -> 34 rows, 0.0427 -> 0.0416 (sprite @
+//! 884 and @ 1,000 +1.3 and +1.6 points, orm-night @ 2,000 +1.0); 5 seeds:
+//! 32 -> 33, 0.0428 -> 0.0417, multi2 @ 1,000 -0.3 point (still met).
 //!
 //! What failed (3 seeds unless said): sending the window to the best
 //! shadow's fraction itself (22 to 31 rows: the climber beats every fixed
