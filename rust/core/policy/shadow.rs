@@ -58,8 +58,8 @@
 //! entries (sampling 1 key in 39): `c.get(k)` hit 328.8 (main 327.6), `c[k]`
 //! 271.0 (269.6), new key into a full cache 1,052 (928; about 80 of the 124
 //! replay the shadows). Memory: five shadows of at most 256 entries, each
-//! about 19 KiB (6 KiB of nodes, 9 KiB of hash index, a 4 KiB sketch), about
-//! 100 KiB per cache whatever its size (0.1 B per entry at a million
+//! about 23 KiB (6 KiB of nodes, 9 KiB of hash index, an 8 KiB sketch),
+//! about 115 KiB per cache whatever its size (0.12 B per entry at a million
 //! entries); none for caches of at most 400 entries.
 
 use std::collections::HashMap;
