@@ -55,8 +55,10 @@
 //! hit or miss, until the next insert (dropping only the hits that found it
 //! full, 64 entries long, cost gli @ 500 2.5 points and loop @ 1,000 1.3: the
 //! shadows then saw mostly misses). `benches/instructions.py`, 10,000
-//! entries (sampling 1 key in 39): `c.get(k)` hit 328.8 (main 327.6), `c[k]`
-//! 271.0 (269.6), new key into a full cache 1,052 (928; about 80 of the 124
+//! entries (sampling 1 key in 39), main -> shadows: `c.get(k)` hit 327.6 ->
+//! 328.8, `c[k]` 269.6 -> 271.0 (lru 304.3 and 246.3 to 247.3 by build:
+//! 1.08x and 1.10x; an unsampled hit pays nothing, the sampled branch about
+//! 50 instructions), new key into a full cache 929 -> 1,055 (about 80 of it
 //! replay the shadows). Memory: five shadows of at most 256 entries, each
 //! about 23 KiB (6 KiB of nodes, 9 KiB of hash index, an 8 KiB sketch),
 //! about 115 KiB per cache whatever its size (0.12 B per entry at a million
