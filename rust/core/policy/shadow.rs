@@ -74,6 +74,10 @@ const FRACTIONS: [f64; 5] = [0.005, 0.05, 0.2, 0.6, 0.95];
 /// Entries of a miniature cache at most (the sampling rate is this over the
 /// capacity, at most 1).
 const MINI_MAX: usize = 256;
+/// Caches of more entries than this have smaller miniatures.
+const LARGE: usize = 4096;
+/// Entries of a miniature cache at most for those.
+const LARGE_MINI_MAX: usize = 128;
 /// Sampled requests per decision, per entry of a miniature cache.
 const PERIOD_FACTOR: f64 = 4.0;
 /// Sampled requests queued at most (see `queue`).
@@ -208,7 +212,11 @@ pub struct Shadows {
 impl Shadows {
     /// Shadows for a cache of `maximum` entries, seeded by `seed`.
     pub fn new(maximum: usize, seed: u64) -> Self {
-        let mini_max = super::knob("SHADOW_SIZE", MINI_MAX as f64);
+        let mini_max = if maximum as f64 > super::knob("SHADOW_LARGE", LARGE as f64) {
+            super::knob("SHADOW_LARGE_SIZE", LARGE_MINI_MAX as f64)
+        } else {
+            super::knob("SHADOW_SIZE", MINI_MAX as f64)
+        };
         let rate = super::knob("SHADOW_RATE", mini_max / maximum.max(1) as f64).min(1.0);
         let mini = ((maximum as f64 * rate).round() as usize).max(1);
         let fractions: Vec<f64> = FRACTIONS.to_vec();
@@ -359,7 +367,12 @@ impl Shadows {
             self.fractions[i],
             self.fractions[(i + 1).min(last)],
         );
-        Some(((below * at).sqrt(), (at * above).sqrt()))
+        let low = if i == last {
+            super::knob("SHADOW_TOP_LOW", at)
+        } else {
+            (below * at).sqrt()
+        };
+        Some((low, (at * above).sqrt()))
     }
 
     /// Each shadow's fraction and hit rate so far.

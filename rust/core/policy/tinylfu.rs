@@ -76,6 +76,10 @@ pub struct TinyLfu {
     window_max: usize,
     protected_len: usize,
     protected_max: usize,
+    /// The probation segment's size while the window has room to grow into
+    /// the protected one: only a band of the shadows takes the window past
+    /// it (`grow_window`).
+    probation_min: usize,
     /// Window change decided by the climber and not yet made.
     pending: i64,
     /// Whether the sketch has its full size yet.
@@ -115,6 +119,7 @@ impl TinyLfu {
             window_max,
             protected_len: 0,
             protected_max,
+            probation_min: maximum - window_max - protected_max,
             pending: 0,
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
@@ -145,6 +150,7 @@ impl TinyLfu {
             window_max,
             protected_len: 0,
             protected_max,
+            probation_min: maximum - window_max - protected_max,
             pending: 0,
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
@@ -493,15 +499,20 @@ impl TinyLfu {
         }
     }
 
-    /// Moves `pending` entries of capacity from the protected segment to the
-    /// window, with the main region's least recent entries.
+    /// Moves `pending` entries of capacity from the protected segment (then,
+    /// once it has none, from probation) to the window, with the main
+    /// region's least recent entries.
     fn grow_window<N: Nodes>(&mut self, nodes: &mut N) {
-        if self.protected_max == 0 {
+        if self.window_max + 1 >= self.maximum {
             self.pending = 0;
             return;
         }
-        let mut quota = (self.pending as usize).min(self.protected_max);
-        self.protected_max -= quota;
+        // The protected segment gives its capacity first, then probation
+        // (the main region keeps one entry).
+        let mut quota = (self.pending as usize).min(self.maximum - 1 - self.window_max);
+        let from_protected = quota.min(self.protected_max);
+        let window_before = self.window_max;
+        self.protected_max -= from_protected;
         self.window_max += quota;
         self.demote_overflow(nodes);
         for _ in 0..TRANSFER_LIMIT {
@@ -515,9 +526,17 @@ impl TinyLfu {
             self.transfer(nodes, entry, Region::Window);
             quota -= 1;
         }
-        self.protected_max += quota;
+        // What was not moved goes back, to the protected segment first.
+        let used = self.window_max - window_before - quota;
+        self.protected_max += from_protected.saturating_sub(used);
         self.window_max -= quota;
         self.pending = quota as i64;
+    }
+
+    /// `protected` entries for the protected segment, fewer if probation
+    /// would be left below its size (`probation_min`).
+    fn protected_cap(&self, protected: usize) -> usize {
+        protected.min((self.maximum - self.window_max).saturating_sub(self.probation_min))
     }
 
     /// Moves `-pending` entries of capacity from the window to the protected
@@ -528,8 +547,8 @@ impl TinyLfu {
             return;
         }
         let mut quota = (self.pending.unsigned_abs() as usize).min(self.window_max - 1);
-        self.protected_max += quota;
         self.window_max -= quota;
+        self.protected_max = self.protected_cap(self.protected_max + quota);
         for _ in 0..TRANSFER_LIMIT {
             if quota == 0 {
                 break;
@@ -540,8 +559,8 @@ impl TinyLfu {
             self.transfer(nodes, entry, Region::Probation);
             quota -= 1;
         }
-        self.protected_max -= quota;
         self.window_max += quota;
+        self.protected_max = self.protected_cap(self.protected_max);
         self.pending = -(quota as i64);
     }
 }
