@@ -15,9 +15,11 @@
 //! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` and `SMALL_SAMPLE` (the sketch's
 //! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter),
 //! `SHADOW` (0: no shadows), `SHADOW_MIN` (the smallest cache with shadows),
-//! `SHADOW_SIZE` (a shadow's entries at most), `SHADOW_RATE` (a fixed
-//! sampling rate instead), `SHADOW_PERIOD`, `SHADOW_DECAY` and
-//! `SHADOW_MARGIN` (`shadow.rs`).
+//! `SHADOW_SIZE` (a shadow's entries at most), `SHADOW_LARGE` and
+//! `SHADOW_LARGE_SIZE` (above which capacity, and how many, instead),
+//! `SHADOW_RATE` (a fixed sampling rate instead), `SHADOW_PERIOD`,
+//! `SHADOW_DECAY`, `SHADOW_MARGIN` and `SHADOW_TOP_LOW` (the floor of the
+//! largest shadow's band) (`shadow.rs`).
 
 use std::collections::HashMap;
 

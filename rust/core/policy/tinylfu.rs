@@ -32,7 +32,8 @@
 //!   fixed windows over a sample of their keys (`shadow.rs`): the best of
 //!   them bounds where the climber may take the window.
 //! - The climber (`climber.rs`) moves capacity between the window and the
-//!   protected segment; entries move between lists at most `TRANSFER_LIMIT`
+//!   protected segment (and probation, when the shadows' band asks for a
+//!   window past the protected segment's room); entries move between lists at most `TRANSFER_LIMIT`
 //!   per call, the rest of a step carried to the next call, so no single
 //!   operation stalls.
 
