@@ -524,7 +524,7 @@ fn the_shadows_keep_the_window_in_their_band() {
     let (window, rate) =
         shadowed_window_after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
     assert!(window >= 900, "window {window}, hit rate {rate:.3}");
-    // Scans over a frequent set: the shadows prefer 0.005 to 0.2 (`shadow.rs`)
+    // Scans over a frequent set: the shadows prefer 0.005 or 0.05 (`shadow.rs`)
     // and the window stays at most 10 %.
     let mut random = Random(11);
     let (window, rate) = shadowed_window_after(1000, 400_000, |step| {
