@@ -92,9 +92,14 @@
 //! entries (sampling 1 key in 78), main -> shadows: `c.get(k)` hit 327.6 ->
 //! 328.2, `c[k]` 269.6 -> 270.4 (lru 304.3 and 246.3 to 247.3 by build:
 //! 1.08x and 1.09x; an unsampled hit pays nothing, the sampled branch about
-//! 50 instructions), new key into a full cache 929 -> 1,017 (five shadows:
+//! 50 instructions), new key into a full cache 929 -> 994 (five shadows:
 //! 1 key in 39, miniatures of 256, 271.0 and 1,055; 1 in 78, 1,024; 1 in
-//! 156, 1,009). Memory: four shadows of at most 256 entries, each about 23
+//! 156, 1,009; four, 1 in 78, 1,017, then 994 to 997 by build with the
+//! ghosts' sample test inlined in `evict`, `Ghosts::remember`). About 34 of
+//! the 65 left replay
+//! the shadows (before that inlining, the same build with the shadows off
+//! cost 983 against 1,017; callgrind puts the rest in `on_insert`, the
+//! sample's test and mark, and `maintain`, the queue's drain). Memory: four shadows of at most 256 entries, each about 23
 //! KiB (6 KiB of nodes, 9 KiB of hash index, an 8 KiB sketch), about 92 KiB
 //! per cache whatever its size (under 0.1 B per entry at a million entries;
 //! half the nodes and index above 4,096 entries); none for caches of at
