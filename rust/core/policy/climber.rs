@@ -116,10 +116,11 @@ const STEPS: usize = 24;
 /// Hashes the ghost list's keys, which are already well-mixed 64-bit table
 /// hashes, with one keyed multiply instead of std's SipHash (about 110
 /// instructions per insert into a full cache). The per-cache seed keeps crafted
-/// keys from piling into one bucket.
+/// keys from piling into one bucket. The shadows' indexes use it too
+/// (`shadow.rs`).
 #[derive(Clone, Copy)]
-struct GhostHashing {
-    seed: u64,
+pub(super) struct GhostHashing {
+    pub(super) seed: u64,
 }
 
 impl BuildHasher for GhostHashing {
@@ -132,7 +133,7 @@ impl BuildHasher for GhostHashing {
 }
 
 /// `GhostHashing`'s hasher: takes one `u64`.
-struct GhostHasher(u64);
+pub(super) struct GhostHasher(u64);
 
 impl Hasher for GhostHasher {
     #[inline(always)]
@@ -184,10 +185,18 @@ impl Ghosts {
         (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & self.sample_mask == 0
     }
 
+    /// Inlined down to the sample's test, which most keys fail: out of line
+    /// (once the shadows' `TinyLfu::evict` instances came) the call cost
+    /// about 20 instructions per insert into a full cache.
+    #[inline(always)]
     fn remember(&mut self, hash: u64, now: u64) {
-        if !self.sampled(hash) {
-            return;
+        if self.sampled(hash) {
+            self.remember_sampled(hash, now);
         }
+    }
+
+    #[inline(never)]
+    fn remember_sampled(&mut self, hash: u64, now: u64) {
         self.left_at.insert(hash, now);
         self.order.push_back((hash, now));
         while let Some(&(oldest, at)) = self.order.front() {
@@ -334,6 +343,7 @@ impl Climber {
     }
 
     /// The window's candidate (of this key hash) lost its duel and left.
+    #[inline(always)]
     pub fn rejected(&mut self, hash: u64) {
         self.ghosts.remember(hash, self.departures);
     }
@@ -360,12 +370,29 @@ impl Climber {
     /// window change (in entries, positive to grow it) when a sample has just
     /// completed, else 0. A total that went backwards (counters were reset)
     /// starts a new sample.
+    #[inline(always)]
     pub fn adjustment(&mut self, requests: u64, hits: u64, window: usize, probation: usize) -> i64 {
+        if requests >= self.start && hits >= self.start_hits && requests - self.start < self.period
+        {
+            return 0; // the sample is not complete: the common case, inline
+        }
+        self.sampled_adjustment(requests, hits, window, probation)
+    }
+
+    /// `adjustment` once the sample is complete (or the totals went back).
+    #[inline(never)]
+    fn sampled_adjustment(
+        &mut self,
+        requests: u64,
+        hits: u64,
+        window: usize,
+        probation: usize,
+    ) -> i64 {
         if requests < self.start || hits < self.start_hits {
             self.restart(requests, hits);
             return 0;
         }
-        if requests - self.start < self.period || super::knob("STATIC", 0.0) > 0.0 {
+        if super::knob("STATIC", 0.0) > 0.0 {
             return 0;
         }
         let probation_density = self.probation_hits as f64 / probation.max(1) as f64;

@@ -6,7 +6,8 @@
 //!   window, a segmented-LRU main region (probation and protected), a
 //!   frequency sketch (`sketch.rs`) deciding which of the window's oldest
 //!   entry and the main region's victim stays, and a hill climber
-//!   (`climber.rs`) resizing the window from the observed hit rate.
+//!   (`climber.rs`) resizing the window from the observed hit rate, within
+//!   bounds that miniature simulations choose (`shadow.rs`).
 //!
 //! The policies do not own nodes: they move them between lists through the
 //! [`Nodes`] trait, which the store implements over its slab. Every list is
@@ -14,6 +15,7 @@
 //! and unlinking never branch on "is this the head".
 
 pub mod climber;
+mod shadow;
 #[cfg(test)]
 mod simulate;
 pub mod sketch;
@@ -110,11 +112,24 @@ pub trait Nodes {
     fn set_region(&mut self, index: u32, region: Region);
     fn hash(&self, index: u32) -> u64;
 
-    /// `region(index) == Region::Probation`, for the hit path (a store may
-    /// test its tag's bits without decoding them).
+    /// Whether the node's key is in the shadows' sample (`shadow.rs`):
+    /// `in_probation` and `in_protected` are false for it, so that its hits
+    /// take `TinyLfu`'s slow branch.
+    #[inline(always)]
+    fn is_sampled(&self, _index: u32) -> bool {
+        false
+    }
+
+    /// Puts the node's key in the shadows' sample, in the same region.
+    #[inline(always)]
+    fn mark_sampled(&mut self, _index: u32) {}
+
+    /// `region(index) == Region::Probation` for a key not in the sample,
+    /// for the hit path (a store may test its tag's bits without decoding
+    /// them).
     #[inline(always)]
     fn in_probation(&self, index: u32) -> bool {
-        self.region(index) == Region::Probation
+        self.region(index) == Region::Probation && !self.is_sampled(index)
     }
 
     /// What to xor with `tagged_hash` of a protected entry to get `hash`.
@@ -130,7 +145,7 @@ pub trait Nodes {
     /// `region(index) == Region::Protected`, as `in_probation`.
     #[inline(always)]
     fn in_protected(&self, index: u32) -> bool {
-        self.region(index) == Region::Protected
+        self.region(index) == Region::Protected && !self.is_sampled(index)
     }
 
     /// `region(index) == Region::Window`, as `in_probation`.
@@ -140,7 +155,8 @@ pub trait Nodes {
     }
 
     /// Moves a main-region node's tag to the other segment (probation to
-    /// protected or back); its place in the main list is the caller's.
+    /// protected or back); its place in the main list is the caller's. For
+    /// a key not in the sample (others: `set_region`).
     #[inline(always)]
     fn swap_segment(&mut self, index: u32) {
         let other = match self.region(index) {

@@ -13,7 +13,13 @@
 //! `WINDOW` (initial window fraction), `STATIC` (1: the window never moves),
 //! `WINDOW_MAX` (the density climber's ceiling),
 //! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` and `SMALL_SAMPLE` (the sketch's
-//! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter).
+//! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter),
+//! `SHADOW` (0: no shadows), `SHADOW_MIN` (the smallest cache with shadows),
+//! `SHADOW_SIZE` (a shadow's entries at most), `SHADOW_LARGE` and
+//! `SHADOW_LARGE_SIZE` (above which capacity, and how many, instead),
+//! `SHADOW_RATE` (a fixed sampling rate instead), `SHADOW_PERIOD`,
+//! `SHADOW_DECAY`, `SHADOW_MARGIN` and `SHADOW_TOP_LOW` (the floor of the
+//! largest shadow's band) (`shadow.rs`).
 
 use std::collections::HashMap;
 
@@ -26,6 +32,8 @@ struct SimNode {
     region: Region,
     hash: u64,
     key: u64,
+    /// In the shadows' sample (`shadow.rs`).
+    sampled: bool,
 }
 
 /// A slab: sentinels 0, 1 (window, main region), then entries.
@@ -47,11 +55,17 @@ impl Nodes for Slab {
     fn hash(&self, index: u32) -> u64 {
         self.0[index as usize].hash
     }
+    fn is_sampled(&self, index: u32) -> bool {
+        self.0[index as usize].sampled
+    }
+    fn mark_sampled(&mut self, index: u32) {
+        self.0[index as usize].sampled = true;
+    }
 }
 
 /// The table hash the binding uses for an int key (Python's hash of a small
 /// int is the int itself).
-fn table_hash(key: u64) -> u64 {
+pub(super) fn table_hash(key: u64) -> u64 {
     let product = u128::from(key) * 0x9E37_79B9_7F4A_7C15;
     (product as u64) ^ ((product >> 64) as u64)
 }
@@ -81,6 +95,7 @@ impl Sim {
                 region: Region::Window,
                 hash: 0,
                 key: u64::MAX,
+                sampled: false,
             })
             .collect();
         Sim {
@@ -133,6 +148,7 @@ impl Sim {
             region: Region::Window,
             hash: table_hash(key),
             key,
+            sampled: false,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -241,10 +257,10 @@ impl Sim {
 }
 
 /// A deterministic xorshift stream.
-struct Random(u64);
+pub(super) struct Random(pub(super) u64);
 
 impl Random {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -252,7 +268,7 @@ impl Random {
     }
 
     /// A Zipf-like key in `0..n`: rank r drawn with probability ~ 1/r.
-    fn skewed(&mut self, n: u64) -> u64 {
+    pub(super) fn skewed(&mut self, n: u64) -> u64 {
         let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         ((n as f64).powf(u) - 1.0) as u64
     }
@@ -458,6 +474,98 @@ fn the_climber_keeps_the_window_small_under_scans_over_a_frequent_set() {
     });
     assert!(window < maximum / 2, "window {window} of {maximum}");
     assert!(tinylfu > lru + 0.05, "tinylfu {tinylfu:.3}, lru {lru:.3}");
+}
+
+/// Replays `requests` keys from `next` through W-TinyLFU with shadows
+/// (`shadow.rs`): (window limit at the end, hit rate).
+fn shadowed_window_after(
+    maximum: usize,
+    requests: usize,
+    mut next: impl FnMut(usize) -> u64,
+) -> (usize, f64) {
+    let mut sim = Sim::new(maximum, true);
+    sim.policy = sim.policy.map(|p| p.with_shadows(0x5EED));
+    for step in 0..requests {
+        sim.access(next(step));
+    }
+    sim.check();
+    (sim.policy().sizes().1, sim.hit_rate())
+}
+
+#[test]
+fn lists_stay_consistent_with_sampled_keys_under_a_random_workload() {
+    // 1,000 entries: a quarter of the keys sampled, whose hits take the
+    // sampled branch (promotions and demotions by `set_region`).
+    let mut sim = Sim::new(1000, true);
+    sim.policy = sim.policy.map(|p| p.with_shadows(0x5EED));
+    let mut random = Random(5);
+    for step in 0..200_000 {
+        let key = if step % 3 == 0 {
+            random.next() % 20_000
+        } else {
+            random.skewed(3000)
+        };
+        sim.access(key);
+        if step % 9973 == 0 {
+            sim.check();
+        }
+    }
+    sim.check();
+    let sampled = sim.slab.0.iter().filter(|node| node.sampled).count();
+    assert!((150..400).contains(&sampled), "{sampled} sampled of 1,000");
+    assert_eq!(sim.misses - sim.len() as u64, sim.evicted + sim.rejected);
+}
+
+#[test]
+fn the_shadows_keep_the_window_in_their_band() {
+    // The recency workload: the shadows impose 0.95, the largest, whose band
+    // is 0.95 itself: the window takes probation's room too (the climber
+    // alone never grows it past the protected segment's, 80 %).
+    let (window, rate) =
+        shadowed_window_after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
+    assert!(window >= 900, "window {window}, hit rate {rate:.3}");
+    // Scans over a frequent set: the shadows prefer 0.005 or 0.05 (`shadow.rs`)
+    // and the window stays at most 10 %.
+    let mut random = Random(11);
+    let (window, rate) = shadowed_window_after(1000, 400_000, |step| {
+        if step % 2 == 0 {
+            random.skewed(800)
+        } else {
+            1_000_000 + step as u64
+        }
+    });
+    assert!(window <= 100, "window {window}, hit rate {rate:.3}");
+}
+
+#[test]
+fn probation_gets_its_room_back_when_the_window_shrinks_again() {
+    // The recency workload takes the window to 95 % (probation gave room),
+    // then scans over a frequent set bring it down: probation is refilled
+    // to its size before the protected segment gets any room back.
+    let mut sim = Sim::new(1000, true);
+    sim.policy = sim.policy.map(|p| p.with_shadows(0x5EED));
+    let (_, window, _, protected) = sim.policy().sizes();
+    let probation = 1000 - window - protected;
+    for step in 0..400_000 {
+        sim.access((step / 4 + (step % 4) * 150) as u64);
+    }
+    let (_, window, _, protected) = sim.policy().sizes();
+    assert!(
+        window >= 900 && protected == 0,
+        "window {window}, protected {protected}"
+    );
+    let mut random = Random(11);
+    for step in 0..1_600_000 {
+        sim.access(if step % 2 == 0 {
+            random.skewed(800)
+        } else {
+            1_000_000 + step as u64
+        });
+    }
+    sim.check();
+    let (_, window, _, protected) = sim.policy().sizes();
+    assert!(window <= 100, "window {window}");
+    assert_eq!(1000 - window - protected, probation, "window {window}");
 }
 
 /// Keys of a trace file: little-endian 64-bit integers.

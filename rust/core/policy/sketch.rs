@@ -152,6 +152,9 @@ pub struct Sketch {
     /// Increments that raised a count, since the last halving (less what the
     /// halving took away).
     additions: u64,
+    /// The capacity whose sample factor this sketch uses, if not its own (a
+    /// shadow's, `shadow.rs`).
+    like: Option<usize>,
 }
 
 impl Sketch {
@@ -163,6 +166,7 @@ impl Sketch {
             seed,
             sample_size: 0,
             additions: 0,
+            like: None,
         };
         sketch.resize(capacity);
         sketch
@@ -190,12 +194,25 @@ impl Sketch {
         } else {
             Vec::new()
         };
-        let factor = if capacity <= super::climber::REACTIVE_MAX {
+        self.set_sample(capacity);
+    }
+
+    /// The sample for `capacity` entries, at the factor of `like` (if set)
+    /// or of `capacity`.
+    fn set_sample(&mut self, capacity: usize) {
+        let factor = if self.like.unwrap_or(capacity) <= super::climber::REACTIVE_MAX {
             super::knob("SMALL_SAMPLE", SMALL_SAMPLE_FACTOR)
         } else {
             super::knob("SAMPLE", SAMPLE_FACTOR)
         };
         self.sample_size = ((capacity.max(1) as f64 * factor) as u64).max(1);
+    }
+
+    /// Samples per entry as a cache of `like` entries does: a shadow's
+    /// sketch (`shadow.rs`) stands for the real cache's.
+    pub fn age_like(&mut self, like: usize, capacity: usize) {
+        self.like = Some(like);
+        self.set_sample(capacity);
     }
 
     pub fn has_doorkeeper(&self) -> bool {

@@ -28,12 +28,17 @@
 //!   pinned victims (a hot entry that stopped being asked for gives way a
 //!   little sooner), which moved the simulated hit rates by less than half a
 //!   point either way on the recorded traces.
+//! - Caches of more than 400 entries keep miniature copies of themselves with
+//!   fixed windows over a sample of their keys (`shadow.rs`): the best of
+//!   them bounds where the climber may take the window.
 //! - The climber (`climber.rs`) moves capacity between the window and the
-//!   protected segment; entries move between lists at most `TRANSFER_LIMIT`
+//!   protected segment (and probation, when the shadows' band asks for a
+//!   window past the protected segment's room); entries move between lists at most `TRANSFER_LIMIT`
 //!   per call, the rest of a step carried to the next call, so no single
 //!   operation stalls.
 
 use super::climber::Climber;
+use super::shadow::Shadows;
 use super::sketch::Sketch;
 use super::{back, move_to_front, push_front, unlink, Link, Nodes, Region};
 
@@ -49,6 +54,11 @@ const EAGER_SKETCH: usize = 1024;
 const JITTER_MIN: u32 = 6;
 /// A warm candidate that would lose is admitted one time in this many.
 const JITTER_ODDS: u64 = 128;
+
+/// The smallest cache with shadows (`shadow.rs`), when they are on.
+const SHADOW_MIN: usize = super::climber::REACTIVE_MAX + 1;
+/// How far (in standard deviations) a shadow must outscore the imposed one.
+const SHADOW_MARGIN: f64 = 1.0;
 
 /// Which entry a full cache gives up for a new one, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +77,10 @@ pub struct TinyLfu {
     window_max: usize,
     protected_len: usize,
     protected_max: usize,
+    /// The probation segment's size while the window has room to grow into
+    /// the protected one: only a band of the shadows takes the window past
+    /// it (`grow_window`).
+    probation_min: usize,
     /// Window change decided by the climber and not yet made.
     pending: i64,
     /// Whether the sketch has its full size yet.
@@ -80,6 +94,12 @@ pub struct TinyLfu {
     /// stored hash (`Nodes::PROTECTED_TAG`): a protected hit keys the sketch
     /// without masking the tag off.
     protected_seed: u64,
+    /// A shadow's window never moves (`shadow.rs`).
+    fixed: bool,
+    /// The miniature caches that choose the window, if this cache has them.
+    shadows: Option<Box<Shadows>>,
+    /// The window's least and largest sizes the shadows imposed, if any.
+    band: Option<(i64, i64)>,
 }
 
 impl TinyLfu {
@@ -100,12 +120,54 @@ impl TinyLfu {
             window_max,
             protected_len: 0,
             protected_max,
+            probation_min: maximum - window_max - protected_max,
             pending: 0,
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             boundary: main,
             protected_seed: seed ^ protected_tag,
+            fixed: false,
+            shadows: (super::knob("SHADOW", 1.0) > 0.0
+                && maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
+            .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
+            band: None,
         }
+    }
+
+    /// A shadow (`shadow.rs`): `maximum` entries, a window of `fraction` of
+    /// them that never moves, and a sketch aging as one of a cache of
+    /// `like` entries does (per entry).
+    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64, like: usize) -> Self {
+        let maximum = maximum.max(1);
+        let window_max = ((maximum as f64 * fraction) as usize).clamp(1, maximum);
+        let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
+        let mut sketch = Sketch::new(maximum.min(EAGER_SKETCH), seed);
+        sketch.age_like(like, maximum.min(EAGER_SKETCH));
+        TinyLfu {
+            sketch,
+            climber: Climber::new(1, seed),
+            maximum,
+            window_len: 0,
+            window_max,
+            protected_len: 0,
+            protected_max,
+            probation_min: maximum - window_max - protected_max,
+            pending: 0,
+            sized: maximum <= EAGER_SKETCH,
+            random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
+            boundary: main,
+            protected_seed: seed,
+            fixed: true,
+            shadows: None,
+            band: None,
+        }
+    }
+
+    /// The same policy with shadows (`shadow.rs`), whatever the knobs say.
+    #[cfg(test)]
+    pub(super) fn with_shadows(mut self, seed: u64) -> Self {
+        self.shadows = Some(Box::new(Shadows::new(self.maximum, seed)));
+        self
     }
 
     pub fn sketch(&self) -> &Sketch {
@@ -156,10 +218,43 @@ impl TinyLfu {
         } else if nodes.in_probation(index) {
             self.climber.probation_hit();
             self.promote(nodes, index);
+        } else if !nodes.is_sampled(index) {
+            self.window_hit(nodes, index);
         } else {
-            self.sketch.increment_hit(nodes.hash(index));
-            self.climber.window_hit();
-            move_to_front(nodes, N::WINDOW, index);
+            self.sampled_hit(nodes, index);
+        }
+    }
+
+    #[inline(always)]
+    fn window_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.sketch.increment_hit(nodes.hash(index));
+        self.climber.window_hit();
+        move_to_front(nodes, N::WINDOW, index);
+    }
+
+    /// A hit on a key of the shadows' sample (`shadow.rs`), whatever its
+    /// region: the tag tests of the other branches fail for these keys, so
+    /// that the hits of all others never test for the sample. The hit is
+    /// queued for the shadows, then handled as its region's.
+    #[cold]
+    #[inline(never)]
+    fn sampled_hit<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        let hash = nodes.hash(index);
+        if let Some(shadows) = self.shadows.as_mut() {
+            shadows.queue(hash);
+        }
+        match nodes.region(index) {
+            Region::Protected => {
+                self.sketch.increment_hit(hash);
+                unlink(nodes, index);
+                push_front(nodes, N::MAIN, index);
+            }
+            Region::Probation => {
+                self.climber.probation_hit();
+                self.relink_promoted(nodes, index);
+                nodes.set_region(index, Region::Protected);
+            }
+            Region::Window => self.window_hit(nodes, index),
         }
     }
 
@@ -168,6 +263,13 @@ impl TinyLfu {
     /// (`maintain`).
     #[inline(always)]
     fn promote<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
+        self.relink_promoted(nodes, index);
+        nodes.swap_segment(index);
+    }
+
+    /// `promote`'s moves in the list and the counts, without the tag.
+    #[inline(always)]
+    fn relink_promoted<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         if index == self.boundary {
             self.boundary = nodes.link(index).next;
         }
@@ -175,7 +277,6 @@ impl TinyLfu {
         // (only when protected is empty), and relinking the first is harmless.
         unlink(nodes, index);
         push_front(nodes, N::MAIN, index);
-        nodes.swap_segment(index);
         self.protected_len += 1;
     }
 
@@ -186,7 +287,11 @@ impl TinyLfu {
         let last = nodes.link(self.boundary).prev;
         if last != N::MAIN {
             self.sketch.increment_hit(nodes.hash(last));
-            nodes.swap_segment(last);
+            if nodes.is_sampled(last) {
+                nodes.set_region(last, Region::Probation);
+            } else {
+                nodes.swap_segment(last);
+            }
             self.boundary = last;
             self.protected_len -= 1;
         }
@@ -237,8 +342,16 @@ impl TinyLfu {
     pub fn on_insert<N: Nodes>(&mut self, nodes: &mut N, index: u32) {
         let hash = nodes.hash(index);
         self.sketch.increment(hash);
-        self.climber.inserted(hash);
+        if !self.fixed {
+            self.climber.inserted(hash);
+        }
         self.enter(nodes, index, Region::Window);
+        if let Some(shadows) = self.shadows.as_mut() {
+            if shadows.sampled(hash) {
+                nodes.mark_sampled(index);
+                shadows.queue(hash);
+            }
+        }
         if self.window_len > self.window_max {
             if let Some(last) = back(nodes, N::WINDOW) {
                 self.transfer(nodes, last, Region::Probation);
@@ -272,7 +385,9 @@ impl TinyLfu {
                 if self.admit(candidate_hash, nodes.hash(victim)) {
                     Some(Eviction::Evicted(victim))
                 } else {
-                    self.climber.rejected(candidate_hash);
+                    if !self.fixed {
+                        self.climber.rejected(candidate_hash);
+                    }
                     Some(Eviction::Rejected(candidate))
                 }
             }
@@ -307,6 +422,9 @@ impl TinyLfu {
     /// the window's boundary.
     pub fn maintain<N: Nodes>(&mut self, nodes: &mut N, len: usize, hits: u64, misses: u64) {
         let requests = hits + misses;
+        if let Some(shadows) = self.shadows.as_mut() {
+            shadows.drain();
+        }
         if self.protected_len > self.protected_max {
             self.demote_overflow(nodes);
         }
@@ -315,14 +433,15 @@ impl TinyLfu {
             self.sized = true;
         }
         self.sketch.age();
+        if self.fixed {
+            return;
+        }
         if len < self.maximum {
             self.climber.restart(requests, hits);
             return;
         }
         let probation = len - self.window_len - self.protected_len;
-        let adjustment = self
-            .climber
-            .adjustment(requests, hits, self.window_max, probation);
+        let adjustment = self.window_adjustment(requests, hits, probation);
         if adjustment != 0 {
             self.pending = adjustment;
         }
@@ -331,6 +450,41 @@ impl TinyLfu {
         } else if self.pending < 0 {
             self.shrink_window(nodes);
         }
+    }
+
+    /// The climber's window change, kept within the shadows' band
+    /// (`shadow.rs`) if this cache has shadows and they imposed one.
+    #[inline(always)]
+    fn window_adjustment(&mut self, requests: u64, hits: u64, probation: usize) -> i64 {
+        let climbed = self
+            .climber
+            .adjustment(requests, hits, self.window_max, probation);
+        if self.shadows.as_ref().is_some_and(|s| s.decided()) {
+            self.rebound();
+        }
+        match self.band {
+            Some((low, high)) => {
+                let window = self.window_max as i64;
+                (window + climbed).clamp(low, high) - window
+            }
+            None => climbed,
+        }
+    }
+
+    /// The band after the shadows' decision, in entries.
+    #[cold]
+    #[inline(never)]
+    fn rebound(&mut self) {
+        let Some(shadows) = self.shadows.as_mut() else {
+            return;
+        };
+        let maximum = self.maximum as f64;
+        let current = self.window_max as f64 / maximum;
+        let margin = super::knob("SHADOW_MARGIN", SHADOW_MARGIN);
+        let entries = |fraction: f64| ((maximum * fraction) as i64).max(1);
+        self.band = shadows
+            .band(current, margin)
+            .map(|(low, high)| (entries(low), entries(high)));
     }
 
     /// Demotes the protected segment's entries past its limit (at most
@@ -346,15 +500,20 @@ impl TinyLfu {
         }
     }
 
-    /// Moves `pending` entries of capacity from the protected segment to the
-    /// window, with the main region's least recent entries.
+    /// Moves `pending` entries of capacity from the protected segment (then,
+    /// once it has none, from probation) to the window, with the main
+    /// region's least recent entries.
     fn grow_window<N: Nodes>(&mut self, nodes: &mut N) {
-        if self.protected_max == 0 {
+        if self.window_max + 1 >= self.maximum {
             self.pending = 0;
             return;
         }
-        let mut quota = (self.pending as usize).min(self.protected_max);
-        self.protected_max -= quota;
+        // The protected segment gives its capacity first, then probation
+        // (the main region keeps one entry).
+        let mut quota = (self.pending as usize).min(self.maximum - 1 - self.window_max);
+        let from_protected = quota.min(self.protected_max);
+        let window_before = self.window_max;
+        self.protected_max -= from_protected;
         self.window_max += quota;
         self.demote_overflow(nodes);
         for _ in 0..TRANSFER_LIMIT {
@@ -368,9 +527,17 @@ impl TinyLfu {
             self.transfer(nodes, entry, Region::Window);
             quota -= 1;
         }
-        self.protected_max += quota;
+        // What was not moved goes back, to the protected segment first.
+        let used = self.window_max - window_before - quota;
+        self.protected_max += from_protected.saturating_sub(used);
         self.window_max -= quota;
         self.pending = quota as i64;
+    }
+
+    /// `protected` entries for the protected segment, fewer if probation
+    /// would be left below its size (`probation_min`).
+    fn protected_cap(&self, protected: usize) -> usize {
+        protected.min((self.maximum - self.window_max).saturating_sub(self.probation_min))
     }
 
     /// Moves `-pending` entries of capacity from the window to the protected
@@ -381,8 +548,8 @@ impl TinyLfu {
             return;
         }
         let mut quota = (self.pending.unsigned_abs() as usize).min(self.window_max - 1);
-        self.protected_max += quota;
         self.window_max -= quota;
+        self.protected_max = self.protected_cap(self.protected_max + quota);
         for _ in 0..TRANSFER_LIMIT {
             if quota == 0 {
                 break;
@@ -393,8 +560,8 @@ impl TinyLfu {
             self.transfer(nodes, entry, Region::Probation);
             quota -= 1;
         }
-        self.protected_max -= quota;
         self.window_max += quota;
+        self.protected_max = self.protected_cap(self.protected_max);
         self.pending = -(quota as i64);
     }
 }

@@ -52,8 +52,13 @@ pub const MAX_CAPACITY: usize = (1 << 32) - FIRST_ENTRY as usize;
 /// Bits of a node's hash that hold its W-TinyLFU region. Every hash is masked
 /// when it enters the store, so these bits never distinguish keys (hashbrown
 /// reads the low bits for the position and the top seven for its tags).
+/// Two bits from `REGION_SHIFT` hold the region of a key out of the shadows'
+/// sample (`policy/shadow.rs`); a sampled key has them clear, `SAMPLED` set
+/// and its region in the two bits from `SAMPLED_SHIFT` (see `order.rs`).
 const REGION_SHIFT: u32 = 55;
-const REGION_MASK: u64 = 3 << REGION_SHIFT;
+const SAMPLED: u64 = 1 << 54;
+const SAMPLED_SHIFT: u32 = 52;
+const REGION_MASK: u64 = (3 << REGION_SHIFT) | SAMPLED | (3 << SAMPLED_SHIFT);
 
 /// A table hash as the store keeps it: without the region bits.
 #[inline(always)]

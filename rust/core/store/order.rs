@@ -5,7 +5,7 @@
 //! (`policy/tinylfu.rs`), its region tag kept in two bits of the node's hash
 //! (see `REGION_MASK`).
 
-use super::{Link, Node, Store, LRU, MAIN, REGION_MASK, REGION_SHIFT};
+use super::{Link, Node, Store, LRU, MAIN, REGION_MASK, REGION_SHIFT, SAMPLED, SAMPLED_SHIFT};
 use crate::core::policy::{Eviction, Nodes, PolicyKind, Region, TinyLfu};
 
 /// The policy state of a store. Kept inline (no box): the hit path reads it,
@@ -70,13 +70,36 @@ impl<K, V> Nodes for Slab<'_, K, V> {
 
     #[inline(always)]
     fn region(&self, index: u32) -> Region {
-        Region::from_bits((self.node(index).hash >> REGION_SHIFT) as u8 & 3)
+        let hash = self.node(index).hash;
+        let shift = if hash & SAMPLED != 0 {
+            SAMPLED_SHIFT
+        } else {
+            REGION_SHIFT
+        };
+        Region::from_bits((hash >> shift) as u8 & 3)
     }
 
     #[inline(always)]
     fn set_region(&mut self, index: u32, region: Region) {
         let node = self.node_mut(index);
-        node.hash = (node.hash & !REGION_MASK) | (u64::from(region as u8) << REGION_SHIFT);
+        let shift = if node.hash & SAMPLED != 0 {
+            SAMPLED_SHIFT
+        } else {
+            REGION_SHIFT
+        };
+        node.hash = (node.hash & !(3 << shift)) | (u64::from(region as u8) << shift);
+    }
+
+    #[inline(always)]
+    fn is_sampled(&self, index: u32) -> bool {
+        self.node(index).hash & SAMPLED != 0
+    }
+
+    #[inline(always)]
+    fn mark_sampled(&mut self, index: u32) {
+        let region = self.region(index) as u64;
+        let node = self.node_mut(index);
+        node.hash = (node.hash & !REGION_MASK) | SAMPLED | (region << SAMPLED_SHIFT);
     }
 
     #[inline(always)]
@@ -86,7 +109,8 @@ impl<K, V> Nodes for Slab<'_, K, V> {
 
     #[inline(always)]
     fn in_probation(&self, index: u32) -> bool {
-        // Probation's tag is the only one with its low bit set (3 is never written).
+        // Probation's tag is the only one with its low bit set (3 is never
+        // written; a sampled key's tag is clear).
         const _: () = assert!(Region::Probation as u8 == 1 && Region::Protected as u8 & 1 == 0);
         self.node(index).hash & (1 << REGION_SHIFT) != 0
     }
@@ -105,16 +129,11 @@ impl<K, V> Nodes for Slab<'_, K, V> {
     }
 
     #[inline(always)]
-    fn in_window(&self, index: u32) -> bool {
-        const _: () = assert!(Region::Window as u8 == 0);
-        self.node(index).hash & REGION_MASK == 0
-    }
-
-    #[inline(always)]
     fn swap_segment(&mut self, index: u32) {
-        // The segments' tags differ in both bits: flipping them swaps the two.
+        // The segments' tags differ in both bits: flipping them swaps the two
+        // (for a key out of the sample, as the trait asks).
         const _: () = assert!(Region::Probation as u8 ^ Region::Protected as u8 == 3);
-        self.node_mut(index).hash ^= REGION_MASK;
+        self.node_mut(index).hash ^= 3 << REGION_SHIFT;
     }
 }
 
@@ -227,5 +246,28 @@ mod tests {
         slab.swap_segment(1);
         assert_eq!(slab.region(1), Region::Protected);
         assert_eq!(slab.hash(1), 0x0123_4567_89AB_CDEF & !REGION_MASK);
+        assert!(!slab.is_sampled(1));
+    }
+
+    #[test]
+    fn a_sampled_key_keeps_its_region_and_hash_and_fails_the_fast_tests() {
+        let hash = 0x0123_4567_89AB_CDEF & !REGION_MASK;
+        for region in [Region::Window, Region::Probation, Region::Protected] {
+            let mut nodes: Vec<Node<(), ()>> = (0..2).map(Node::sentinel).collect();
+            nodes[1].hash = hash;
+            let mut slab = Slab(&mut nodes);
+            slab.set_region(1, region);
+            slab.mark_sampled(1);
+            assert!(slab.is_sampled(1));
+            assert_eq!(slab.region(1), region);
+            assert_eq!(slab.hash(1), hash);
+            for to in [Region::Window, Region::Probation, Region::Protected] {
+                slab.set_region(1, to);
+                assert_eq!(slab.region(1), to);
+                assert!(!slab.in_probation(1) && !slab.in_protected(1));
+                assert!(slab.is_sampled(1));
+                assert_eq!(slab.hash(1), hash);
+            }
+        }
     }
 }
