@@ -108,8 +108,31 @@ impl TinyLfu {
     /// and whose protected entries' tag is `protected_tag`
     /// (`Nodes::PROTECTED_TAG`).
     pub fn new(maximum: usize, seed: u64, main: u32, protected_tag: u64) -> Self {
-        let maximum = maximum.max(1);
         let window_fraction = super::knob("WINDOW", WINDOW_FRACTION);
+        let mut policy = Self::with_window(maximum, seed, main, window_fraction);
+        policy.protected_seed = seed ^ protected_tag;
+        policy.shadows = (super::knob("SHADOW", 1.0) > 0.0
+            && policy.maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
+        .then(|| Box::new(Shadows::new(policy.maximum, seed.rotate_left(17))));
+        policy
+    }
+
+    /// A shadow (`shadow.rs`): `maximum` entries, a window of `fraction` of
+    /// them that never moves, and a sketch aging as one of a cache of
+    /// `like` entries does (per entry).
+    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64, like: usize) -> Self {
+        let mut policy = Self::with_window(maximum, seed, main, fraction);
+        let small = policy.maximum.min(EAGER_SKETCH);
+        policy.sketch.age_like(like, small);
+        policy.climber = Climber::new(1, seed);
+        policy.fixed = true;
+        policy
+    }
+
+    /// The state both constructors share: a window of `window_fraction` of
+    /// the (at least 1) entries, no shadows, untagged protected hashes.
+    fn with_window(maximum: usize, seed: u64, main: u32, window_fraction: f64) -> Self {
+        let maximum = maximum.max(1);
         let window_max = ((maximum as f64 * window_fraction) as usize).clamp(1, maximum);
         let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
         TinyLfu {
@@ -125,39 +148,8 @@ impl TinyLfu {
             sized: maximum <= EAGER_SKETCH,
             random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
             boundary: main,
-            protected_seed: seed ^ protected_tag,
-            fixed: false,
-            shadows: (super::knob("SHADOW", 1.0) > 0.0
-                && maximum as f64 >= super::knob("SHADOW_MIN", SHADOW_MIN as f64))
-            .then(|| Box::new(Shadows::new(maximum, seed.rotate_left(17)))),
-            band: None,
-        }
-    }
-
-    /// A shadow (`shadow.rs`): `maximum` entries, a window of `fraction` of
-    /// them that never moves, and a sketch aging as one of a cache of
-    /// `like` entries does (per entry).
-    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64, like: usize) -> Self {
-        let maximum = maximum.max(1);
-        let window_max = ((maximum as f64 * fraction) as usize).clamp(1, maximum);
-        let protected_max = ((maximum - window_max) as f64 * PROTECTED_FRACTION) as usize;
-        let mut sketch = Sketch::new(maximum.min(EAGER_SKETCH), seed);
-        sketch.age_like(like, maximum.min(EAGER_SKETCH));
-        TinyLfu {
-            sketch,
-            climber: Climber::new(1, seed),
-            maximum,
-            window_len: 0,
-            window_max,
-            protected_len: 0,
-            protected_max,
-            probation_min: maximum - window_max - protected_max,
-            pending: 0,
-            sized: maximum <= EAGER_SKETCH,
-            random: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
-            boundary: main,
             protected_seed: seed,
-            fixed: true,
+            fixed: false,
             shadows: None,
             band: None,
         }
