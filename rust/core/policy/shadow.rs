@@ -227,7 +227,6 @@ impl Mini {
 /// The miniature caches of one real cache and their scores.
 pub struct Shadows {
     minis: Vec<Mini>,
-    fractions: Vec<f64>,
     scores: Vec<f64>,
     /// Hits of each shadow when the current period began.
     start_hits: Vec<u64>,
@@ -260,8 +259,7 @@ impl Shadows {
         };
         let rate = super::knob("SHADOW_RATE", mini_max / maximum.max(1) as f64).min(1.0);
         let mini = ((maximum as f64 * rate).round() as usize).max(1);
-        let fractions: Vec<f64> = FRACTIONS.to_vec();
-        let minis = fractions
+        let minis = FRACTIONS
             .iter()
             .enumerate()
             .map(|(i, &f)| Mini::new(mini, seed.rotate_left(i as u32 + 1), f, maximum))
@@ -269,9 +267,8 @@ impl Shadows {
         let period = (mini as f64 * super::knob("SHADOW_PERIOD", PERIOD_FACTOR)) as u64;
         Shadows {
             minis,
-            scores: vec![0.0; fractions.len()],
-            start_hits: vec![0; fractions.len()],
-            fractions,
+            scores: vec![0.0; FRACTIONS.len()],
+            start_hits: vec![0; FRACTIONS.len()],
             threshold: (rate * (1u64 << 32) as f64) as u64,
             seed,
             period: period.max(1),
@@ -391,10 +388,8 @@ impl Shadows {
             let best = self.chosen.expect("a decision");
             let distance = |f: f64| (f.ln() - current.max(1e-9).ln()).abs();
             let incumbent = self.imposed.unwrap_or_else(|| {
-                (0..self.fractions.len())
-                    .min_by(|&a, &b| {
-                        distance(self.fractions[a]).total_cmp(&distance(self.fractions[b]))
-                    })
+                (0..FRACTIONS.len())
+                    .min_by(|&a, &b| distance(FRACTIONS[a]).total_cmp(&distance(FRACTIONS[b])))
                     .expect("shadows")
             });
             let lead = self.scores[best] - self.scores[incumbent];
@@ -403,11 +398,11 @@ impl Shadows {
             }
         }
         let i = self.imposed?;
-        let last = self.fractions.len() - 1;
+        let last = FRACTIONS.len() - 1;
         let (below, at, above) = (
-            self.fractions[i.saturating_sub(1)],
-            self.fractions[i],
-            self.fractions[(i + 1).min(last)],
+            FRACTIONS[i.saturating_sub(1)],
+            FRACTIONS[i],
+            FRACTIONS[(i + 1).min(last)],
         );
         let low = if i == last {
             super::knob("SHADOW_TOP_LOW", at)
@@ -420,7 +415,7 @@ impl Shadows {
     /// Each shadow's fraction and hit rate so far.
     #[cfg(test)]
     pub fn rates(&self) -> Vec<(f64, f64)> {
-        (self.fractions.iter().zip(&self.minis))
+        (FRACTIONS.iter().zip(&self.minis))
             .map(|(&f, m)| (f, m.hits as f64 / (m.hits + m.misses).max(1) as f64))
             .collect()
     }

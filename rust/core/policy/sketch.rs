@@ -152,9 +152,6 @@ pub struct Sketch {
     /// Increments that raised a count, since the last halving (less what the
     /// halving took away).
     additions: u64,
-    /// The capacity whose sample factor this sketch uses, if not its own (a
-    /// shadow's, `shadow.rs`).
-    like: Option<usize>,
 }
 
 impl Sketch {
@@ -166,7 +163,6 @@ impl Sketch {
             seed,
             sample_size: 0,
             additions: 0,
-            like: None,
         };
         sketch.resize(capacity);
         sketch
@@ -194,13 +190,13 @@ impl Sketch {
         } else {
             Vec::new()
         };
-        self.set_sample(capacity);
+        self.set_sample(capacity, capacity);
     }
 
-    /// The sample for `capacity` entries, at the factor of `like` (if set)
-    /// or of `capacity`.
-    fn set_sample(&mut self, capacity: usize) {
-        let factor = if self.like.unwrap_or(capacity) <= super::climber::REACTIVE_MAX {
+    /// The sample for `capacity` entries, at the factor of a cache of `like`
+    /// entries.
+    fn set_sample(&mut self, capacity: usize, like: usize) {
+        let factor = if like <= super::climber::REACTIVE_MAX {
             super::knob("SMALL_SAMPLE", SMALL_SAMPLE_FACTOR)
         } else {
             super::knob("SAMPLE", SAMPLE_FACTOR)
@@ -209,10 +205,10 @@ impl Sketch {
     }
 
     /// Samples per entry as a cache of `like` entries does: a shadow's
-    /// sketch (`shadow.rs`) stands for the real cache's.
+    /// sketch (`shadow.rs`) stands for the real cache's. A miniature is
+    /// sized at once and never resized (`resize` would set its own factor).
     pub fn age_like(&mut self, like: usize, capacity: usize) {
-        self.like = Some(like);
-        self.set_sample(capacity);
+        self.set_sample(capacity, like);
     }
 
     pub fn has_doorkeeper(&self) -> bool {
