@@ -568,6 +568,53 @@ fn probation_gets_its_room_back_when_the_window_shrinks_again() {
     assert_eq!(1000 - window - protected, probation, "window {window}");
 }
 
+#[test]
+fn the_window_is_emptied_into_probation_when_the_cache_fills() {
+    let mut sim = Sim::new(1000, true);
+    let mut key = 100;
+    while sim.len() < 999 {
+        sim.access(key);
+        key += 1;
+        for hot in 0..5 {
+            sim.access(hot);
+        }
+    }
+    let window = sim.list(Slab::WINDOW);
+    assert!((0..5).all(|hot| window.contains(&hot)), "{window:?}");
+    sim.access(key); // the cache is full
+    assert_eq!(sim.list(Slab::WINDOW), Vec::<u64>::new());
+    let probation = sim.segment(Region::Probation);
+    assert_eq!(probation[0], key);
+    assert_eq!(
+        probation[1..=window.len()],
+        window,
+        "the window's order kept"
+    );
+    // New keys fill the window again; the hot keys' next hits promote them.
+    for hot in 0..5 {
+        assert!(sim.access(hot));
+    }
+    let protected = sim.segment(Region::Protected);
+    assert!((0..5).all(|hot| protected.contains(&hot)), "{protected:?}");
+    sim.check();
+}
+
+#[test]
+fn a_large_window_is_emptied_a_bounded_number_of_entries_per_call() {
+    // A window of 3,000 entries: 1,000 move per new entry.
+    let mut sim = Sim::new(300_000, true);
+    for key in 0..300_000 {
+        sim.access(key);
+    }
+    let (window, ..) = sim.policy().sizes();
+    assert_eq!(window, 2000);
+    for key in 1_000_000..1_000_002 {
+        sim.access(key);
+    }
+    assert_eq!(sim.list(Slab::WINDOW), vec![1_000_001, 1_000_000]);
+    sim.check();
+}
+
 /// Keys of a trace file: little-endian 64-bit integers.
 fn read_trace(path: &std::path::Path) -> Vec<u64> {
     let bytes = std::fs::read(path).expect("a readable trace");
