@@ -240,8 +240,7 @@ impl Ghosts {
 /// (LIRS cpp @ 152: window 1 or 19; loop @ 126: 0.110 hits on average over
 /// 16 seeds, 0.083 at worst). Bounded, over 16 seeds (`simulate.rs`): loop @ 126 0.115 (0.110
 /// before), multi1 @ 325 0.501 (0.499), cs @ 176 0.094 (0.093), cpp @ 152
-/// 0.815 (0.818; its worst seed 0.796, 0.795 before). The sketch of these
-/// caches also keeps a longer history (`sketch.rs`, `SMALL_SAMPLE_FACTOR`).
+/// 0.815 (0.818; its worst seed 0.796, 0.795 before).
 struct Reactive {
     /// The next move, in entries, signed (positive: grow the window).
     step: f64,

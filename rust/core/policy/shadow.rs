@@ -166,7 +166,7 @@ struct Mini {
 }
 
 impl Mini {
-    fn new(maximum: usize, seed: u64, fraction: f64, sample_capacity: usize) -> Self {
+    fn new(maximum: usize, seed: u64, fraction: f64) -> Self {
         let mut sentinels = Vec::with_capacity(maximum + 2);
         sentinels.extend((0..2).map(|i| MiniNode {
             link: Link::to_self(i),
@@ -177,7 +177,7 @@ impl Mini {
             slab: MiniSlab(sentinels),
             index: HashMap::with_capacity_and_hasher(maximum, GhostHashing { seed }),
             free: Vec::new(),
-            policy: TinyLfu::fixed(maximum, seed, MiniSlab::MAIN, fraction, sample_capacity),
+            policy: TinyLfu::fixed(maximum, seed, MiniSlab::MAIN, fraction),
             maximum,
             hits: 0,
             misses: 0,
@@ -262,7 +262,7 @@ impl Shadows {
         let minis = FRACTIONS
             .iter()
             .enumerate()
-            .map(|(i, &f)| Mini::new(mini, seed.rotate_left(i as u32 + 1), f, maximum))
+            .map(|(i, &f)| Mini::new(mini, seed.rotate_left(i as u32 + 1), f))
             .collect();
         let period = (mini as f64 * super::knob("SHADOW_PERIOD", PERIOD_FACTOR)) as u64;
         Shadows {

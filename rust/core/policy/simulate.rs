@@ -12,7 +12,7 @@
 //! builds only (`knob` in `mod.rs`; release builds compile the constants in):
 //! `WINDOW` (initial window fraction), `STATIC` (1: the window never moves),
 //! `WINDOW_MAX` (the density climber's ceiling),
-//! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` and `SMALL_SAMPLE` (the sketch's
+//! `REACTIVE_MAX`, `GAIN`, `LOSS` (the climber's), `SAMPLE` (the sketch's
 //! sample per entry), `JITTER_MIN` and `JITTER_ODDS` (the admission jitter),
 //! `SHADOW` (0: no shadows), `SHADOW_MIN` (the smallest cache with shadows),
 //! `SHADOW_SIZE` (a shadow's entries at most), `SHADOW_LARGE` and

@@ -58,17 +58,13 @@ const DOOR_BITS: usize = 4;
 /// The smallest capacity with a doorkeeper.
 pub const DOORKEEPER_MIN: usize = 1 << 16;
 /// Counting increments per entry of capacity between two halvings (TinyLFU's
-/// sample size W = 10 C, as in Caffeine).
+/// sample size W = 10 C, as in Caffeine), for every cache. Caches of at most
+/// `climber::REACTIVE_MAX` entries used twice as long a sample (for tables
+/// wide for them): loop @ 126 and cs @ 176 gained 0.1 and 0.6 points, but cpp
+/// @ 152 lost 0.4 and fell behind moka-py (0.813 against 0.817 to 0.821), which
+/// the shorter sample meets (0.817; `simulate.rs`, 16 seeds). 15 per entry
+/// for every cache cost loop @ 500 to @ 1,000 up to 3.8 points.
 const SAMPLE_FACTOR: f64 = 10.0;
-/// The same for caches that climb on the hit rate (at most
-/// `climber::REACTIVE_MAX` entries): twice as long, a longer history for
-/// tables that are wide for them (at least `MIN_WORDS`). With 20 (and the
-/// reactive climber's bounded steps; `simulate.rs`, 16 seeds): loop @ 126
-/// 0.115 -> 0.120, cs @ 176 0.094 -> 0.102, cpp @ 152 0.815 -> 0.812, multi1
-/// @ 325 0.501 -> 0.502; 15 per entry for every cache cost loop @ 500
-/// to @ 1,000 up to 3.8 points. theine's sample at these sizes is 10 to 17
-/// increments per entry (10 per counter word, a power of two of them).
-const SMALL_SAMPLE_FACTOR: f64 = 20.0;
 /// Bits 0, 4, 8, ... 60: the lowest bit of each counter.
 const ONES: u64 = 0x1111_1111_1111_1111;
 
@@ -190,25 +186,8 @@ impl Sketch {
         } else {
             Vec::new()
         };
-        self.set_sample(capacity, capacity);
-    }
-
-    /// The sample for `capacity` entries, at the factor of a cache of `like`
-    /// entries.
-    fn set_sample(&mut self, capacity: usize, like: usize) {
-        let factor = if like <= super::climber::REACTIVE_MAX {
-            super::knob("SMALL_SAMPLE", SMALL_SAMPLE_FACTOR)
-        } else {
-            super::knob("SAMPLE", SAMPLE_FACTOR)
-        };
+        let factor = super::knob("SAMPLE", SAMPLE_FACTOR);
         self.sample_size = ((capacity.max(1) as f64 * factor) as u64).max(1);
-    }
-
-    /// Samples per entry as a cache of `like` entries does: a shadow's
-    /// sketch (`shadow.rs`) stands for the real cache's. A miniature is
-    /// sized at once and never resized (`resize` would set its own factor).
-    pub fn age_like(&mut self, like: usize, capacity: usize) {
-        self.set_sample(capacity, like);
     }
 
     pub fn has_doorkeeper(&self) -> bool {
@@ -420,21 +399,15 @@ mod tests {
     }
 
     #[test]
-    fn caches_that_climb_on_the_hit_rate_keep_a_longer_history() {
-        use super::super::climber::REACTIVE_MAX;
-        assert_eq!(
-            Sketch::new(REACTIVE_MAX, 1).sample_size,
-            20 * REACTIVE_MAX as u64
-        );
-        assert_eq!(
-            Sketch::new(REACTIVE_MAX + 1, 1).sample_size,
-            10 * (REACTIVE_MAX as u64 + 1)
-        );
+    fn the_sample_is_ten_increments_per_entry_at_every_size() {
+        for capacity in [1, 10, 400, 401, 1 << 20] {
+            assert_eq!(Sketch::new(capacity, 1).sample_size, 10 * capacity as u64);
+        }
     }
 
     #[test]
     fn a_sample_of_counting_increments_triggers_halving() {
-        let mut s = Sketch::new(10, 1);
+        let mut s = Sketch::new(20, 1);
         assert_eq!(s.sample_size, 200);
         for _ in 0..215 {
             s.increment(3); // 15 count, the 200 others find the counters saturated

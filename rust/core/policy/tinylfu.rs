@@ -123,13 +123,10 @@ impl TinyLfu {
         policy
     }
 
-    /// A shadow (`shadow.rs`): `maximum` entries, a window of `fraction` of
-    /// them that never moves, and a sketch aging as one of a cache of
-    /// `like` entries does (per entry).
-    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64, like: usize) -> Self {
+    /// A shadow (`shadow.rs`): `maximum` entries and a window of `fraction`
+    /// of them that never moves.
+    pub(super) fn fixed(maximum: usize, seed: u64, main: u32, fraction: f64) -> Self {
         let mut policy = Self::with_window(maximum, seed, main, fraction);
-        let small = policy.maximum.min(EAGER_SKETCH);
-        policy.sketch.age_like(like, small);
         policy.climber = Climber::new(1, seed);
         policy.fixed = true;
         policy
