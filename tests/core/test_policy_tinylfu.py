@@ -136,13 +136,14 @@ def replay(cache: Cache[int, bool], keys: list[int]) -> float:
 
 @pytest.mark.skipif(not GLI.exists(), reason=f"the LIRS traces are not at {TRACES}")
 def test_gli_trace_hit_rate_matches_the_benchmark(make_cache: Any) -> None:
-    # benches/hitrate.py, gli @ 500: LRU 0.009, tinylfu 0.330, theine 0.323, optimum 0.343;
-    # tinylfu 0.331 to 0.335 over eight runs of this code (each cache draws its own seed).
+    # benches/hitrate.py, gli @ 500: LRU 0.009, tinylfu 0.335, theine 0.332, optimum 0.343;
+    # tinylfu 0.322 to 0.338 over 2,000 runs of this code (median 0.336; each cache draws its
+    # own seed), so the band is that range with a point to spare.
     with gzip.open(GLI, "rt") as lines:
         keys = [int(line.split()[0]) for line in lines if line.strip() not in ("", "*")]
     assert len(keys) == 6015
     assert replay(make_cache(max_size=500, policy="lru"), keys) == pytest.approx(0.009, abs=0.001)
-    assert replay(make_cache(max_size=500), keys) == pytest.approx(0.333, abs=0.015)
+    assert 0.309 <= replay(make_cache(max_size=500), keys) <= 0.347
 
 
 def test_zipf_with_scans_hit_rate_matches_the_benchmark(make_cache: Any) -> None:
@@ -155,10 +156,10 @@ def test_zipf_with_scans_hit_rate_matches_the_benchmark(make_cache: Any) -> None
         keys += range(2000)
     lru = replay(make_cache(max_size=250, policy="lru"), keys)
     tinylfu = replay(make_cache(max_size=250), keys)
-    # Measured with this code: LRU 0.542; tinylfu 0.607 to 0.625 over 300 runs (median 0.622;
+    # Measured with this code: LRU 0.542; tinylfu 0.602 to 0.620 over 2,000 runs (median 0.618;
     # each cache draws its own sketch seed), so the band is that range with a point to spare.
     assert lru == pytest.approx(0.542, abs=0.001)
-    assert 0.597 <= tinylfu <= 0.635
+    assert 0.591 <= tinylfu <= 0.631
 
 
 # --------------------------------------------------------------------------- model-based test

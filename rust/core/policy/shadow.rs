@@ -44,7 +44,11 @@
 //! -> -0.0029 and web07 @ 2,000 +0.0207 -> +0.0205 -> +0.0192 (both met);
 //! 3 seeds 35 rows, 0.0416; 5 seeds 34, 0.0418 (gli @ 1,000 -0.005 there,
 //! as on main). A floor of 0.85 or 0.9 instead: sprite @ 884 -0.0053 and
-//! -0.0048 on 5 seeds (0.95: -0.0048). Miniatures of 128 or 64 entries
+//! -0.0048 on 5 seeds (0.95: -0.0048). The largest shadow at 0.99 instead
+//! of 0.95 (16 seeds, with the window emptied when the cache fills,
+//! `TinyLfu::flush_window`): sprite @ 884 and @ 1,000 +0.0007 (-0.0037 and
+//! -0.0030 against LRU), web07 @ 2,000 +0.0009, orm-night @ 2,000 to @
+//! 10,808 -0.0002 to -0.0003; 0.98: about half of that. Miniatures of 128 or 64 entries
 //! above 4,096: no row moves by 0.0005 (10 seeds; the shadows move none of
 //! the rows that large anyway). Four shadows, 0.2's dropped (its cell
 //! shared by 0.05's and 0.6's), 10 / 5 / 3 seeds: 35 / 34 / 35 rows, mean
@@ -111,7 +115,7 @@ use super::climber::GhostHashing;
 use super::{Eviction, Link, Nodes, Region, TinyLfu};
 
 /// The shadows' window fractions.
-const FRACTIONS: [f64; 4] = [0.005, 0.05, 0.6, 0.95];
+const FRACTIONS: [f64; 4] = [0.005, 0.05, 0.6, 0.99];
 /// Entries of a miniature cache at most (the sampling rate is this over the
 /// capacity, at most 1).
 const MINI_MAX: usize = 256;
@@ -462,11 +466,11 @@ mod tests {
         // again (`simulate.rs`'s recency test): only a large window hits.
         let mut shadows = after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
         let rates = shadows.rates();
-        let last = FRACTIONS.len() - 1; // 0.95
+        let last = FRACTIONS.len() - 1; // 0.99
         assert!(rates[last].1 > rates[0].1 + 0.3, "{rates:?}");
         let (low, high) = shadows.band(0.01, 1.0).expect("a band");
         assert_eq!(shadows.imposed, Some(last), "{rates:?}");
-        assert!(low >= 0.95 && high >= 0.95, "{low} {high}");
+        assert!(low >= 0.99 && high >= 0.99, "{low} {high}");
     }
 
     #[test]

@@ -518,8 +518,8 @@ fn lists_stay_consistent_with_sampled_keys_under_a_random_workload() {
 
 #[test]
 fn the_shadows_keep_the_window_in_their_band() {
-    // The recency workload: the shadows impose 0.95, the largest, whose band
-    // is 0.95 itself: the window takes probation's room too (the climber
+    // The recency workload: the shadows impose 0.99, the largest, whose band
+    // is 0.99 itself: the window takes probation's room too (the climber
     // alone never grows it past the protected segment's, 80 %).
     let (window, rate) =
         shadowed_window_after(1000, 400_000, |step| (step / 4 + (step % 4) * 150) as u64);
@@ -539,7 +539,7 @@ fn the_shadows_keep_the_window_in_their_band() {
 
 #[test]
 fn probation_gets_its_room_back_when_the_window_shrinks_again() {
-    // The recency workload takes the window to 95 % (probation gave room),
+    // The recency workload takes the window to 99 % (probation gave room),
     // then scans over a frequent set bring it down: probation is refilled
     // to its size before the protected segment gets any room back.
     let mut sim = Sim::new(1000, true);
@@ -583,6 +583,7 @@ fn the_window_is_emptied_into_probation_when_the_cache_fills() {
     assert!((0..5).all(|hot| window.contains(&hot)), "{window:?}");
     sim.access(key); // the cache is full
     assert_eq!(sim.list(Slab::WINDOW), Vec::<u64>::new());
+    assert_eq!(sim.policy().sizes().1, 10, "the window keeps its limit");
     let probation = sim.segment(Region::Probation);
     assert_eq!(probation[0], key);
     assert_eq!(
@@ -590,12 +591,24 @@ fn the_window_is_emptied_into_probation_when_the_cache_fills() {
         window,
         "the window's order kept"
     );
-    // New keys fill the window again; the hot keys' next hits promote them.
+    // The hot keys' next hits promote them.
     for hot in 0..5 {
         assert!(sim.access(hot));
     }
     let protected = sim.segment(Region::Protected);
     assert!((0..5).all(|hot| protected.contains(&hot)), "{protected:?}");
+    // While the window has room, new keys take it and probation's victims
+    // leave without a duel; then the window's oldest duels again (a tie:
+    // the victim stays).
+    let (evicted, rejected) = (sim.evicted, sim.rejected);
+    for key in 20_000..20_010 {
+        sim.access(key);
+    }
+    assert_eq!((sim.evicted, sim.rejected), (evicted + 10, rejected));
+    assert_eq!(sim.list(Slab::WINDOW).len(), 10);
+    sim.access(20_010);
+    assert_eq!((sim.evicted, sim.rejected), (evicted + 10, rejected + 1));
+    assert!(!sim.contains(20_000) && sim.contains(20_010));
     sim.check();
 }
 

@@ -369,15 +369,19 @@ impl TinyLfu {
         self.flush_left = UNFLUSHED;
     }
 
-    /// The entry a full cache gives up to make room for a new one: the duel
-    /// between the window's oldest entry and the main region's victim. The
-    /// caller removes it (through `on_remove`). `None` only if the cache is empty.
+    /// The entry a full cache gives up to make room for a new one. If the
+    /// window is at its limit, the new entry pushes its oldest entry out:
+    /// that candidate and the main region's victim duel. If the window has
+    /// room (it was emptied when the cache filled, `flush_window`, or its
+    /// entries left), the victim leaves and the window grows back. The
+    /// caller removes the entry (through `on_remove`). `None` only if the
+    /// cache is empty.
     pub fn evict<N: Nodes>(&mut self, nodes: &mut N) -> Option<Eviction> {
         let candidate = back(nodes, N::WINDOW);
         // Probation's least recent entry, or protected's if probation is empty.
         let victim = back(nodes, N::MAIN);
         match (candidate, victim) {
-            (Some(candidate), Some(victim)) => {
+            (Some(candidate), Some(victim)) if self.window_len >= self.window_max => {
                 let candidate_hash = nodes.hash(candidate);
                 if self.admit(candidate_hash, nodes.hash(victim)) {
                     Some(Eviction::Evicted(victim))
@@ -388,7 +392,7 @@ impl TinyLfu {
                     Some(Eviction::Rejected(candidate))
                 }
             }
-            (Some(only), None) | (None, Some(only)) => Some(Eviction::Evicted(only)),
+            (_, Some(only)) | (Some(only), None) => Some(Eviction::Evicted(only)),
             (None, None) => None,
         }
     }
@@ -463,8 +467,7 @@ impl TinyLfu {
     /// from 50 entries to 721 and stayed large for eight samples; 0.819 ->
     /// 0.822 without them, `simulate.rs`, 5 seeds). In probation their next
     /// hit promotes them. Until new keys fill the window again, a full
-    /// cache evicts probation's victims without a duel, as it does whenever
-    /// the window is empty.
+    /// cache evicts probation's victims without a duel (`evict`).
     #[cold]
     #[inline(never)]
     fn flush_window<N: Nodes>(&mut self, nodes: &mut N) {
