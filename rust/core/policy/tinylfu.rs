@@ -28,6 +28,10 @@
 //!   pinned victims (a hot entry that stopped being asked for gives way a
 //!   little sooner), which moved the simulated hit rates by less than half a
 //!   point either way on the recorded traces.
+//! - When a cache of more than 400 entries first fills, its window's entries
+//!   move to probation (`flush_window`): through the fill they were the
+//!   hottest keys, not the newest. While the window has room, a full cache
+//!   evicts the main region's victim without a duel.
 //! - Caches of more than 400 entries keep miniature copies of themselves with
 //!   fixed windows over a sample of their keys (`shadow.rs`): the best of
 //!   them bounds where the climber may take the window.
