@@ -331,6 +331,12 @@ impl Climber {
         }
     }
 
+    /// Whether it weighs densities and returning rejects (a cache of more
+    /// than `REACTIVE_MAX` entries) rather than the hit rate (`Reactive`).
+    pub fn climbs_on_densities(&self) -> bool {
+        self.reactive.is_none()
+    }
+
     #[inline(always)]
     pub fn window_hit(&mut self) {
         self.window_hits += 1;

@@ -460,8 +460,8 @@ impl TinyLfu {
         }
     }
 
-    /// Once, when the cache first fills (again, after a clear), if it climbs
-    /// on densities (more than `REACTIVE_MAX` entries): the window's entries
+    /// Once, when the cache first fills (again, after a clear), if its
+    /// climber goes by densities (more than `REACTIVE_MAX` entries): the window's entries
     /// move to probation, the oldest first (at most `TRANSFER_LIMIT` per
     /// call, the rest at the next calls). While the cache fills nothing is
     /// evicted, so the window is left holding not the newest keys but the
@@ -476,21 +476,27 @@ impl TinyLfu {
     #[inline(never)]
     fn flush_window<N: Nodes>(&mut self, nodes: &mut N) {
         if self.flush_left == UNFLUSHED {
-            let climbs_on_densities = self.maximum > super::climber::REACTIVE_MAX;
-            self.flush_left = if climbs_on_densities {
+            self.flush_left = if self.climber.climbs_on_densities() {
                 self.window_len
             } else {
                 0
             };
         }
         let moves = self.flush_left.min(TRANSFER_LIMIT);
-        for _ in 0..moves {
+        self.window_to_probation(nodes, moves);
+        self.flush_left -= moves;
+    }
+
+    /// Moves up to `count` of the window's least recent entries to
+    /// probation's front, the oldest first; returns how many moved.
+    fn window_to_probation<N: Nodes>(&mut self, nodes: &mut N, count: usize) -> usize {
+        for moved in 0..count {
             let Some(entry) = back(nodes, N::WINDOW) else {
-                break;
+                return moved;
             };
             self.transfer(nodes, entry, Region::Probation);
         }
-        self.flush_left -= moves;
+        count
     }
 
     /// The climber's window change, kept within the shadows' band
@@ -591,16 +597,7 @@ impl TinyLfu {
         let mut quota = (self.pending.unsigned_abs() as usize).min(self.window_max - 1);
         self.window_max -= quota;
         self.protected_max = self.protected_cap(self.protected_max + quota);
-        for _ in 0..TRANSFER_LIMIT {
-            if quota == 0 {
-                break;
-            }
-            let Some(entry) = back(nodes, N::WINDOW) else {
-                break;
-            };
-            self.transfer(nodes, entry, Region::Probation);
-            quota -= 1;
-        }
+        quota -= self.window_to_probation(nodes, quota.min(TRANSFER_LIMIT));
         self.window_max += quota;
         self.protected_max = self.protected_cap(self.protected_max);
         self.pending = -(quota as i64);
