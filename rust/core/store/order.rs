@@ -59,6 +59,17 @@ impl<K, V> Slab<'_, K, V> {
 /// A protected entry's region tag in its stored hash.
 const PROTECTED_TAG: u64 = (Region::Protected as u64) << REGION_SHIFT;
 
+/// Where a stored hash keeps its region's two bits: a sampled key's are
+/// apart from the fast tests' (see `REGION_MASK`).
+#[inline(always)]
+fn region_shift(hash: u64) -> u32 {
+    if hash & SAMPLED != 0 {
+        SAMPLED_SHIFT
+    } else {
+        REGION_SHIFT
+    }
+}
+
 impl<K, V> Nodes for Slab<'_, K, V> {
     const WINDOW: u32 = LRU;
     const MAIN: u32 = MAIN;
@@ -71,22 +82,13 @@ impl<K, V> Nodes for Slab<'_, K, V> {
     #[inline(always)]
     fn region(&self, index: u32) -> Region {
         let hash = self.node(index).hash;
-        let shift = if hash & SAMPLED != 0 {
-            SAMPLED_SHIFT
-        } else {
-            REGION_SHIFT
-        };
-        Region::from_bits((hash >> shift) as u8 & 3)
+        Region::from_bits((hash >> region_shift(hash)) as u8 & 3)
     }
 
     #[inline(always)]
     fn set_region(&mut self, index: u32, region: Region) {
         let node = self.node_mut(index);
-        let shift = if node.hash & SAMPLED != 0 {
-            SAMPLED_SHIFT
-        } else {
-            REGION_SHIFT
-        };
+        let shift = region_shift(node.hash);
         node.hash = (node.hash & !(3 << shift)) | (u64::from(region as u8) << shift);
     }
 
